@@ -1,0 +1,1 @@
+"""Restoration engine: axes, normalisation, tiling, running and blending."""

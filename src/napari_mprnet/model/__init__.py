@@ -1,0 +1,6 @@
+"""The MPRNet network and its named configurations."""
+
+from .arch import MPRNet, MPRNetConfig
+from .presets import OFFICIAL_PRESETS, TASKS, official_config
+
+__all__ = ["MPRNet", "MPRNetConfig", "OFFICIAL_PRESETS", "TASKS", "official_config"]

@@ -1,0 +1,1 @@
+"""Fine-tuning: the paper's losses, paired data and the trainer."""
