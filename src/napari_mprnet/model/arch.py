@@ -323,6 +323,10 @@ class MPRNet(nn.Module):
         elif kwargs:
             raise TypeError("pass either a config or keyword arguments, not both")
         self.config = config
+        #: Information stored with the weights (task, normalisation, provenance).
+        self.metadata: dict = {}
+        #: Where the weights were loaded from, if anywhere.
+        self.source: str | None = None
         cfg = config
         act = nn.PReLU()  # one activation shared by every CAB, as in the released layout
         self.shallow_feat1 = _StemAndCAB(cfg, act)

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny networks keep the suite fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_mprnet.model import MPRNet, MPRNetConfig
+
+TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1, reduction=4)
+
+
+@pytest.fixture
+def tiny_config() -> MPRNetConfig:
+    return TINY
+
+
+@pytest.fixture
+def tiny_model() -> MPRNet:
+    torch.manual_seed(0)
+    return MPRNet(TINY).eval()

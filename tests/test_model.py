@@ -1,0 +1,107 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_mprnet.model import MPRNet, MPRNetConfig, OFFICIAL_PRESETS, official_config
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def _reference(task):
+    path = REFERENCE / f"mprnet_state_dict_{task}.json"
+    if not path.exists():  # the repo's own copy, for clones without ../shared
+        path = Path(__file__).parent / "data" / f"mprnet_state_dict_{task}.json"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("task", ["denoise", "deblur", "derain"])
+def test_official_layout_names_and_shapes(task):
+    ref = _reference(task)
+    model = MPRNet(official_config(task))
+    ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    assert ours == [(k, s) for k, s in ref["keys"]]
+    assert sum(p.numel() for p in model.parameters()) == ref["num_params"]
+    assert model.config.to_dict() == ref["config"] | {"in_c": 3, "out_c": 3}
+
+
+def test_prelu_is_shared_by_all_attention_blocks():
+    model = MPRNet(official_config("derain"))
+    prelus = {id(m) for m in model.modules() if isinstance(m, torch.nn.PReLU)}
+    assert len(prelus) == 1
+    names = [k for k, v in model.state_dict().items() if v.shape == (1,)]
+    assert len(names) == 55
+
+
+def test_forward_returns_three_full_size_stages_final_first(tiny_model):
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        outs = tiny_model(x)
+        assert [o.shape for o in outs] == [x.shape] * 3
+        assert not torch.allclose(outs[0], outs[1])
+        # the final output is the stage-3 residual added to the input: zero the tail
+        tiny_model.tail.weight.zero_()
+        assert torch.equal(tiny_model(x)[0], x)
+
+
+def test_stage1_sees_only_its_quarter(tiny_model):
+    """Multi-patch hierarchy: stage 1 processes the four quarters independently."""
+    x = torch.rand(1, 3, 32, 32)
+    y = x.clone()
+    y[..., 16:, 16:] = torch.rand(1, 3, 16, 16)  # change only the bottom-right quarter
+    with torch.no_grad():
+        s1_x = tiny_model(x)[2]
+        s1_y = tiny_model(y)[2]
+        s2_x = tiny_model(x)[1]
+        s2_y = tiny_model(y)[1]
+    assert torch.equal(s1_x[..., :16, :], s1_y[..., :16, :])  # top half untouched in stage 1
+    assert not torch.equal(s1_x[..., 16:, :16], s1_y[..., 16:, :16])  # joined decoder mixes
+    assert torch.equal(s1_x[..., :16, :], s1_y[..., :16, :])
+    assert not torch.equal(s2_x[..., :16, :], s2_y[..., :16, :])  # stage 2 sees the whole image
+
+
+def test_top_quarters_are_independent_in_stage1_encoder(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    feats = []
+    handle = tiny_model.stage1_encoder.register_forward_hook(lambda m, i, o: feats.append(o[0]))
+    with torch.no_grad():
+        tiny_model(x)
+    handle.remove()
+    assert len(feats) == 4 and feats[0].shape[-2:] == (16, 16)
+
+
+def test_one_channel_network():
+    model = MPRNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1, in_c=1, out_c=1)
+    with torch.no_grad():
+        outs = model(torch.rand(1, 1, 16, 16))
+    assert all(o.shape == (1, 1, 16, 16) for o in outs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_feat": 0}, "n_feat"),
+        ({"kernel_size": 4}, "odd"),
+        ({"in_c": 1, "out_c": 3}, "in_c"),
+        ({"n_feat": 2, "reduction": 4}, "reduction"),
+        ({"scale_unetfeats": -1}, "scale_unetfeats"),
+        ({"num_cab": 1.5}, "num_cab"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MPRNetConfig(**kwargs)
+
+
+def test_bad_input_shapes(tiny_model):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        tiny_model(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        tiny_model(torch.rand(1, 1, 32, 32))
+
+
+def test_presets_cover_three_tasks():
+    assert set(OFFICIAL_PRESETS) == {"denoise", "deblur", "derain"}
+    with pytest.raises(ValueError, match="unknown task"):
+        official_config("sharpen")
