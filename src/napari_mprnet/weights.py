@@ -29,7 +29,7 @@ from safetensors.torch import save_file as _save_safetensors
 from .engine.devices import resolve_device
 from .model.arch import MPRNet, MPRNetConfig
 
-__all__ = ["load_model", "save_model", "infer_config", "load_state_dict", "FORMAT_NAME"]
+__all__ = ["FORMAT_NAME", "infer_config", "load_model", "load_state_dict", "save_model"]
 
 FORMAT_NAME = "napari-mprnet"
 FORMAT_VERSION = "1"
@@ -295,7 +295,7 @@ def load_model(
         raise TypeError(
             f"model must be a task name, a file path or an MPRNet, got {type(source).__name__}"
         )
-    from .pretrained import is_bundled_name, bundled_path
+    from .pretrained import bundled_path, is_bundled_name
 
     if isinstance(source, str) and is_bundled_name(source) and not Path(source).exists():
         path = bundled_path(source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "describe_device", "device_memory_bytes"]
+__all__ = ["describe_device", "device_memory_bytes", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -40,10 +40,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available here; "
                          "use device='auto' or 'cpu'")
-    if resolved.type == "cuda" and resolved.index is not None:
-        if resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: "
-                             f"{torch.cuda.device_count()} CUDA device(s) found")
+    count = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= count:
+        raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s) found")
     if resolved.type == "mps" and not _mps_available():
         raise ValueError(f"device {device!r} was requested but Apple MPS is not available here")
     return resolved

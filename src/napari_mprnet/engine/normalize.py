@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Normalization", "choose_normalization", "NORMALIZE_MODES"]
+__all__ = ["NORMALIZE_MODES", "Normalization", "choose_normalization"]
 
 NORMALIZE_MODES = ("auto", "percentile", "range", "none")
 DEFAULT_PERCENTILES = (0.5, 99.8)
@@ -76,10 +76,13 @@ def _percentile_normalization(
         raise ValueError(
             f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}"
         )
-    low, high = np.percentile(_sample(data).astype(np.float64), [lo_p, hi_p])
+    # NaN pixels (e.g. masked regions) are ignored rather than poisoning the whole map.
+    low, high = np.nanpercentile(_sample(data).astype(np.float64), [lo_p, hi_p])
     if not high > low:
         # Nearly constant data: fall back to the full range, then to a unit span.
-        low, high = float(np.min(data)), float(np.max(data))
+        low, high = float(np.nanmin(data)), float(np.nanmax(data))
+        if not np.isfinite(low):
+            low = 0.0
         if not high > low:
             high = low + 1.0
     return Normalization("percentile", float(low), float(high))
@@ -128,7 +131,10 @@ def choose_normalization(
     # auto
     if dtype == np.uint8:
         return Normalization("uint8", 0.0, 255.0)
-    if np.issubdtype(dtype, np.floating):
-        if float(np.min(data)) >= 0.0 and float(np.max(data)) <= 1.0:
-            return Normalization()
+    if (
+        np.issubdtype(dtype, np.floating)
+        and float(np.nanmin(data)) >= 0.0
+        and float(np.nanmax(data)) <= 1.0
+    ):
+        return Normalization()
     return _percentile_normalization(data, percentiles)

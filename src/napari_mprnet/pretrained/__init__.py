@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["bundled_path", "bundled_info", "is_bundled_name", "REGISTRY_FILE"]
+__all__ = ["REGISTRY_FILE", "bundled_info", "bundled_path", "is_bundled_name"]
 
 _HERE = Path(__file__).parent
 REGISTRY_FILE = _HERE / "registry.json"
@@ -33,7 +33,7 @@ def bundled_info(task: str) -> dict:
     return dict(registry[task])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _verified(path: Path, sha256: str) -> bool:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest == sha256

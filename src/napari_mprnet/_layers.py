@@ -1,0 +1,105 @@
+"""napari layers in and out of :func:`napari_mprnet.restore` (napari imported lazily)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LayerSnapshot", "is_napari_layer", "output_name", "restore_layer", "snapshot"]
+
+_STAGE_LABELS = (None, "stage 2", "stage 1")
+
+
+def is_napari_layer(obj: Any) -> bool:
+    """Whether ``obj`` is a napari layer (without importing napari)."""
+    return any(cls.__module__.startswith("napari.layers") for cls in type(obj).__mro__)
+
+
+@dataclass(frozen=True)
+class LayerSnapshot:
+    """What an output layer needs from its input, captured when a job starts."""
+
+    name: str
+    data: Any
+    rgb: bool
+    scale: tuple
+    translate: tuple
+    metadata: dict = field(default_factory=dict)
+
+
+def snapshot(layer: Any) -> LayerSnapshot:
+    """Capture an Image layer's data and placement.
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` is not a napari Image layer.
+    """
+    from napari.layers import Image
+
+    if not isinstance(layer, Image):
+        raise TypeError(
+            f"restoration needs an Image layer, got the {type(layer).__name__} layer "
+            f"'{getattr(layer, 'name', '?')}'"
+        )
+    data = layer.data[0] if layer.multiscale else layer.data
+    return LayerSnapshot(
+        name=layer.name,
+        data=data,
+        rgb=bool(layer.rgb),
+        scale=tuple(layer.scale),
+        translate=tuple(layer.translate),
+    )
+
+
+def output_name(name: str, task: str, stage: str | None = None) -> str:
+    """E.g. ``"cells (denoised)"`` or ``"cells (denoised, stage 1)"``."""
+    from .api import TASK_SUFFIX
+
+    label = TASK_SUFFIX.get(task, task)
+    return f"{name} ({label}, {stage})" if stage else f"{name} ({label})"
+
+
+def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[Any]:
+    """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed like
+    the input."""
+    from napari.layers import Image
+
+    layers = []
+    for data, stage in zip(results, _STAGE_LABELS):
+        layers.append(
+            Image(
+                data,
+                name=output_name(source.name, task, stage),
+                rgb=source.rgb,
+                scale=source.scale,
+                translate=source.translate,
+                metadata={"napari_mprnet": {"task": task, "source": source.name,
+                                            "stage": stage or "final"}},
+            )
+        )
+    return layers
+
+
+def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
+                  task: str = "denoise", **options: Any) -> Any:
+    """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
+    from . import _lazy
+    from .api import iter_restore
+    from .engine.runner import drive
+
+    source = snapshot(layer)
+    if _lazy.is_dask_array(source.data):
+        results = _lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,
+                                     task=task, **options)
+        results = results if stages else [results]
+    else:
+        results = drive(
+            iter_restore(np.asarray(source.data), axes=axes, rgb=source.rgb, stages=stages,
+                         task=task, **options),
+            progress,
+        )
+    layers = make_layers(source, results, task)
+    return layers if stages else layers[0]

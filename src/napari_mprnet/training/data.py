@@ -1,0 +1,470 @@
+"""Paired (degraded, clean) training data: loading, splitting and patch sampling.
+
+Every image is cut into 2-D planes shaped (H, W, c) with c = 1 (grey) or 3 (RGB), and all
+planes, inputs and targets alike, go through ONE intensity map fitted on the inputs
+(:func:`napari_mprnet.engine.normalize.choose_normalization`), so the network learns the
+target's intensities in the same scale it sees the input in; the map is stored with the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_mprnet.engine.normalize import Normalization, choose_normalization
+
+__all__ = ["PairSet", "PatchSampler", "center_crops", "load_pairs", "split_pairs"]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: Above this many input values, the normalisation is fitted on a strided sample
+#: (plus every image's minimum and maximum).
+_FIT_MAX_VALUES = 16_000_000
+
+
+@dataclass
+class PairSet:
+    """Paired training planes, normalised to the network's range.
+
+    Parameters
+    ----------
+    inputs : list of numpy.ndarray
+        Degraded planes, each (H, W, c) float32 with c = 1 or 3.
+    targets : list of numpy.ndarray
+        Clean planes, shaped like the matching input.
+    names : list of str
+        One name per plane, e.g. ``"img01.tif[z=3]"``.
+    normalization : Normalization
+        The map applied to inputs and targets (fitted on the inputs).
+    """
+
+    inputs: list[np.ndarray] = field(default_factory=list)
+    targets: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    normalization: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self) -> None:
+        if not len(self.inputs) == len(self.targets) == len(self.names):
+            raise ValueError(
+                f"PairSet needs one target and one name per input, got {len(self.inputs)} "
+                f"inputs, {len(self.targets)} targets and {len(self.names)} names"
+            )
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices: Sequence[int]) -> PairSet:
+        """Return the planes at ``indices`` (arrays shared, not copied)."""
+        return PairSet(
+            [self.inputs[i] for i in indices],
+            [self.targets[i] for i in indices],
+            [self.names[i] for i in indices],
+            self.normalization,
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _is_pathlike(obj: Any) -> bool:
+    return isinstance(obj, (str, Path))
+
+
+def _tiff_files(folder: Path) -> dict[str, Path]:
+    if not folder.exists():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"expected a folder of TIFF files, got a file: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES)
+    if not files:
+        raise ValueError(f"no TIFF files (*.tif, *.tiff) in folder {folder}")
+    by_name: dict[str, Path] = {}
+    for path in files:
+        if path.name in by_name:  # pragma: no cover - only on case-insensitive names
+            raise ValueError(f"two files named {path.name!r} in {folder}")
+        by_name[path.name] = path
+    return by_name
+
+
+def _folder_pairs(inputs: Path, targets: Path) -> list[tuple[str, Any, Any, Any]]:
+    in_files = _tiff_files(inputs)
+    tgt_files = _tiff_files(targets)
+    lonely_in = sorted(set(in_files) - set(tgt_files))
+    lonely_tgt = sorted(set(tgt_files) - set(in_files))
+    if lonely_in or lonely_tgt:
+        parts = []
+        if lonely_in:
+            parts.append(f"inputs without a target in {targets}: {', '.join(lonely_in)}")
+        if lonely_tgt:
+            parts.append(f"targets without an input in {inputs}: {', '.join(lonely_tgt)}")
+        raise ValueError("unpaired files (matched by file name): " + "; ".join(parts))
+    return [
+        (name, tifffile.imread(in_files[name]), tifffile.imread(tgt_files[name]), None)
+        for name in sorted(in_files)
+    ]
+
+
+def _unwrap(obj: Any) -> tuple[Any, bool | None, str | None]:
+    """Return (array-like, rgb hint, name) for an array or a layer-like object."""
+    if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
+        return obj, None, None
+    if hasattr(obj, "data"):
+        data = obj.data
+        if getattr(obj, "multiscale", False) and isinstance(data, (list, tuple)):
+            data = data[0]  # the full-resolution level
+        rgb = getattr(obj, "rgb", None)
+        name = getattr(obj, "name", None)
+        return data, rgb if isinstance(rgb, (bool, np.bool_)) else None, name
+    raise TypeError(
+        "training data must be numpy arrays, lists of arrays, folder paths or napari Image "
+        f"layers, got {type(obj).__name__}"
+    )
+
+
+def _object_pairs(inputs: Any, targets: Any) -> list[tuple[str, Any, Any, Any]]:
+    def as_list(obj: Any) -> list:
+        if isinstance(obj, (list, tuple)):
+            return list(obj)
+        return [obj]
+
+    in_list, tgt_list = as_list(inputs), as_list(targets)
+    if not in_list:
+        raise ValueError("no training images given")
+    if len(in_list) != len(tgt_list):
+        raise ValueError(f"got {len(in_list)} input images but {len(tgt_list)} target images")
+    single = len(in_list) == 1 and not isinstance(inputs, (list, tuple))
+    pairs = []
+    for index, (inp, tgt) in enumerate(zip(in_list, tgt_list)):
+        in_data, rgb, name = _unwrap(inp)
+        tgt_data, _, _ = _unwrap(tgt)
+        if not name:
+            name = "image" if single else f"image{index}"
+        pairs.append((str(name), in_data, tgt_data, rgb))
+    return pairs
+
+
+def _as_numeric(data: Any, what: str) -> np.ndarray:
+    array = np.asarray(data)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(
+            f"{what} has a non-numeric dtype ({array.dtype}); expected integers or floats"
+        )
+    if array.size == 0:
+        raise ValueError(f"{what} is empty (shape {array.shape})")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def _planes(array: np.ndarray, rgb: bool, name: str) -> tuple[np.ndarray, list[str]]:
+    """Reshape an image to (n, H, W, c) with names per plane (alpha dropped)."""
+    if rgb:
+        if array.ndim < 3 or array.shape[-1] not in (3, 4):
+            raise ValueError(
+                f"{name!r} is marked RGB but its last axis is not 3 or 4 (shape {array.shape})"
+            )
+        array = array[..., :3]
+        lead = array.shape[:-3]
+        planes = array.reshape((-1,) + array.shape[-3:])
+    else:
+        if array.ndim < 2:
+            raise ValueError(f"{name!r} must be at least 2-D, got shape {array.shape}")
+        lead = array.shape[:-2]
+        planes = array.reshape((-1,) + array.shape[-2:] + (1,))
+    if not lead:
+        names = [name]
+    elif len(lead) == 1:
+        names = [f"{name}[z={i}]" for i in range(lead[0])]
+    else:
+        names = [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*lead)]
+    return planes, names
+
+
+def _fit_sample(arrays: list[np.ndarray]) -> np.ndarray:
+    """All input values, or a strided sample with every array's extremes when too many."""
+    total = sum(a.size for a in arrays)
+    if total <= _FIT_MAX_VALUES:
+        return np.concatenate([a.reshape(-1) for a in arrays])
+    step = math.ceil(total / _FIT_MAX_VALUES)
+    parts = []
+    for a in arrays:
+        flat = a.reshape(-1)
+        parts.append(flat[::step])
+        parts.append(np.array([flat.min(), flat.max()], dtype=a.dtype))
+    return np.concatenate(parts)
+
+
+def load_pairs(
+    inputs: Any,
+    targets: Any,
+    *,
+    normalize: str | Normalization = "auto",
+    rgb: bool | None = None,
+) -> PairSet:
+    """Load paired degraded/clean images as normalised float32 planes.
+
+    Parameters
+    ----------
+    inputs, targets : array, list of arrays, folder path or napari Image layer(s)
+        Degraded and clean images: two arrays of identical shape, two equally long lists,
+        two folders of TIFFs (``*.tif``, ``*.tiff``) matched by file name, or layer-like
+        objects (a ``.data`` attribute and optional ``.rgb``). Images are 2-D, RGB (last
+        axis 3 or 4; alpha is dropped) or stacks (every plane becomes a sample).
+    normalize : {"auto", "percentile", "range", "none"} or Normalization
+        Passed to :func:`choose_normalization`, fitted on all inputs together; the same
+        map is applied to the targets.
+    rgb : bool, optional
+        Whether the last axis holds colour channels. Default: a layer's ``rgb`` flag, else
+        ``True`` when the image has 3+ dimensions and its last axis is 3 or 4.
+
+    Returns
+    -------
+    PairSet
+
+    Raises
+    ------
+    ValueError
+        Mismatched shapes, unpaired or missing files, non-numeric data, NaN/inf.
+    TypeError
+        Unsupported input types.
+    """
+    if _is_pathlike(inputs) or _is_pathlike(targets):
+        if not (_is_pathlike(inputs) and _is_pathlike(targets)):
+            raise TypeError("give both inputs and targets as folder paths, or neither")
+        raw = _folder_pairs(Path(inputs), Path(targets))
+    else:
+        raw = _object_pairs(inputs, targets)
+
+    in_planes: list[np.ndarray] = []
+    tgt_planes: list[np.ndarray] = []
+    names: list[str] = []
+    for name, in_data, tgt_data, layer_rgb in raw:
+        inp = _as_numeric(in_data, f"input {name!r}")
+        tgt = _as_numeric(tgt_data, f"target {name!r}")
+        if inp.shape != tgt.shape:
+            raise ValueError(
+                f"input and target {name!r} differ in shape: input {inp.shape}, target {tgt.shape}"
+            )
+        is_rgb = rgb if rgb is not None else layer_rgb
+        if is_rgb is None:
+            is_rgb = inp.ndim >= 3 and inp.shape[-1] in (3, 4)
+        inp_p, plane_names = _planes(inp, bool(is_rgb), name)
+        tgt_p, _ = _planes(tgt, bool(is_rgb), name)
+        in_planes.append(inp_p)
+        tgt_planes.append(tgt_p)
+        names.extend(plane_names)
+
+    norm = choose_normalization(_fit_sample(in_planes), normalize)
+    inputs_out = [np.ascontiguousarray(norm.apply(p)) for a in in_planes for p in a]
+    targets_out = [np.ascontiguousarray(norm.apply(p)) for a in tgt_planes for p in a]
+    return PairSet(inputs_out, targets_out, names, norm)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def split_pairs(pairs: PairSet, val_fraction: float, seed: int = 0) -> tuple[PairSet, PairSet]:
+    """Split into training and validation sets by whole plane (never by patch).
+
+    Parameters
+    ----------
+    pairs : PairSet
+        All planes.
+    val_fraction : float
+        Fraction of planes held out, in [0, 1). With a positive fraction and at least two
+        planes, at least one is held out; at least one always stays for training.
+    seed : int
+        Seed of the random assignment.
+
+    Returns
+    -------
+    (PairSet, PairSet)
+        Training and validation planes (in their original order), sharing the normalisation.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n = len(pairs)
+    if n == 0:
+        raise ValueError("cannot split an empty PairSet")
+    n_val = round(val_fraction * n)
+    if val_fraction > 0 and n >= 2:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = sorted(int(i) for i in order[:n_val])
+    train_idx = sorted(int(i) for i in order[n_val:])
+    return pairs.subset(train_idx), pairs.subset(val_idx)
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def _check_channels(pairs: PairSet, channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if channels == 1:
+        for name, plane in zip(pairs.names, pairs.inputs):
+            if plane.shape[-1] != 1:
+                raise ValueError(
+                    f"{name!r} is RGB but the network takes 1 channel; use a 3-channel "
+                    "network or convert the images to grey"
+                )
+
+
+def _to_chw(plane: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, c) -> contiguous (channels, H, W); grey copies are identical."""
+    chw = plane.transpose(2, 0, 1)
+    if chw.shape[0] == 1 and channels == 3:
+        chw = np.repeat(chw, 3, axis=0)
+    return np.ascontiguousarray(chw, dtype=np.float32)
+
+
+class PatchSampler:
+    """Random aligned patches from paired planes.
+
+    Parameters
+    ----------
+    pairs : PairSet
+        Training planes.
+    patch_size : int
+        Square patch side, >= 16 and a multiple of 8.
+    batch_size : int
+        Patches per batch.
+    augment : bool
+        Apply the same random flips and 90-degree rotation to input and target.
+    seed : int
+        Seed of the sampler's random generator.
+    channels : int
+        Network channels (1 or 3); grey planes are replicated to 3 identical channels.
+    """
+
+    def __init__(
+        self,
+        pairs: PairSet,
+        patch_size: int,
+        batch_size: int,
+        *,
+        augment: bool = True,
+        seed: int = 0,
+        channels: int = 3,
+    ) -> None:
+        if len(pairs) == 0:
+            raise ValueError("no training planes to sample from")
+        if int(patch_size) != patch_size or patch_size < 16 or patch_size % 8:
+            raise ValueError(f"patch_size must be a multiple of 8 and >= 16, got {patch_size!r}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_channels(pairs, channels)
+        for name, plane in zip(pairs.names, pairs.inputs):
+            if plane.shape[0] < patch_size or plane.shape[1] < patch_size:
+                raise ValueError(
+                    f"{name!r} ({plane.shape[0]}x{plane.shape[1]}) is smaller than the "
+                    f"patch size {patch_size}; use a smaller patch or drop the image"
+                )
+        self.pairs = pairs
+        self.patch_size = int(patch_size)
+        self.batch_size = int(batch_size)
+        self.augment = bool(augment)
+        self.channels = int(channels)
+        areas = np.array([p.shape[0] * p.shape[1] for p in pairs.inputs], dtype=np.float64)
+        self._weights = areas / areas.sum()
+        self._rng = np.random.default_rng(seed)
+
+    def _patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        size = self.patch_size
+        index = int(rng.choice(len(self.pairs), p=self._weights))
+        inp, tgt = self.pairs.inputs[index], self.pairs.targets[index]
+        top = int(rng.integers(0, inp.shape[0] - size + 1))
+        left = int(rng.integers(0, inp.shape[1] - size + 1))
+        a = inp[top : top + size, left : left + size]
+        b = tgt[top : top + size, left : left + size]
+        if self.augment:
+            flip_v, flip_h = rng.random(2) < 0.5
+            turns = int(rng.integers(0, 4))
+            if flip_v:
+                a, b = a[::-1], b[::-1]
+            if flip_h:
+                a, b = a[:, ::-1], b[:, ::-1]
+            a, b = np.rot90(a, turns, axes=(0, 1)), np.rot90(b, turns, axes=(0, 1))
+        return _to_chw(a, self.channels), _to_chw(b, self.channels)
+
+    def sample(self, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw a batch.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator, optional
+            Generator to draw from; default: the sampler's own (seeded, resumable).
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            Input and target batches, (B, channels, P, P) float32.
+        """
+        rng = self._rng if rng is None else rng
+        patches = [self._patch(rng) for _ in range(self.batch_size)]
+        inputs = torch.from_numpy(np.stack([p[0] for p in patches]))
+        targets = torch.from_numpy(np.stack([p[1] for p in patches]))
+        return inputs, targets
+
+    def state_dict(self) -> dict:
+        """The random generator's state (``bit_generator.state``), for resuming."""
+        return copy.deepcopy(self._rng.bit_generator.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state from :meth:`state_dict`, so later batches repeat exactly."""
+        expected = type(self._rng.bit_generator).__name__
+        if not isinstance(state, dict) or state.get("bit_generator") != expected:
+            raise ValueError(f"not a {expected} generator state: {state!r:.200}")
+        self._rng.bit_generator.state = copy.deepcopy(state)
+
+
+def center_crops(
+    pairs: PairSet, size: int | None = None, channels: int = 3
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Validation tensors: whole planes, or centre crops of at most ``size``.
+
+    Height and width are cut down to multiples of 8 (centred), as the network requires.
+
+    Parameters
+    ----------
+    pairs : PairSet
+        Validation planes.
+    size : int, optional
+        Largest crop side; default: the whole plane.
+    channels : int
+        Network channels (1 or 3); grey planes are replicated to 3 identical channels.
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor)
+        One (input, target) pair per plane, each (1, channels, h, w) float32.
+    """
+    if size is not None and (int(size) != size or size < 8):
+        raise ValueError(f"size must be an integer >= 8 or None, got {size!r}")
+    _check_channels(pairs, channels)
+    out = []
+    for name, inp, tgt in zip(pairs.names, pairs.inputs, pairs.targets):
+        height, width = inp.shape[:2]
+        if size is not None:
+            height, width = min(height, int(size)), min(width, int(size))
+        height, width = height // 8 * 8, width // 8 * 8
+        if height == 0 or width == 0:
+            raise ValueError(f"{name!r} ({inp.shape[0]}x{inp.shape[1]}) is smaller than 8x8")
+        top = (inp.shape[0] - height) // 2
+        left = (inp.shape[1] - width) // 2
+        window = (slice(top, top + height), slice(left, left + width))
+        out.append(
+            (
+                torch.from_numpy(_to_chw(inp[window], channels))[None],
+                torch.from_numpy(_to_chw(tgt[window], channels))[None],
+            )
+        )
+    return out

@@ -1,0 +1,206 @@
+"""Tests for the tile layout and blending weights."""
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+
+from napari_mprnet.engine.tiling import (
+    Tile,
+    TileGrid,
+    axis_starts,
+    axis_weights,
+    validate_tiling,
+)
+
+AXIS_CASES = [
+    (length, tile, overlap)
+    for length in (1, 7, 15, 16, 17, 31, 32, 33, 64, 65, 100, 129, 257)
+    for tile in (16, 17, 32, 64)
+    for overlap in (0, 1, 4, 8, tile // 2, tile - 1)
+    if overlap < tile
+]
+
+
+@pytest.mark.parametrize(
+    "tile_size, tile_overlap, error",
+    [
+        (15, 0, ValueError),
+        (0, 0, ValueError),
+        (-32, 0, ValueError),
+        (32, -1, ValueError),
+        (32, 32, ValueError),
+        (32, 40, ValueError),
+        (32.0, 8, TypeError),
+        (32, 8.0, TypeError),
+        ("32", 8, TypeError),
+        (True, 0, TypeError),
+        (32, False, TypeError),
+        (None, 8, TypeError),
+    ],
+)
+def test_validate_tiling_rejects(tile_size, tile_overlap, error):
+    with pytest.raises(error, match="tile_"):
+        validate_tiling(tile_size, tile_overlap)
+
+
+@pytest.mark.parametrize(
+    "tile_size, tile_overlap", [(16, 0), (16, 15), (256, 32), (np.int64(64), 8)]
+)
+def test_validate_tiling_accepts(tile_size, tile_overlap):
+    validate_tiling(tile_size, tile_overlap)
+
+
+def test_validation_messages_say_what_to_do():
+    with pytest.raises(ValueError, match="at least 16"):
+        validate_tiling(8, 0)
+    with pytest.raises(ValueError, match="smaller than tile_size"):
+        validate_tiling(32, 32)
+
+
+@pytest.mark.parametrize("length, tile, overlap", AXIS_CASES)
+def test_axis_starts_cover_axis(length, tile, overlap):
+    starts = axis_starts(length, tile, overlap)
+    size = min(tile, length)
+    assert starts[0] == 0
+    assert starts[-1] == length - size
+    assert all(b > a for a, b in pairwise(starts))
+    # consecutive tiles touch or overlap by at least the requested overlap
+    assert all(b - a <= tile - overlap for a, b in pairwise(starts))
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + size] = True
+    assert covered.all()
+    if length <= tile:
+        expected = 1
+    else:
+        expected = 1 + int(np.ceil((length - tile) / (tile - overlap)))
+    assert len(starts) == expected
+
+
+def test_axis_starts_examples():
+    assert axis_starts(10, 16, 4) == [0]
+    assert axis_starts(16, 16, 4) == [0]
+    assert axis_starts(28, 16, 4) == [0, 12]
+    assert axis_starts(30, 16, 4) == [0, 12, 14]
+    assert axis_starts(32, 16, 0) == [0, 16]
+
+
+@pytest.mark.parametrize(
+    "length, tile, overlap", [(0, 16, 0), (10, 0, 0), (10, 16, 16), (10, 16, -1)]
+)
+def test_axis_starts_rejects(length, tile, overlap):
+    with pytest.raises(ValueError):
+        axis_starts(length, tile, overlap)
+
+
+@pytest.mark.parametrize("length, tile, overlap", AXIS_CASES)
+def test_axis_weights_partition_unity_and_are_smooth(length, tile, overlap):
+    starts = axis_starts(length, tile, overlap)
+    profiles = axis_weights(length, starts, tile, overlap)
+    size = min(tile, length)
+    assert len(profiles) == len(starts)
+    total = np.zeros(length, np.float64)
+    count = np.zeros(length, int)
+    for s, p in zip(starts, profiles):
+        assert p.dtype == np.float32
+        assert p.shape == (size,)
+        assert np.all(p >= 0)
+        total[s : s + size] += p
+        count[s : s + size] += 1
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    if overlap > 0 and size > 1:
+        for p in profiles:
+            assert np.abs(np.diff(p.astype(np.float64))).max() <= 4.0 / overlap
+    # positions covered by a single tile (e.g. at the image borders) get full weight
+    for s, p in zip(starts, profiles):
+        single = count[s : s + size] == 1
+        np.testing.assert_array_equal(p[single], 1.0)
+
+
+def test_axis_weights_flat_at_borders():
+    starts = axis_starts(100, 32, 8)
+    profiles = axis_weights(100, starts, 32, 8)
+    assert profiles[0][0] == 1.0 and profiles[-1][-1] == 1.0
+    # the raised-cosine ramps are monotonic inside the overlap
+    first = profiles[0]
+    assert np.all(np.diff(first[-8:]) < 0)
+    assert np.all(np.diff(profiles[1][:8]) > 0)
+
+
+def test_axis_weights_rejects_bad_starts():
+    with pytest.raises(ValueError):
+        axis_weights(50, [0, 40], 16, 4)  # tile sticks out of the axis
+    with pytest.raises(ValueError):
+        axis_weights(50, [0, 34, 20], 16, 4)  # not increasing
+    with pytest.raises(ValueError):
+        axis_weights(50, [0, 34], 16, 4)  # gap between tiles
+    with pytest.raises(ValueError):
+        axis_weights(50, [], 16, 4)
+
+
+GRID_CASES = [
+    (5, 7, 16, 4),
+    (16, 16, 16, 0),
+    (40, 23, 16, 4),
+    (64, 64, 32, 8),
+    (100, 37, 32, 16),
+    (81, 130, 48, 12),
+    (90, 90, 32, 31),
+]
+
+
+@pytest.mark.parametrize("height, width, tile_size, overlap", GRID_CASES)
+def test_grid_weights_sum_to_one(height, width, tile_size, overlap):
+    grid = TileGrid.plan(height, width, tile_size, overlap)
+    tiles = grid.tiles()
+    assert len(tiles) == len(grid)
+    acc = np.zeros((height, width), np.float64)
+    for t in tiles:
+        w = t.weight()
+        assert w.dtype == np.float32
+        assert w.shape == (t.height, t.width) == (min(tile_size, height), min(tile_size, width))
+        assert 0 <= t.y and t.y + t.height <= height
+        assert 0 <= t.x and t.x + t.width <= width
+        acc[t.slices] += w
+    np.testing.assert_allclose(acc, np.ones_like(acc), atol=1e-6)
+    # in-place float32 accumulation (as the runner does) only adds rounding error
+    acc32 = np.zeros((height, width), np.float32)
+    for t in tiles:
+        acc32[t.slices] += t.weight()
+    np.testing.assert_allclose(acc32, np.ones_like(acc32), atol=1e-5)
+
+
+def test_grid_tiles_row_major_and_count():
+    grid = TileGrid.plan(40, 70, 32, 8)
+    tiles = grid.tiles()
+    ys, xs = axis_starts(40, 32, 8), axis_starts(70, 32, 8)
+    assert len(grid) == len(ys) * len(xs) == 6
+    assert [(t.y, t.x) for t in tiles] == [(y, x) for y in ys for x in xs]
+    assert tiles[0].slices == (slice(0, 32), slice(0, 32))
+    assert tiles[-1].slices == (slice(8, 40), slice(38, 70))
+
+
+@pytest.mark.parametrize("height, width, tile_size, overlap", GRID_CASES)
+def test_reassembly_reproduces_image(height, width, tile_size, overlap):
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([np.full((height, width), 0.7, np.float32), 0.5 * yy - 0.25 * xx + 3], -1)
+    out = np.zeros_like(image)
+    for t in TileGrid.plan(height, width, tile_size, overlap).tiles():
+        out[t.slices] += t.weight()[..., None] * image[t.slices]
+    np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-4)
+
+
+def test_plan_validates():
+    with pytest.raises(ValueError):
+        TileGrid.plan(64, 64, 8, 0)
+    with pytest.raises(ValueError):
+        TileGrid.plan(0, 64, 32, 8)
+    with pytest.raises(TypeError):
+        TileGrid.plan(64.0, 64, 32, 8)
+
+
+def test_tile_equality_ignores_weight_arrays():
+    w = np.ones(4, np.float32)
+    assert Tile(0, 0, 4, 4, w, w) == Tile(0, 0, 4, 4, w.copy(), w.copy())
+    assert Tile(0, 0, 4, 4, w, w).weight().shape == (4, 4)
