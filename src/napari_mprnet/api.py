@@ -16,7 +16,7 @@ from .model.arch import MPRNet
 from .model.presets import TASKS
 from .weights import load_model
 
-__all__ = ["restore", "iter_restore", "prepare_model", "TASK_SUFFIX"]
+__all__ = ["TASK_SUFFIX", "iter_restore", "prepare_model", "restore"]
 
 #: How each task is named in output layer and file names.
 TASK_SUFFIX = {"denoise": "denoised", "deblur": "deblurred", "derain": "derained"}

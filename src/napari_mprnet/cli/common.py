@@ -1,0 +1,56 @@
+"""Arguments and helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.devices import resolve_device
+from ..engine.tiling import validate_tiling
+
+__all__ = ["add_engine_arguments", "engine_options", "fail"]
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Tiling, device and precision options of the restoration engine."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--tile-size", default="auto",
+                       help="tile edge in pixels (>= 16) or 'auto' from free memory "
+                       "(default: auto)")
+    group.add_argument("--tile-overlap", type=int, default=32,
+                       help="overlap of neighbouring tiles in pixels, blended (default: 32)")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help="tiles per forward pass (default: from free memory)")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
+    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                       help="compute precision (default: fp16 on CUDA, fp32 elsewhere)")
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """The ``restore()`` keyword arguments given by :func:`add_engine_arguments`."""
+    tile = args.tile_size
+    if tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            raise ValueError(f"--tile-size must be 'auto' or an integer, got {tile!r}") from None
+        validate_tiling(tile, args.tile_overlap)
+    elif args.tile_overlap < 0:
+        raise ValueError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    resolve_device(args.device)
+    return {
+        "tile_size": tile,
+        "tile_overlap": args.tile_overlap,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "precision": args.precision,
+    }
+
+
+def fail(message: str, status: int = 2) -> int:
+    """Print a one-line error and return ``status``."""
+    print(f"error: {message}", file=sys.stderr)
+    return status

@@ -1,0 +1,158 @@
+"""TiledRunner: planning, batching, out-of-memory back-off, devices and precision."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mprnet.engine.devices import describe_device, resolve_device
+from napari_mprnet.engine.runner import (
+    Progress,
+    TiledRunner,
+    is_out_of_memory,
+    normalize_precision,
+    pad_to_multiple,
+)
+
+
+def _planes(n=1, h=96, w=80, seed=0):
+    return np.random.default_rng(seed).random((n, h, w, 3), dtype=np.float32)
+
+
+def test_batches_give_the_same_result_as_single_tiles(tiny_model):
+    planes = _planes(2)
+    one = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, batch_size=1).run(planes)
+    many = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, batch_size=5).run(planes)
+    np.testing.assert_allclose(one[0], many[0], atol=1e-5)
+
+
+def test_progress_counts_tile_batches(tiny_model):
+    runner = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, batch_size=4)
+    steps = list(runner.iter_run(_planes(2)))
+    # 96x80, 32 px tiles, 8 px overlap: starts 0/24/48/64 by 0/24/48, 12 tiles per plane
+    assert steps[-1] == Progress(6, 6) and len(steps) == 6
+
+
+def _oom_when(predicate):
+    original = TiledRunner.forward_tiles
+    seen = []
+
+    def forward(self, tiles, stages):
+        seen.append(tiles.shape)
+        if predicate(tiles):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, tiles, stages)
+
+    return forward, seen
+
+
+def test_out_of_memory_halves_the_batch(monkeypatch, tiny_model, caplog):
+    forward, seen = _oom_when(lambda tiles: tiles.shape[0] > 2)
+    monkeypatch.setattr(TiledRunner, "forward_tiles", forward)
+    planes = _planes()
+    runner = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, batch_size=8)
+    with caplog.at_level(logging.WARNING):
+        result = runner.run(planes)
+    assert "2 tiles per batch" in caplog.text
+    assert [s[0] for s in seen[:3]] == [8, 4, 2]
+    monkeypatch.undo()
+    expected = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8).run(planes)
+    np.testing.assert_allclose(result[0], expected[0], atol=1e-5)
+
+
+def test_out_of_memory_with_one_tile_shrinks_tiles_and_restarts(monkeypatch, tiny_model, caplog):
+    forward, seen = _oom_when(lambda tiles: tiles.shape[1] > 64)
+    monkeypatch.setattr(TiledRunner, "forward_tiles", forward)
+    planes = _planes(h=200, w=200)
+    runner = TiledRunner(tiny_model, "cpu", tile_size=128, tile_overlap=16, batch_size=2)
+    with caplog.at_level(logging.WARNING):
+        result = runner.run(planes)
+    assert "restarting with 64 px tiles" in caplog.text
+    monkeypatch.undo()
+    expected = TiledRunner(tiny_model, "cpu", tile_size=64, tile_overlap=16).run(planes)
+    np.testing.assert_allclose(result[0], expected[0], atol=1e-5)
+
+
+def test_out_of_memory_everywhere_gives_a_clear_error(monkeypatch, tiny_model):
+    forward, _ = _oom_when(lambda tiles: True)
+    monkeypatch.setattr(TiledRunner, "forward_tiles", forward)
+    runner = TiledRunner(tiny_model, "cpu", tile_size=128, tile_overlap=16)
+    with pytest.raises(MemoryError, match="out of memory even with 64x64 tiles"):
+        runner.run(_planes(h=200, w=200))
+
+
+def test_other_errors_are_not_swallowed(monkeypatch, tiny_model):
+    def broken(self, tiles, stages):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
+
+    monkeypatch.setattr(TiledRunner, "forward_tiles", broken)
+    with pytest.raises(RuntimeError, match="CUDNN"):
+        TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8).run(_planes())
+
+
+def test_is_out_of_memory():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_auto_plan_fits_the_image_and_the_budget(monkeypatch, tiny_model):
+    runner = TiledRunner(tiny_model, "cpu", tile_size="auto", tile_overlap=32)
+    tile, batch = runner.plan(100, 60)
+    assert tile == 104 and batch == 1  # no bigger than the (padded) image
+    tile, _ = runner.plan(10_000, 10_000)
+    assert 64 <= tile <= 1024 and tile % 8 == 0
+    monkeypatch.setattr(TiledRunner, "_budget_bytes", lambda self: 200 * 200 * 4 * 14 * 12)
+    small, _ = runner.plan(10_000, 10_000)
+    assert small < tile
+
+
+def test_pad_to_multiple_reflects_and_replicates():
+    x = torch.arange(2 * 1 * 10 * 13, dtype=torch.float32).reshape(2, 1, 10, 13)
+    padded, h, w = pad_to_multiple(x, 8)
+    assert padded.shape == (2, 1, 16, 16) and (h, w) == (10, 13)
+    assert torch.equal(padded[..., :10, :13], x)
+    tiny, _, _ = pad_to_multiple(torch.ones(1, 1, 3, 5), 8)
+    assert tiny.shape == (1, 1, 8, 8) and torch.all(tiny == 1)
+
+
+def test_precision_names():
+    cpu = torch.device("cpu")
+    assert normalize_precision(None, cpu) == "fp32"
+    assert normalize_precision(None, torch.device("cuda")) == "fp16"
+    assert normalize_precision("bfloat16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp32, fp16, bf16"):
+        normalize_precision("int8", cpu)
+    with pytest.raises(TypeError):
+        normalize_precision(16, cpu)
+
+
+def test_devices():
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    assert resolve_device(None) == resolve_device("auto")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert describe_device("cpu").startswith("cpu (")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(TypeError):
+        resolve_device(3)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_channels_last_path_runs_on_cpu(tiny_model):
+    planes = _planes()
+    plain = TiledRunner(tiny_model, "cpu", tile_size=48, tile_overlap=8).run(planes)
+    cl = TiledRunner(tiny_model, "cpu", tile_size=48, tile_overlap=8, channels_last=True)
+    np.testing.assert_allclose(cl.run(planes)[0], plain[0], atol=1e-5)
+
+
+def test_runner_rejects_non_mprnet_and_wrong_planes(tiny_model):
+    with pytest.raises(TypeError, match="MPRNet"):
+        TiledRunner(torch.nn.Identity(), "cpu")
+    runner = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8)
+    with pytest.raises(ValueError, match="planes"):
+        runner.run(np.zeros((1, 32, 32, 2), np.float32))
