@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_mprnet.model import MPRNet, MPRNetConfig, OFFICIAL_PRESETS, official_config
+from napari_mprnet.model import OFFICIAL_PRESETS, MPRNet, MPRNetConfig, official_config
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 

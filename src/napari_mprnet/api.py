@@ -222,11 +222,11 @@ def restore(
         Same type as the input: a new layer named e.g. "cells (denoised)" for a layer, a lazy
         dask array for a dask array. With ``stages=True``: ``[final, stage2, stage1]``.
     """
-    options = dict(
-        task=task, model=model, tile_size=tile_size, tile_overlap=tile_overlap,
-        batch_size=batch_size, device=device, precision=precision, stages=stages,
-        normalize=normalize, percentiles=percentiles, output_dtype=output_dtype,
-    )
+    options = {
+        "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
+        "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
+        "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
+    }
     from . import _layers, _lazy
 
     if _layers.is_napari_layer(image):

@@ -62,7 +62,7 @@ def test_out_of_memory_halves_the_batch(monkeypatch, tiny_model, caplog):
 
 
 def test_out_of_memory_with_one_tile_shrinks_tiles_and_restarts(monkeypatch, tiny_model, caplog):
-    forward, seen = _oom_when(lambda tiles: tiles.shape[1] > 64)
+    forward, _ = _oom_when(lambda tiles: tiles.shape[1] > 64)
     monkeypatch.setattr(TiledRunner, "forward_tiles", forward)
     planes = _planes(h=200, w=200)
     runner = TiledRunner(tiny_model, "cpu", tile_size=128, tile_overlap=16, batch_size=2)
