@@ -181,12 +181,10 @@ class TiledRunner:
         pixels_budget = max(self._budget_bytes() // self._bytes_per_pixel(), 16 * 16)
         if self.tile_size == "auto":
             edge = math.isqrt(pixels_budget) // 8 * 8
-            tile = max(MIN_TILE, min(MAX_AUTO_TILE, edge))
-            overlap = self.tile_overlap
-            if overlap >= tile:
-                overlap = tile // 4
-            # no need for tiles larger than the image
-            tile = min(tile, max(_round_up(max(height, width), 8), 16))
+            largest = max(MIN_TILE, min(MAX_AUTO_TILE, edge))
+            overlap = self._overlap(largest)
+            # as few tiles as the budget allows, then the smallest tile giving that count
+            tile = max(_balanced_tile(length, largest, overlap) for length in (height, width))
             tile = max(tile, overlap + 8, 16)
         else:
             tile = int(self.tile_size)
@@ -307,6 +305,15 @@ class TiledRunner:
 
 class _ShrinkTiles(Exception):
     """Internal signal: even one tile does not fit; restart with smaller tiles."""
+
+
+def _balanced_tile(length: int, largest: int, overlap: int) -> int:
+    """Smallest tile (multiple of 8) covering ``length`` with as few tiles as ``largest``
+    tiles would need."""
+    if length <= largest:
+        return _round_up(length, 8)
+    count = math.ceil((length - overlap) / (largest - overlap))
+    return min(largest, _round_up(math.ceil((length + (count - 1) * overlap) / count), 8))
 
 
 def _round_up(value: int, multiple: int) -> int:
