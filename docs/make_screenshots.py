@@ -1,0 +1,130 @@
+"""Screenshots for the documentation: the Restore (MPRNet) widget after a run, and the
+Layers > Filter > Restore submenu.
+
+Run headless with::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+
+Writes ``docs/images/restore_widget.png`` and ``docs/images/restore_menu.png``. Uses a
+temporary settings file, so the user's saved settings are neither read nor changed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "images"
+
+
+def _wait(app, predicate, timeout_s: float = 600.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("gave up waiting")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _settle(app, seconds: float = 0.5) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _menu_action(menu, text: str):
+    for action in menu.actions():
+        if action.text().replace("&", "").startswith(text):
+            return action
+    names = [a.text() for a in menu.actions()]
+    raise LookupError(f"no menu item {text!r} in {names}")
+
+
+def main() -> int:
+    settings_dir = tempfile.mkdtemp(prefix="napari-mprnet-shots-")
+    os.environ["NAPARI_MPRNET_SETTINGS"] = str(Path(settings_dir) / "settings.json")
+
+    import napari
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QApplication
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1500, 900)
+    window.move(0, 0)
+    app = QApplication.instance()
+
+    viewer.open_sample("napari-mprnet", "cells")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore (MPRNet)")
+    widget.task_combo.setCurrentText("denoise")
+    widget.weights_combo.setCurrentIndex(widget.weights_combo.findData("bundled"))
+    widget.stages_check.setChecked(False)
+    viewer.layers.selection.active = viewer.layers["noisy cells"]
+    job = widget.run()
+    if job is None:
+        raise RuntimeError("the restore job did not start")
+    _wait(app, lambda: not job.running)
+    if job.state != "done":
+        raise RuntimeError(f"the restore job ended {job.state}: {job.error}")
+
+    # noisy | clean reference | restored, side by side
+    for layer in viewer.layers:
+        layer.visible = True
+    viewer.canvas.grid.enabled = True
+    viewer.canvas.grid.shape = (1, len(viewer.layers))
+    viewer.reset_view()
+    _settle(app, 1.0)
+    window.grab().save(str(OUT / "restore_widget.png"))
+
+    # Layers > Filter > Restore, opened the way a user would
+    viewer.canvas.grid.enabled = False
+    viewer.layers.selection.active = viewer.layers["noisy cells"]
+    _settle(app)
+    menubar = window.menuBar()
+    layers_action = _menu_action(menubar, "Layers")
+    menubar.setActiveAction(layers_action)
+    _settle(app)
+    layers_menu = layers_action.menu()
+    filter_action = _menu_action(layers_menu, "Filter")
+    layers_menu.setActiveAction(filter_action)
+    _settle(app)
+    filter_menu = filter_action.menu()
+    if not filter_menu.isVisible():
+        filter_menu.popup(layers_menu.mapToGlobal(
+            layers_menu.actionGeometry(filter_action).topRight()))
+        _settle(app)
+    restore_action = _menu_action(filter_menu, "Restore")
+    filter_menu.setActiveAction(restore_action)
+    _settle(app)
+    restore_menu = restore_action.menu()
+    if not restore_menu.isVisible():
+        restore_menu.popup(filter_menu.mapToGlobal(
+            filter_menu.actionGeometry(restore_action).topRight()))
+        _settle(app)
+    _settle(app, 1.0)
+
+    # popups are separate windows: grab the screen around the window's top-left part
+    screen = app.primaryScreen()
+    top_left = window.mapToGlobal(QPoint(0, 0))
+    right = restore_menu.geometry().right() + 20
+    bottom = max(restore_menu.geometry().bottom(), layers_menu.geometry().bottom()) + 20
+    shot = screen.grabWindow(0, top_left.x(), top_left.y(), right - top_left.x(),
+                             bottom - top_left.y())
+    shot.save(str(OUT / "restore_menu.png"))
+    for menu in (restore_menu, filter_menu, layers_menu):
+        menu.hide()
+    viewer.close()
+    print(f"wrote {OUT / 'restore_widget.png'} and {OUT / 'restore_menu.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Sample images with their clean references, generated locally (no network access).
+
+- :func:`noisy_cells`: a synthetic fluorescence image (blurred nuclei-like blobs and
+  filaments) with Poisson-Gaussian camera noise, uint16.
+- :func:`noisy_natural`: scikit-image's "camera" photograph (shipped inside the
+  scikit-image wheel) or, without scikit-image, a procedural scene; Gaussian noise with
+  sigma 25/255, uint8.
+
+Both are deterministic (fixed seeds). :func:`cells_sample` and :func:`natural_sample` are
+the napari sample-data contributions (*File > Open Sample > MPRNet restoration*).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "CELLS_SHAPE",
+    "NATURAL_SIGMA",
+    "cells_sample",
+    "natural_sample",
+    "noisy_cells",
+    "noisy_natural",
+]
+
+#: Shape of the synthetic fluorescence image.
+CELLS_SHAPE = (384, 384)
+#: Noise level of the natural sample, in uint8 grey levels.
+NATURAL_SIGMA = 25.0
+_SEED = 20210301
+
+# camera model of the fluorescence sample: counts = offset + gain * Poisson(photons) + read noise
+_PEAK_PHOTONS = 40.0
+_BACKGROUND_PHOTONS = 4.0
+_GAIN = 8.0
+_OFFSET = 100.0
+_READ_NOISE = 4.0
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Periodic Gaussian blur through the FFT (numpy only)."""
+    fy = np.fft.fftfreq(image.shape[0])[:, None]
+    fx = np.fft.rfftfreq(image.shape[1])[None, :]
+    transfer = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    return np.fft.irfft2(np.fft.rfft2(image) * transfer, s=image.shape)
+
+
+def _fluorescence_scene(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Fluorophore density in [0, 1]: nuclei-like blobs with texture, and filaments."""
+    height, width = shape
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    scene = np.zeros(shape)
+
+    # nuclei: soft-edged ellipses, each drawn in its own bounding box
+    n_blobs = int(height * width / 4000)
+    for _ in range(n_blobs):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(6, 16), rng.uniform(6, 16)
+        angle = rng.uniform(0, np.pi)
+        brightness = rng.uniform(0.5, 1.0)
+        reach = 1.6 * max(ry, rx)
+        y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 1, height)
+        x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 1, width)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        cos, sin = np.cos(angle), np.sin(angle)
+        dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+        u = (cos * dx + sin * dy) / rx
+        v = (-sin * dx + cos * dy) / ry
+        radius = np.sqrt(u**2 + v**2)
+        scene[y0:y1, x0:x1] += brightness / (1.0 + np.exp((radius - 1.0) * 8.0))
+
+    texture = _gaussian_blur(rng.standard_normal(shape), 2.0)
+    texture /= np.abs(texture).max()
+    scene *= 1.0 + 0.35 * texture
+
+    # filaments: smooth random walks drawn as thin lines
+    lines = np.zeros(shape)
+    for _ in range(int((height + width) / 24)):
+        y, x = rng.uniform(0, height), rng.uniform(0, width)
+        heading = rng.uniform(0, 2 * np.pi)
+        brightness = rng.uniform(0.3, 0.8)
+        for _step in range(int(rng.uniform(80, 300))):
+            heading += rng.normal(0.0, 0.08)
+            y += np.sin(heading)
+            x += np.cos(heading)
+            iy, ix = int(y), int(x)
+            if not (0 <= iy < height and 0 <= ix < width):
+                break
+            lines[iy, ix] = max(lines[iy, ix], brightness)
+    scene += 2.0 * _gaussian_blur(lines, 0.8)
+
+    scene = _gaussian_blur(scene, 1.5)  # the microscope's point spread function
+    scene = np.clip(scene, 0.0, None)
+    return scene / scene.max()
+
+
+def noisy_cells(
+    shape: tuple[int, int] = CELLS_SHAPE, seed: int = _SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic fluorescence image with Poisson-Gaussian noise.
+
+    Returns
+    -------
+    (noisy, clean) : tuple of uint16 arrays of ``shape``
+        ``clean`` is the noise-free expected camera signal on the same intensity scale.
+    """
+    rng = np.random.default_rng(seed)
+    photons = _BACKGROUND_PHOTONS + _PEAK_PHOTONS * _fluorescence_scene(tuple(shape), rng)
+    clean = _OFFSET + _GAIN * photons
+    noisy = (
+        _OFFSET
+        + _GAIN * rng.poisson(photons).astype(np.float64)
+        + rng.normal(0.0, _READ_NOISE, photons.shape)
+    )
+    limit = np.iinfo(np.uint16).max
+    as_uint16 = [np.clip(np.rint(a), 0, limit).astype(np.uint16) for a in (noisy, clean)]
+    return as_uint16[0], as_uint16[1]
+
+
+def _procedural_scene(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A grey scene in [0, 255] with smooth shading, hard edges and fine texture."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    scene = 60.0 + 120.0 * (0.6 * yy + 0.4 * xx)
+    for _ in range(12):  # discs
+        cy, cx, radius = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.04, 0.15)
+        scene[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] = rng.uniform(0, 255)
+    for _ in range(8):  # rectangles
+        y0, x0 = rng.uniform(0, 0.8, 2)
+        h, w = rng.uniform(0.05, 0.25, 2)
+        box = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w)
+        scene[box] = rng.uniform(0, 255)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * 24 * (xx + 0.3 * yy))
+    patch = (yy > 0.65) & (xx < 0.35)
+    scene[patch] = 40.0 + 170.0 * stripes[patch]
+    return np.clip(scene, 0.0, 255.0)
+
+
+def _natural_clean(rng: np.random.Generator) -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError:
+        return np.rint(_procedural_scene(512, rng)).astype(np.uint8)
+    return np.asarray(data.camera(), dtype=np.uint8)
+
+
+def noisy_natural(sigma: float = NATURAL_SIGMA, seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A natural grey photograph with additive Gaussian noise of ``sigma`` grey levels.
+
+    Returns
+    -------
+    (noisy, clean) : tuple of uint8 arrays (512 x 512)
+    """
+    rng = np.random.default_rng(seed)
+    clean = _natural_clean(rng)
+    noisy = clean.astype(np.float64) + rng.normal(0.0, sigma, clean.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), clean
+
+
+def cells_sample() -> list[tuple]:
+    """napari sample data: the noisy fluorescence image on top of its clean reference."""
+    noisy, clean = noisy_cells()
+    limits = [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
+    common = {"colormap": "gray", "contrast_limits": limits}
+    return [
+        (clean, {"name": "clean cells", "visible": False, **common}, "image"),
+        (noisy, {"name": "noisy cells", **common}, "image"),
+    ]
+
+
+def natural_sample() -> list[tuple]:
+    """napari sample data: the noisy natural image on top of its clean reference."""
+    noisy, clean = noisy_natural()
+    common = {"colormap": "gray", "contrast_limits": [0, 255]}
+    return [
+        (clean, {"name": "clean camera", "visible": False, **common}, "image"),
+        (noisy, {"name": "noisy camera", **common}, "image"),
+    ]

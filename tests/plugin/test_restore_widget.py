@@ -1,0 +1,245 @@
+"""The Restore (MPRNet) dock widget, driven like a user would, with a tiny model file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils import progress
+
+from napari_mprnet._widgets.restore_widget import RestoreWidget
+from napari_mprnet._widgets.settings import load_settings
+from napari_mprnet._widgets.weights_registry import register_weights, unregister_weights
+
+TIMEOUT = 30000
+
+
+def make_widget(viewer, model_file=None) -> RestoreWidget:
+    widget = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    if model_file is not None:
+        use_file(widget, model_file)
+    return widget
+
+
+def use_file(widget: RestoreWidget, path) -> None:
+    index = widget.weights_combo.findData("file")
+    assert index >= 0
+    widget.weights_combo.setCurrentIndex(index)
+    widget.file_edit.setText(str(path))
+
+
+def run_and_wait(qtbot, widget: RestoreWidget) -> str:
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT) as blocker:
+        widget.run_button.click()
+    return blocker.args[0]
+
+
+def test_restore_adds_layer_placed_like_input(make_napari_viewer, qtbot, tiny_model_file, image):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells", scale=(0.5, 2.0), translate=(10.0, -3.0))
+    widget = make_widget(viewer, tiny_model_file)
+    assert widget.selected_layer().name == "cells"
+    assert run_and_wait(qtbot, widget) == "done"
+    out = viewer.layers["cells (denoised)"]
+    assert out.data.shape == image.shape
+    assert tuple(out.scale) == (0.5, 2.0)
+    assert tuple(out.translate) == (10.0, -3.0)
+    assert len(viewer.layers) == 2
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_per_stage_outputs(make_napari_viewer, qtbot, tiny_model_file, image):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.task_combo.setCurrentText("deblur")
+    use_file(widget, tiny_model_file)  # weights are chosen per task
+    widget.stages_check.setChecked(True)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert [layer.name for layer in viewer.layers] == [
+        "cells",
+        "cells (deblurred, stage 1)",
+        "cells (deblurred, stage 2)",
+        "cells (deblurred)",
+    ]
+
+
+def test_cancel_adds_nothing(make_napari_viewer, qtbot, tiny_model_file, notes):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((224, 224), np.float32), name="big")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.tile_spin.setValue(32)
+    widget.overlap_spin.setValue(8)
+    seen = []
+    activity = []
+
+    def cancel_on_first(done, total):
+        seen.append((done, total))
+        if len(seen) == 1:
+            # napari's activity dock shows the run too
+            activity.extend((p.desc, p.n, p.total) for p in progress._all_instances)
+            widget.cancel_button.click()
+
+    widget.progressed.connect(cancel_on_first)
+    assert run_and_wait(qtbot, widget) == "cancelled"
+    assert seen and seen[0][1] > 20  # many batches: the run really was cut short
+    assert len(seen) < seen[0][1]
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert not widget.cancel_button.isEnabled() and widget.run_button.isEnabled()
+    assert not [n for n in notes if n[0] == "error"]
+    assert activity == [("MPRNet denoise: big", 1, seen[0][1])]
+    assert not progress._all_instances  # closed
+
+
+def test_switching_layers_mid_run(make_napari_viewer, qtbot, tiny_model_file):
+    viewer = make_napari_viewer()
+    first = viewer.add_image(np.full((48, 48), 0.8, np.float32), name="first",
+                             translate=(5, 5))
+    viewer.add_image(np.zeros((32, 32), np.float32), name="second")
+    viewer.layers.selection.active = first
+    widget = make_widget(viewer, tiny_model_file)
+    assert widget.layer_combo.currentText() == "first"
+    widget.tile_spin.setValue(32)
+    widget.overlap_spin.setValue(8)
+
+    shown = []
+
+    def switch(done, total):
+        if done == 1:
+            viewer.layers.selection.active = viewer.layers["second"]
+            first.name = "renamed"
+            shown.append(widget.layer_combo.currentText())
+
+    widget.progressed.connect(switch)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert shown == ["second"]  # the widget followed the new selection...
+    assert widget.layer_combo.currentText() == "second"  # ...and not the added output
+    out = viewer.layers["first (denoised)"]
+    assert out.data.shape == (48, 48)
+    assert tuple(out.translate) == (5.0, 5.0)
+    assert "second (denoised)" not in viewer.layers
+
+
+def test_bad_weights_file_is_a_notification(make_napari_viewer, qtbot, tmp_path, image, notes):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"this is not a model")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, bad)
+    assert run_and_wait(qtbot, widget) == "failed"
+    errors = [message for severity, message in notes if severity == "error"]
+    assert len(errors) == 1 and "broken.safetensors" in errors[0]
+    assert len(viewer.layers) == 1
+    assert widget.status_label.text().startswith("Failed")
+
+
+def test_failure_reaches_napari_notifications(make_napari_viewer, qtbot, tmp_path, image):
+    """Without any mocking: the failure arrives as a napari error notification."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    bad = tmp_path / "empty.pth"
+    bad.write_bytes(b"")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, bad)
+    received = []
+    notification_manager.notification_ready.connect(received.append)
+    try:
+        assert run_and_wait(qtbot, widget) == "failed"
+    finally:
+        notification_manager.notification_ready.disconnect(received.append)
+    assert [n.severity for n in received] == [NotificationSeverity.ERROR]
+    assert "empty.pth" in received[0].message and "empty" in received[0].message
+    assert len(viewer.layers) == 1
+
+
+def test_invalid_setting_is_a_notification(make_napari_viewer, qtbot, tiny_model_file, image,
+                                           notes):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.tile_spin.setValue(64)
+    widget.overlap_spin.setValue(64)  # overlap must be smaller than the tile
+    assert run_and_wait(qtbot, widget) == "failed"
+    assert [severity for severity, _ in notes] == ["error"]
+    assert "overlap" in notes[0][1]
+    assert len(viewer.layers) == 1
+
+
+def test_missing_model_file_and_no_image_layer(make_napari_viewer, tmp_path, notes):
+    viewer = make_napari_viewer()
+    viewer.add_points([[1, 1]], name="spots")
+    widget = make_widget(viewer, tmp_path / "missing.safetensors")
+    assert widget.layer_combo.count() == 0  # only Image layers are offered
+    assert widget.run() is None
+    viewer.add_image(np.zeros((16, 16)), name="img")
+    assert widget.run() is None
+    assert [severity for severity, _ in notes] == ["warning", "error"]
+    assert "does not exist" in notes[1][1]
+    assert len(viewer.layers) == 2
+
+
+def test_settings_persist(make_napari_viewer, qtbot, tiny_model_file, image, isolated_settings):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.tile_spin.setValue(48)
+    widget.overlap_spin.setValue(8)
+    widget.precision_combo.setCurrentText("fp32")
+    assert run_and_wait(qtbot, widget) == "done"
+    assert isolated_settings.is_file()
+    saved = load_settings()
+    assert saved.tile_size == 48 and saved.tile_overlap == 8
+    assert saved.weights["denoise"].source == "file"
+
+    again = make_widget(viewer)
+    assert again.tile_spin.value() == 48
+    assert again.tile_spin.text() == "48 px"
+    assert again.overlap_spin.value() == 8
+    assert again.precision_combo.currentText() == "fp32"
+    assert again.weights_combo.currentData() == "file"
+    assert again.file_edit.text() == str(tiny_model_file)
+    again.tile_spin.setValue(again.tile_spin.minimum())
+    assert again.tile_spin.text() == "auto"
+    assert load_settings().tile_size == "auto"
+
+
+def test_untrained_warning_and_device_label(make_napari_viewer, tiny_model_file):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    assert widget.weights_combo.currentData() == "bundled"
+    assert not widget.weights_warning.isHidden()
+    assert "UNTRAINED" in widget.weights_warning.text()
+    use_file(widget, tiny_model_file)
+    assert widget.weights_warning.isHidden()
+    assert widget.device_combo.itemText(0) == "auto"
+    widget.device_combo.setCurrentText("cpu")
+    assert widget.device_label.text().startswith("runs on cpu")
+
+
+@pytest.mark.parametrize("as_path", [True, False])
+def test_registered_weights_are_offered(make_napari_viewer, qtbot, tiny_model_file, image,
+                                        as_path):
+    from napari_mprnet import load_model
+
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer)
+    model = tiny_model_file if as_path else load_model(tiny_model_file)
+    register_weights("my cells", model)
+    try:
+        index = widget.weights_combo.findData("registered:my cells")
+        assert widget.weights_combo.itemText(index) == "Fine-tuned: my cells"
+        widget.weights_combo.setCurrentIndex(index)
+        assert run_and_wait(qtbot, widget) == "done"
+        assert "cells (denoised)" in viewer.layers
+    finally:
+        unregister_weights("my cells")
+    assert widget.weights_combo.findData("registered:my cells") == -1
+
+
+def test_plugin_dock_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore (MPRNet)")
+    assert isinstance(widget, RestoreWidget)
