@@ -1,0 +1,201 @@
+"""``napari-mprnet finetune``: fine-tune a model on folders of paired TIFF images."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from .common import fail
+
+__all__ = ["add_parser", "run"]
+
+_MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``finetune`` sub-command."""
+    parser = subparsers.add_parser(
+        "finetune", help="fine-tune a model on paired degraded/clean TIFF folders",
+        description="Fine-tune MPRNet on pairs of degraded (--inputs) and clean (--targets) "
+        "TIFF images matched by file name, validate on held-out planes, and save the best "
+        "model with its normalisation and provenance (use it with 'restore --model').",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--inputs", type=Path, required=True,
+                      help="folder of degraded TIFF images")
+    data.add_argument("--targets", type=Path, required=True,
+                      help="folder of clean TIFF images with the same file names")
+    data.add_argument("--val-inputs", type=Path, default=None,
+                      help="folder of degraded validation images (default: hold out planes)")
+    data.add_argument("--val-targets", type=Path, default=None,
+                      help="folder of clean validation images")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="fraction of planes held out for validation (default: 0.1)")
+    data.add_argument("--normalize", choices=("auto", "percentile", "range", "none"),
+                      default="auto", help="intensity normalisation (default: auto)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--base", default="denoise",
+                       help="starting model: denoise, deblur, derain or a model file "
+                       "(default: denoise)")
+    train.add_argument("--steps", type=int, default=1000, help="optimisation steps")
+    train.add_argument("--patch-size", type=int, default=128,
+                       help="training crop side, a multiple of 8 (default: 128)")
+    train.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
+    train.add_argument("--lr", type=float, default=2e-4,
+                       help="peak learning rate, annealed by a cosine (default: 2e-4)")
+    train.add_argument("--min-lr", type=float, default=1e-6,
+                       help="final learning rate (default: 1e-6)")
+    train.add_argument("--warmup", type=int, default=None,
+                       help="warm-up steps (default: min(100, steps/20))")
+    train.add_argument("--val-every", type=int, default=None,
+                       help="validate every N steps (default: steps/10)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--device", default="auto",
+                       help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
+    train.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                       help="autocast precision (default: bf16 on CUDA, fp32 elsewhere)")
+    train.add_argument("--compile", action="store_true", help="use torch.compile")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, required=True,
+                        help="where to save the model (.safetensors)")
+    output.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    output.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint file (.pt) written during training")
+    output.add_argument("--checkpoint-every", type=int, default=None,
+                        help="checkpoint every N steps (default: steps/10 with --checkpoint)")
+    output.add_argument("--resume", type=Path, default=None,
+                        help="continue from a checkpoint (same data and settings)")
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Fail fast (before loading anything) on unusable paths."""
+    out: Path = args.out
+    if out.suffix.lower() not in _MODEL_SUFFIXES:
+        raise ValueError(f"--out must end in .safetensors (or .pth), got '{out}'")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"'{out}' exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise ValueError(f"--out is a folder: {out}")
+    for flag, folder in (("--inputs", args.inputs), ("--targets", args.targets),
+                         ("--val-inputs", args.val_inputs), ("--val-targets", args.val_targets)):
+        if folder is None:
+            continue
+        if not folder.exists():
+            raise FileNotFoundError(f"{flag} folder not found: {folder}")
+        if not folder.is_dir():
+            raise ValueError(f"{flag} must be a folder of TIFF files, got a file: {folder}")
+    if (args.val_inputs is None) != (args.val_targets is None):
+        raise ValueError("give both --val-inputs and --val-targets, or neither")
+    if args.resume is not None and not args.resume.exists():
+        raise FileNotFoundError(f"--resume checkpoint not found: {args.resume}")
+    from ..model.presets import TASKS
+
+    base = args.base
+    if base not in TASKS and not Path(base).exists():
+        raise FileNotFoundError(f"--base must be denoise, deblur, derain or a model file; "
+                                f"'{base}' not found")
+
+
+class _Progress:
+    """A tqdm bar fed by the trainer's callback (created at the first step, so that errors
+    before training print nothing but the error)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.val_psnr: float | None = None
+
+    def __call__(self, event: dict) -> None:
+        if "val_psnr" in event:
+            self.val_psnr = event["val_psnr"]
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            # a resumed run starts where the interrupted one stopped
+            self.bar = tqdm(total=event["steps"], initial=event["step"] - 1,
+                            desc="fine-tuning", unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
+        postfix = {"loss": f"{event['loss']:.4f}", "lr": f"{event['lr']:.1e}"}
+        if self.val_psnr is not None:
+            postfix["val_psnr"] = f"{self.val_psnr:.2f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command; returns the exit status."""
+    from ..training.trainer import TrainingDiverged, finetune
+
+    try:
+        _check(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return fail(str(err))
+    progress = _Progress(args.quiet)
+    start = time.perf_counter()
+    try:
+        result = finetune(
+            str(args.inputs), str(args.targets),
+            val_inputs=None if args.val_inputs is None else str(args.val_inputs),
+            val_targets=None if args.val_targets is None else str(args.val_targets),
+            model=args.base, steps=args.steps, patch_size=args.patch_size,
+            batch_size=args.batch_size, learning_rate=args.lr, min_learning_rate=args.min_lr,
+            warmup_steps=args.warmup, val_fraction=args.val_fraction, val_every=args.val_every,
+            checkpoint_every=args.checkpoint_every, checkpoint_path=args.checkpoint,
+            device=args.device, precision=args.precision, normalize=args.normalize,
+            seed=args.seed, save_to=args.out, resume_from=args.resume, callback=progress,
+            compile=args.compile,
+        )
+    except TrainingDiverged as err:
+        progress.close()
+        return fail(str(err), status=1)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        progress.close()
+        return fail(str(err))
+    progress.close()
+    seconds = time.perf_counter() - start
+    lines = [
+        (f"fine-tuned {result.steps_done} steps in {seconds:.1f} s on {result.device} "
+         f"({result.precision}); {result.n_train} training / {result.n_val} validation planes"),
+        f"final loss: {_fmt(result.final_loss, digits=4)}",
+    ]
+    if result.n_val:
+        gain = (
+            result.best_val_psnr - result.base_val_psnr
+            if result.best_val_psnr is not None and result.base_val_psnr is not None else None
+        )
+        lines.append(
+            f"validation PSNR: base {_fmt(result.base_val_psnr, ' dB')} -> best "
+            f"{_fmt(result.best_val_psnr, ' dB')} (step {result.best_step}, "
+            f"{'+' if gain is not None and gain >= 0 else ''}{_fmt(gain, ' dB')}); SSIM: base "
+            f"{_fmt(result.base_val_ssim, digits=4)} -> best "
+            f"{_fmt(result.best_val_ssim, digits=4)}"
+        )
+        if gain is not None and gain < 0:
+            lines.append("warning: the fine-tuned model is worse than the base model on the "
+                         "validation planes; try a lower --lr or more data")
+    else:
+        lines.append("no validation planes (use --val-fraction or --val-inputs/--val-targets)")
+    if result.stopped:
+        lines.append(f"stopped early at step {result.steps_done}")
+    lines.append(f"saved model: {result.saved_to}")
+    if result.checkpoint_path:
+        lines.append(f"checkpoint: {result.checkpoint_path}")
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,385 @@
+"""Fine-tuning: it learns, resumes exactly, stops cleanly, guards divergence and saves."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import napari_mprnet
+from napari_mprnet import api
+from napari_mprnet.model import MPRNet, MPRNetConfig
+from napari_mprnet.training import trainer
+from napari_mprnet.training.metrics import psnr
+from napari_mprnet.training.trainer import (
+    FinetuneResult,
+    StopTraining,
+    TrainingDiverged,
+    finetune,
+    learning_rate_at,
+    load_checkpoint,
+)
+from napari_mprnet.weights import load_model
+
+TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: far faster than 2 when the 2 cores are shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(seed: int = 0) -> MPRNet:
+    torch.manual_seed(seed)
+    return MPRNet(TINY)
+
+
+def _smooth(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth image in [0.1, 0.9]: a few Gaussian blobs plus a sinusoid."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = np.zeros((size, size))
+    for _ in range(4):
+        cy, cx = rng.random(2)
+        s = 0.08 + 0.2 * rng.random()
+        img += rng.random() * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    fy, fx = rng.uniform(1, 4, 2)
+    img += 0.2 * np.sin(2 * np.pi * (fy * yy + fx * xx) + 6 * rng.random())
+    img -= img.min()
+    return 0.1 + 0.8 * img / img.max()
+
+
+def synthetic_pairs(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) float32 stacks: Poisson (peak 30) + Gaussian (sigma 0.05) noise."""
+    rng = np.random.default_rng(seed)
+    clean = np.stack([_smooth(rng, size) for _ in range(n)])
+    noisy = rng.poisson(clean * 30.0) / 30.0 + 0.05 * rng.standard_normal(clean.shape)
+    return np.clip(noisy, 0, 1).astype(np.float32), clean.astype(np.float32)
+
+
+def _heldout_psnr(model: MPRNet, noisy: np.ndarray, clean: np.ndarray) -> float:
+    """Mean PSNR of the model's output (grey: mean of the 3 channels) over the clean planes."""
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(noisy[:, None]).expand(-1, 3, -1, -1)
+        out = model(x)[0].mean(dim=1)
+    return float(np.mean([psnr(o, torch.from_numpy(c)) for o, c in zip(out, clean)]))
+
+
+def _small_run(**kwargs) -> FinetuneResult:
+    noisy, clean = synthetic_pairs(4, size=48, seed=1)
+    options = {"model": _tiny(), "steps": 12, "patch_size": 32, "batch_size": 2,
+               "learning_rate": 1e-3, "device": "cpu", "normalize": "none", "val_every": 6}
+    options.update(kwargs)
+    return finetune(list(noisy), list(clean), **options)
+
+
+def _same_weights(a: MPRNet, b: MPRNet) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --------------------------------------------------------------------------- must show
+
+
+def test_finetune_raises_heldout_psnr():
+    noisy, clean = synthetic_pairs(10, size=64, seed=0)
+    base = _tiny()
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    before = _heldout_psnr(base, noisy[8:], clean[8:])
+    result = finetune(
+        list(noisy[:8]), list(clean[:8]), val_inputs=list(noisy[8:]),
+        val_targets=list(clean[8:]), model=base, steps=40, patch_size=32, batch_size=4,
+        learning_rate=2e-3, device="cpu", normalize="none", val_every=10,
+    )
+    after = _heldout_psnr(result.model, noisy[8:], clean[8:])
+    print(f"held-out PSNR {before:.2f} -> {after:.2f} dB (+{after - before:.2f}; noisy input "
+          f"{psnr(noisy[8:], clean[8:]):.2f} dB)")
+    assert after > before + 2.0
+    assert after > psnr(noisy[8:], clean[8:]) + 2.0  # better than doing nothing
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    # the trainer reports the same held-out numbers and returns the best model
+    assert result.base_val_psnr == pytest.approx(before, abs=1e-3)
+    assert result.best_val_psnr == pytest.approx(after, abs=1e-3)
+    assert result.best_val_psnr == max(h["val_psnr"] for h in result.history if "val_psnr" in h)
+    assert not result.model.training
+    assert result.n_train == 8 and result.n_val == 2 and result.steps_done == 40
+    # the given model was copied, never trained in place
+    assert all(torch.equal(original[k], v) for k, v in base.state_dict().items())
+    assert result.model is not base
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_after_stop_reproduces_uninterrupted_run(tmp_path):
+    full = _small_run(checkpoint_path=tmp_path / "full.pt", checkpoint_every=4)
+    ckpt = tmp_path / "part.pt"
+    part = _small_run(checkpoint_path=ckpt, checkpoint_every=4,
+                      callback=lambda e: e["step"] < 5)
+    assert part.stopped and part.steps_done == 5
+    assert load_checkpoint(ckpt)["step"] == 5  # a clean stop writes a checkpoint
+    resumed = _small_run(checkpoint_path=ckpt, checkpoint_every=4, resume_from=ckpt)
+    assert not resumed.stopped and resumed.steps_done == 12
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
+    assert resumed.best_val_psnr == full.best_val_psnr
+    assert _same_weights(resumed.model, full.model)
+
+
+def test_crash_loses_at_most_one_checkpoint_interval(tmp_path):
+    full = _small_run(checkpoint_path=tmp_path / "full.pt", checkpoint_every=4)
+    ckpt = tmp_path / "crash.pt"
+
+    def crash(event):
+        if event["step"] == 7:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _small_run(checkpoint_path=ckpt, checkpoint_every=4, callback=crash)
+    saved = load_checkpoint(ckpt)
+    assert saved["step"] == 4  # the last checkpoint before the crash survives
+    resumed = _small_run(checkpoint_path=ckpt, checkpoint_every=4, resume_from=ckpt)
+    np.testing.assert_allclose([h["loss"] for h in resumed.history],
+                               [h["loss"] for h in full.history], rtol=0, atol=1e-6)
+    assert _same_weights(resumed.model, full.model)
+
+
+def test_resume_with_different_schedule_is_refused(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _small_run(steps=4, checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="steps=6"):
+        _small_run(steps=6, resume_from=ckpt)
+    bad = tmp_path / "not_ckpt.pt"
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(ValueError, match="not a napari-mprnet fine-tuning checkpoint"):
+        _small_run(steps=4, resume_from=bad)
+
+
+def test_checkpoint_is_readable_with_weights_only(tmp_path):
+    ckpt = tmp_path / "sub" / "c.pt"
+    _small_run(steps=4, checkpoint_path=ckpt, checkpoint_every=2)
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "step", "sampler", "torch_rng", "history",
+                "best", "best_state", "config", "normalization", "args"):
+        assert key in data, key
+    assert data["step"] == 4 and data["config"] == TINY.to_dict()
+    assert data["scheduler"]["last_step"] == 4
+    assert data["sampler"]["bit_generator"] == "PCG64"
+    assert data["args"]["patch_size"] == 32
+    assert len(data["history"]) == 4
+    assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch):
+    real_loss = trainer.mprnet_loss
+    calls = {"n": 0}
+
+    def flaky(stages, target, edge_weight=0.05):
+        calls["n"] += 1
+        loss = real_loss(stages, target, edge_weight)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer, "mprnet_loss", flaky)
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(TrainingDiverged) as info:
+        _small_run(checkpoint_path=ckpt, checkpoint_every=2)
+    message = str(info.value)
+    assert "training diverged at step 3: loss is nan" in message
+    assert "lower learning_rate (now 0.001" in message
+    assert isinstance(info.value, FloatingPointError) and info.value.step == 3
+    assert load_checkpoint(ckpt)["step"] == 2  # the last good checkpoint is untouched
+
+
+def test_non_finite_gradient_is_caught(monkeypatch):
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: torch.tensor(float("inf")))
+    with pytest.raises(TrainingDiverged, match="step 1: gradient norm is inf"):
+        _small_run(steps=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"patch_size": 20}, "patch_size"),
+        ({"patch_size": 8}, "patch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"min_learning_rate": 1.0}, "min_learning_rate"),
+        ({"warmup_steps": 50}, "warmup_steps"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_every": 0}, "val_every"),
+        ({"checkpoint_every": 2}, "checkpoint_path"),
+        ({"save_to": "model.txt"}, "save_to"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        _small_run(**kwargs)
+
+
+def test_data_errors_come_from_loading():
+    noisy, clean = synthetic_pairs(2, size=48)
+    with pytest.raises(ValueError, match="differ in shape"):
+        finetune(noisy, clean[:, :40], model=_tiny(), steps=2, patch_size=32, device="cpu")
+    with pytest.raises(ValueError, match="smaller than the patch size"):
+        finetune(noisy, clean, model=_tiny(), steps=2, patch_size=64, device="cpu")
+    with pytest.raises(ValueError, match="val_inputs and val_targets"):
+        finetune(noisy, clean, model=_tiny(), steps=2, patch_size=32, val_inputs=noisy)
+
+
+# --------------------------------------------------------------------------- callback
+
+
+def test_callback_events_and_stop():
+    events = []
+
+    def record(event):
+        events.append(dict(event))
+        return event["step"] < 7
+
+    result = _small_run(callback=record)
+    assert result.stopped and result.steps_done == 7 and len(result.history) == 7
+    assert result.history[-1]["stopped"] is True
+    assert [e["step"] for e in events] == list(range(1, 8))
+    assert all({"step", "steps", "loss", "lr"} <= set(e) and e["steps"] == 12 for e in events)
+    with_val = [e["step"] for e in events if "val_psnr" in e]
+    assert with_val == [6] and "val_ssim" in events[5]
+    assert not result.model.training
+
+
+def test_stop_training_exception_stops_cleanly():
+    def stop(event):
+        if event["step"] == 2:
+            raise StopTraining
+
+    result = _small_run(callback=stop)
+    assert result.stopped and result.steps_done == 2
+    assert result.best_val_psnr is None  # no validation happened yet: the last model
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_learning_rate_warmup_then_cosine():
+    steps, lr, low, warm = 100, 1e-3, 1e-6, 10
+    rates = [learning_rate_at(s, steps, lr, low, warm) for s in range(1, steps + 1)]
+    assert rates[:warm] == pytest.approx([lr * (s + 1) / warm for s in range(warm)])
+    assert rates[warm] == pytest.approx(lr)
+    assert all(a >= b for a, b in zip(rates[warm:], rates[warm + 1:]))
+    assert rates[-1] == pytest.approx(low)
+    middle = warm + (steps - warm - 1) / 2 + 1  # half-way through the cosine
+    assert learning_rate_at(middle, steps, lr, low, warm) == pytest.approx((lr + low) / 2)
+    # no warm-up: start at the peak
+    assert learning_rate_at(1, 10, lr, low, 0) == pytest.approx(lr)
+
+
+def test_history_follows_schedule():
+    result = _small_run(steps=12, warmup_steps=3, learning_rate=1e-3)
+    assert [h["lr"] for h in result.history] == pytest.approx(
+        [learning_rate_at(s, 12, 1e-3, 1e-6, 3) for s in range(1, 13)]
+    )
+    assert result.history[0]["lr"] < result.history[2]["lr"] == pytest.approx(1e-3)
+    assert result.history[-1]["lr"] == pytest.approx(1e-6)
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+
+
+def test_default_warmup_length():
+    stopped = _small_run(steps=1000, callback=lambda e: False)  # one step is enough
+    assert stopped.steps_done == 1
+    assert stopped.metadata["provenance"]["warmup_steps"] == 50
+    assert stopped.history[0]["lr"] == pytest.approx(1e-3 / 50)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def test_save_to_round_trip_with_metadata(tmp_path):
+    rng = np.random.default_rng(3)
+    noisy, clean = synthetic_pairs(4, size=48, seed=3)
+    scale = rng.uniform(900, 1100)
+    raw_in = (noisy * scale + 100).astype(np.uint16)  # 16-bit: percentile normalisation
+    raw_tgt = (clean * scale + 100).astype(np.uint16)
+    out = tmp_path / "ft.safetensors"
+    result = finetune(list(raw_in), list(raw_tgt), model=_tiny(), steps=4, patch_size=32,
+                      batch_size=2, device="cpu", save_to=out, val_fraction=0.25)
+    assert result.saved_to == str(out)
+    loaded = load_model(out)
+    assert _same_weights(loaded, result.model)
+    meta = loaded.metadata
+    assert meta["task"] == "denoise" and meta["trained"] is True
+    norm = meta["normalization"]
+    assert norm["mode"] == "percentile" and norm["percentiles"] == [0.5, 99.8]
+    assert norm["low"] < norm["high"]
+    prov = meta["provenance"]
+    assert prov["steps"] == 4 and prov["patch_size"] == 32 and prov["batch_size"] == 2
+    assert prov["learning_rate"] == 2e-4 and prov["device"] == "cpu"
+    assert prov["n_train_planes"] == 3 and prov["n_val_planes"] == 1
+    assert prov["best_val_psnr"] == pytest.approx(result.best_val_psnr)
+    assert prov["best_val_ssim"] is not None and "date" in prov
+    assert meta["base_model"] == "MPRNet object"
+    # inference normalises new data the way the model was trained
+    image = raw_in[0]
+    got = api._normalization_for(image, "auto", (1.0, 99.0), loaded)
+    assert got.mode == "percentile"
+    restored = napari_mprnet.restore(image, model=loaded, device="cpu")
+    assert restored.shape == image.shape and np.isfinite(restored).all()
+
+
+def test_bundled_model_is_copied_not_modified():
+    cached = api.prepare_model("denoise", "denoise")
+    before = {k: v.clone() for k, v in cached.state_dict().items()}
+    noisy, clean = synthetic_pairs(2, size=32)
+    result = finetune(noisy, clean, model="denoise", steps=2, patch_size=32, batch_size=1,
+                      learning_rate=1e-2, device="cpu", val_fraction=0)
+    assert all(torch.equal(before[k], v) for k, v in cached.state_dict().items())
+    assert not _same_weights(result.model, cached)
+    assert result.best_val_psnr is None and result.n_val == 0
+    assert result.metadata["task"] == "denoise" and "denoise" in result.metadata["base_model"]
+    assert not cached.training and not result.model.training
+
+
+# --------------------------------------------------------------------------- GPU paths on CPU
+
+
+def test_compile_failure_falls_back(monkeypatch):
+    def broken(model):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _small_run(steps=2, compile=True)
+    assert result.steps_done == 2
+    assert any("torch.compile unavailable" in str(w.message) for w in caught)
+
+
+def test_compiled_forward_failing_at_first_step_falls_back(monkeypatch):
+    def lazy_broken(model):
+        def forward(x):
+            raise RuntimeError("inductor exploded")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", lazy_broken)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        result = _small_run(steps=2, compile=True)
+    assert result.steps_done == 2
+
+
+def test_bf16_autocast_and_channels_last_on_cpu():
+    result = _small_run(steps=2, precision="bf16", channels_last=True)
+    assert result.precision == "bf16" and result.steps_done == 2
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    with pytest.raises(ValueError, match="precision"):
+        _small_run(steps=2, precision="fp8")
