@@ -58,6 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
                        help="autocast precision (default: bf16 on CUDA, fp32 elsewhere)")
     train.add_argument("--compile", action="store_true", help="use torch.compile")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training on several GPUs (or CPU processes); start "
+                       "with 'torchrun --nproc_per_node=N -m napari_mprnet finetune "
+                       "--distributed ...' (--batch-size is per process)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, required=True,
                         help="where to save the model (.safetensors)")
@@ -141,13 +145,20 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns the exit status."""
+    from ..training.distributed import LAUNCH_HINT, is_distributed, torchrun_env
     from ..training.trainer import TrainingDiverged, finetune
 
     try:
+        env = torchrun_env()
+        if args.distributed and env is None and not is_distributed():
+            raise ValueError(f"--distributed needs the torchrun launcher; {LAUNCH_HINT}")
         _check(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return fail(str(err))
-    progress = _Progress(args.quiet)
+    # under torchrun only rank 0 reports (errors every rank may hit differently excepted)
+    rank = env.rank if env is not None else 0
+    prefix = f"[rank {rank}] " if rank else ""
+    progress = _Progress(args.quiet or rank != 0)
     start = time.perf_counter()
     try:
         result = finetune(
@@ -160,19 +171,23 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, checkpoint_path=args.checkpoint,
             device=args.device, precision=args.precision, normalize=args.normalize,
             seed=args.seed, save_to=args.out, resume_from=args.resume, callback=progress,
-            compile=args.compile,
+            compile=args.compile, distributed=True if args.distributed else None,
         )
     except TrainingDiverged as err:
         progress.close()
-        return fail(str(err), status=1)
+        return fail(str(err), status=1) if rank == 0 else 1  # the same on every rank
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         progress.close()
-        return fail(str(err))
+        return fail(prefix + str(err))
     progress.close()
+    if result.rank != 0:
+        return 0
     seconds = time.perf_counter() - start
     lines = [
         (f"fine-tuned {result.steps_done} steps in {seconds:.1f} s on {result.device} "
-         f"({result.precision}); {result.n_train} training / {result.n_val} validation planes"),
+         f"({result.precision})"
+         + (f" x {result.world_size} processes" if result.world_size > 1 else "")
+         + f"; {result.n_train} training / {result.n_val} validation planes"),
         f"final loss: {_fmt(result.final_loss, digits=4)}",
     ]
     if result.n_val:

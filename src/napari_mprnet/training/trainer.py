@@ -29,6 +29,7 @@ from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.runner import PRECISIONS, normalize_precision
 from ..model.arch import MPRNet
 from ..model.presets import TASKS
+from . import distributed as _ddp
 from .data import PairSet, PatchSampler, center_crops, load_pairs, split_pairs
 from .losses import mprnet_loss
 from .metrics import psnr, ssim
@@ -115,6 +116,8 @@ class FinetuneResult:
     metadata: dict = field(default_factory=dict)
     saved_to: str | None = None
     checkpoint_path: str | None = None
+    world_size: int = 1
+    rank: int = 0
 
 
 # --------------------------------------------------------------------------- schedule
@@ -294,6 +297,22 @@ def _validation_crops(val: PairSet, channels: int, patch_size: int) -> list[tupl
     return [(x, y, g) for (x, y), g in zip(crops, grey)]
 
 
+def _evaluate_shared(model: MPRNet, crops: list[tuple], device: torch.device,
+                     autocast: Callable, channels_last: bool,
+                     session: _ddp.Session | None) -> tuple[float, float]:
+    """:func:`_evaluate`; in a distributed run each rank scores every world_size-th crop and
+    the sums are all-reduced, so every rank gets the same means."""
+    if session is None:
+        return _evaluate(model, crops, device, autocast, channels_last)
+    mine = crops[session.rank::session.world_size]
+    psnr_sum = ssim_sum = 0.0
+    if mine:
+        mean_psnr, mean_ssim = _evaluate(model, mine, device, autocast, channels_last)
+        psnr_sum, ssim_sum = mean_psnr * len(mine), mean_ssim * len(mine)
+    psnr_total, ssim_total, count = session.sums([psnr_sum, ssim_sum, len(mine)])
+    return psnr_total / count, ssim_total / count
+
+
 def _evaluate(model: MPRNet, crops: list[tuple], device: torch.device, autocast: Callable,
               channels_last: bool) -> tuple[float, float]:
     """Mean PSNR and SSIM (data range 1) of the final output over the validation crops."""
@@ -370,6 +389,7 @@ def _compile(model: MPRNet) -> Callable | None:
 # --------------------------------------------------------------------------- the trainer
 
 
+@_ddp.with_process_group
 def finetune(
     inputs: Any,
     targets: Any,
@@ -398,6 +418,7 @@ def finetune(
     callback: Callback | None = None,
     channels_last: bool | None = None,
     compile: bool = False,
+    distributed: bool | None = None,
 ) -> FinetuneResult:
     """Fine-tune an MPRNet on paired degraded/clean images.
 
@@ -454,6 +475,14 @@ def finetune(
         Channels-last memory format; default on CUDA.
     compile : bool
         Train through ``torch.compile`` (falls back to eager mode if unavailable).
+    distributed : bool, optional
+        Data-parallel training over the processes started by ``torchrun`` (see
+        :mod:`napari_mprnet.training.distributed`); None: when the torchrun variables are set
+        or a process group is active. Every process draws its own ``batch_size`` patches, so
+        a step sees ``batch_size * world_size`` patches; the schedule (``steps``, learning
+        rates) is that of a single process. Rank 0 alone writes checkpoints and ``save_to``
+        and calls ``callback`` (its stop request reaches every rank); losses and validation
+        scores are averaged over the ranks, and every rank returns the same model.
 
     Returns
     -------
@@ -480,6 +509,10 @@ def finetune(
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     ckpt_every = args["checkpoint_every"] or (max(1, steps // 10) if ckpt_path else None)
     dev = resolve_device(device)
+    ddp = _ddp.session(distributed, device)
+    if ddp is not None:
+        dev = ddp.device
+    is_main = ddp is None or ddp.is_main
     prec = _choose_precision(precision, dev)
     use_channels_last = dev.type == "cuda" if channels_last is None else bool(channels_last)
     if save_to is not None and Path(save_to).suffix.lower() not in (".safetensors", ".pth",
@@ -498,6 +531,13 @@ def finetune(
             raise ValueError(
                 "resume_from: these settings differ from the checkpoint's, so training could "
                 "not continue the same schedule: " + ", ".join(diffs)
+            )
+        ckpt_world = int(ckpt.get("world_size", 1))
+        if ckpt_world != (1 if ddp is None else ddp.world_size):
+            raise ValueError(
+                f"resume_from: the checkpoint was written by a run on {ckpt_world} "
+                f"process(es), this one has {1 if ddp is None else ddp.world_size}; resume "
+                "with the same number of processes (it sets the batch per step)"
             )
         normalize_arg: Any = Normalization.from_dict(ckpt["normalization"])
     else:
@@ -533,6 +573,9 @@ def finetune(
 
     sampler = PatchSampler(train, args["patch_size"], args["batch_size"], augment=True,
                            seed=args["seed"], channels=channels)
+    if ddp is not None and ddp.rank > 0:  # rank 0 keeps the single-process stream
+        sampler.load_state_dict(np.random.default_rng([args["seed"], ddp.rank])
+                                .bit_generator.state)
     val_crops = _validation_crops(val, channels, args["patch_size"])
 
     optimizer = torch.optim.Adam(net.parameters(), lr=args["learning_rate"])
@@ -545,10 +588,11 @@ def finetune(
             return contextlib.nullcontext()
         return torch.autocast(device_type=dev.type, dtype=autocast_dtype)
 
-    forward: Callable = net
+    trained: torch.nn.Module = net if ddp is None else ddp.wrap(net)
+    forward: Callable = trained
     compiled = False
     if compile:
-        compiled_fn = _compile(net)
+        compiled_fn = _compile(trained)
         if compiled_fn is not None:
             forward, compiled = compiled_fn, True
 
@@ -562,8 +606,9 @@ def finetune(
         optimizer.load_state_dict(ckpt["optimizer"])
         if use_scaler and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        sampler.load_state_dict(ckpt["sampler"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        own = ckpt["ranks"][ddp.rank] if ddp is not None else ckpt
+        sampler.load_state_dict(own["sampler"])
+        torch.set_rng_state(own["torch_rng"])
         if dev.type == "cuda" and ckpt.get("cuda_rng"):
             with contextlib.suppress(RuntimeError, IndexError):
                 torch.cuda.set_rng_state_all(list(ckpt["cuda_rng"]))
@@ -573,8 +618,8 @@ def finetune(
         base_val = dict(ckpt.get("base_val", base_val))
         start_step = int(ckpt["step"])
     elif val_crops:
-        base_val["val_psnr"], base_val["val_ssim"] = _evaluate(
-            net, val_crops, dev, autocast, use_channels_last
+        base_val["val_psnr"], base_val["val_ssim"] = _evaluate_shared(
+            net, val_crops, dev, autocast, use_channels_last, ddp
         )
 
     run_args = {
@@ -583,6 +628,7 @@ def finetune(
         "normalize": normalize if isinstance(normalize, str) else "given",
         "model": base_source, "task": task, "device": str(dev), "precision": prec,
         "channels_last": use_channels_last, "compile": bool(compile),
+        "world_size": 1 if ddp is None else ddp.world_size,
     }
     last_ckpt_step: int | None = start_step if ckpt is not None else None
 
@@ -590,36 +636,49 @@ def finetune(
         nonlocal last_ckpt_step
         if ckpt_path is None:
             return
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "step": step,
-            "steps": steps,
-            "model": _cpu_state(net),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {
-                "kind": "linear_warmup_cosine", "last_step": step, "steps": steps,
-                "warmup_steps": warmup, "learning_rate": args["learning_rate"],
-                "min_learning_rate": args["min_learning_rate"],
-            },
-            "scaler": scaler.state_dict() if use_scaler else {},
-            "sampler": _plain(sampler.state_dict()),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": list(torch.cuda.get_rng_state_all()) if dev.type == "cuda" else [],
-            "history": _plain(history),
-            "best": _plain(best),
-            "best_state": best_state if best_state is not None else {},
-            "base_val": _plain(base_val),
-            "config": net.config.to_dict(),
-            "normalization": norm.to_dict(),
-            "normalization_meta": _normalization_meta(norm, normalize),
-            "task": task,
-            "base_model": base_source,
-            "args": _plain(run_args),
-            "n_train": len(train),
-            "n_val": len(val),
-        }
-        _atomic_torch_save(payload, ckpt_path)
+        ranks = None if ddp is None else ddp.gather({  # every rank's sampler and RNG state
+            "sampler": _plain(sampler.state_dict()), "torch_rng": torch.get_rng_state(),
+        })
+
+        def save() -> None:
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "step": step,
+                "steps": steps,
+                "model": _cpu_state(net),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {
+                    "kind": "linear_warmup_cosine", "last_step": step, "steps": steps,
+                    "warmup_steps": warmup, "learning_rate": args["learning_rate"],
+                    "min_learning_rate": args["min_learning_rate"],
+                },
+                "scaler": scaler.state_dict() if use_scaler else {},
+                "sampler": _plain(sampler.state_dict()),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": list(torch.cuda.get_rng_state_all()) if dev.type == "cuda" else [],
+                "history": _plain(history),
+                "best": _plain(best),
+                "best_state": best_state if best_state is not None else {},
+                "base_val": _plain(base_val),
+                "config": net.config.to_dict(),
+                "normalization": norm.to_dict(),
+                "normalization_meta": _normalization_meta(norm, normalize),
+                "task": task,
+                "base_model": base_source,
+                "args": _plain(run_args),
+                "n_train": len(train),
+                "n_val": len(val),
+            }
+            if ddp is not None:
+                payload["world_size"] = ddp.world_size
+                payload["ranks"] = ranks
+            _atomic_torch_save(payload, ckpt_path)
+
+        if ddp is None:
+            save()
+        else:  # rank 0 writes, the others wait for it
+            ddp.on_main(save)
         last_ckpt_step = step
 
     # ---------------------------------------------------------------- loop
@@ -660,11 +719,13 @@ def finetune(
             if not compiled:
                 raise
             warnings.warn(f"torch.compile failed ({err}); training without it", stacklevel=2)
-            forward, compiled = net, False
+            forward, compiled = trained, False
             with autocast():
                 outputs = forward(x)
         loss = mprnet_loss([o.float() for o in outputs], y, args["edge_weight"])
         loss_value = float(loss.detach())
+        if ddp is not None:  # the mean over ranks: non-finite on every rank if on any
+            loss_value = ddp.mean(loss_value)
         if not math.isfinite(loss_value):
             raise diverged(step, f"loss is {loss_value}", lr)
         scaler.scale(loss).backward()
@@ -679,19 +740,26 @@ def finetune(
         entry: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr,
                                  "grad_norm": grad_norm}
         if val_crops and (step % val_every == 0 or step == steps):
-            val_psnr, val_ssim = _evaluate(net, val_crops, dev, autocast, use_channels_last)
+            val_psnr, val_ssim = _evaluate_shared(net, val_crops, dev, autocast,
+                                                  use_channels_last, ddp)
             entry["val_psnr"], entry["val_ssim"] = val_psnr, val_ssim
             if best["val_psnr"] is None or val_psnr > best["val_psnr"]:
                 best = {"step": step, "val_psnr": val_psnr, "val_ssim": val_ssim}
                 best_state = _cpu_state(net)
         history.append(entry)
 
-        if callback is not None:
+        if callback is not None and is_main:
             event = {"steps": steps, **entry}
             try:
                 stopped = callback(event) is False
             except StopTraining:
                 stopped = True
+            except BaseException:
+                if ddp is not None:
+                    ddp.share_stop(False, failed=True)
+                raise
+        if ddp is not None:
+            stopped = ddp.share_stop(stopped)
         if ckpt_path is not None and (stopped or step % ckpt_every == 0 or step == steps):
             write_checkpoint(step)
         if stopped:
@@ -734,6 +802,8 @@ def finetune(
         "final_val_ssim": val_entries[-1]["val_ssim"] if val_entries else None,
         "n_train_planes": len(train),
         "n_val_planes": len(val),
+        "world_size": 1 if ddp is None else ddp.world_size,
+        "global_batch_size": args["batch_size"] * (1 if ddp is None else ddp.world_size),
         "torch_version": torch.__version__,
     }
     metadata = {
@@ -751,7 +821,11 @@ def finetune(
     if save_to is not None:
         from ..weights import save_model
 
-        saved = str(save_model(net, save_to, metadata))
+        if ddp is None:
+            saved = str(save_model(net, save_to, metadata))
+        else:
+            written = ddp.on_main(lambda: save_model(net, save_to, metadata))
+            saved = str(written if written is not None else Path(save_to))
     return FinetuneResult(
         model=net,
         history=history,
@@ -772,4 +846,6 @@ def finetune(
         saved_to=saved,
         checkpoint_path=str(ckpt_path) if ckpt_path is not None and last_ckpt_step is not None
         else None,
+        world_size=1 if ddp is None else ddp.world_size,
+        rank=0 if ddp is None else ddp.rank,
     )
