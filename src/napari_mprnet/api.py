@@ -120,6 +120,8 @@ def iter_restore(
     normalize: str | Normalization = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     output_dtype: Any = None,
+    backend: str = "eager",
+    backend_options: dict | None = None,
 ) -> Generator[Progress, None, list[np.ndarray]]:
     """Restore an array step by step: a generator of :class:`Progress` after every tile batch.
 
@@ -137,6 +139,8 @@ def iter_restore(
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         batch_size=batch_size,
+        backend=backend,
+        backend_options=backend_options,
     )
     net_channels = runner.model.config.in_c
     planes, layout = to_planes(data, resolved_axes)
@@ -178,6 +182,9 @@ def restore(
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     output_dtype: Any = None,
     progress: ProgressCallback | None = None,
+    chunk_size: int | str | None = "auto",
+    backend: str = "eager",
+    backend_options: dict | None = None,
 ) -> Any:
     """Restore an image with MPRNet.
 
@@ -215,6 +222,17 @@ def restore(
         Cast the result (with clipping for integers); default float32.
     progress : callable, optional
         Called as ``progress(done, total)`` after every tile batch.
+    chunk_size : int, "auto" or None
+        Dask input only: Y/X chunk edge of the lazy result, rounded to a multiple of the tile
+        stride ("auto": planes above ~4096 px are chunked; None: whole planes). Chunked
+        results equal whole-plane results exactly (see :mod:`napari_mprnet.scale.lazy`).
+    backend : {"eager", "compile", "tensorrt", "auto"}
+        How tile batches run (:mod:`napari_mprnet.engine.backends`): "compile"
+        (``torch.compile``) and "tensorrt" (Torch-TensorRT, engines cached on disk) compile
+        once per tile shape, worth it for large jobs on a GPU; a backend that fails warns and
+        falls back (tensorrt -> compile -> eager). "auto": the fastest on the device.
+    backend_options : dict, optional
+        Backend settings, e.g. ``{"cuda_graphs": True}``.
 
     Returns
     -------
@@ -226,12 +244,13 @@ def restore(
         "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
         "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
+        "backend": backend, "backend_options": backend_options,
     }
     from . import _layers, _lazy
 
     if _layers.is_napari_layer(image):
         return _layers.restore_layer(image, axes=axes, progress=progress, **options)
     if _lazy.is_dask_array(image):
-        return _lazy.restore_dask(image, axes=axes, rgb=rgb, **options)
+        return _lazy.restore_dask(image, axes=axes, rgb=rgb, chunk_size=chunk_size, **options)
     results = drive(iter_restore(image, axes=axes, rgb=rgb, **options), progress)
     return results if stages else results[0]

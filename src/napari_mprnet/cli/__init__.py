@@ -9,7 +9,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Sub-command modules; each defines ``add_parser(subparsers)`` which sets ``handler``.
-SUBCOMMANDS = ("restore", "demo", "finetune")
+SUBCOMMANDS = ("restore", "demo", "finetune", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

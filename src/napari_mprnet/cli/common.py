@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.backends import BACKENDS, normalize_backend
 from ..engine.devices import resolve_device
 from ..engine.tiling import validate_tiling
 
@@ -25,6 +26,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
                        help="compute precision (default: fp16 on CUDA, fp32 elsewhere)")
+    group.add_argument("--backend", choices=BACKENDS, default=None,
+                       help="eager (default), compile (torch.compile, compiled once per tile "
+                       "shape), tensorrt (Torch-TensorRT, engines cached on disk), or auto "
+                       "(the fastest on the device); falls back with a warning on failure")
 
 
 def engine_options(args: argparse.Namespace) -> dict:
@@ -41,13 +46,17 @@ def engine_options(args: argparse.Namespace) -> dict:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     resolve_device(args.device)
-    return {
+    options = {
         "tile_size": tile,
         "tile_overlap": args.tile_overlap,
         "batch_size": args.batch_size,
         "device": args.device,
         "precision": args.precision,
     }
+    backend = getattr(args, "backend", None)
+    if backend is not None:  # only when asked for: not every engine path takes it yet
+        options["backend"] = normalize_backend(backend)
+    return options
 
 
 def fail(message: str, status: int = 2) -> int:

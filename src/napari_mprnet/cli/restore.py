@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
@@ -49,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="model file to use instead of the bundled default (official "
                        ".pth checkpoints, .safetensors from finetune, ...)")
     add_engine_arguments(parser)
+    from ._scale import add_scale_arguments
+
+    add_scale_arguments(parser)
     parser.add_argument("--stages", action="store_true",
                         help="also write the stage-2 and stage-1 images")
     parser.add_argument("--axes", default=None,
@@ -68,7 +72,9 @@ def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
     problems: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
+        if _is_zarr(path):
+            files.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir()
                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
@@ -125,7 +131,14 @@ def output_paths(source: Path, out_dir: Path, task: str, stages: bool) -> list[P
 
     stem = f"{source.stem}_{TASK_SUFFIX[task]}"
     names = [stem] + ([f"{stem}_stage2", f"{stem}_stage1"] if stages else [])
-    return [out_dir / f"{name}.tif" for name in names]
+    suffix = ".zarr" if _is_zarr(source) else ".tif"
+    return [out_dir / f"{name}{suffix}" for name in names]
+
+
+def _is_zarr(path: Path) -> bool:
+    from ..scale.zarr_io import is_zarr_path
+
+    return is_zarr_path(path)
 
 
 def write_tiff(path: Path, data: np.ndarray, axes: str | None) -> None:
@@ -156,6 +169,10 @@ def _restore_file(path: Path, args: argparse.Namespace, model, options: dict, in
             raise ValueError(f"output {target} would replace an input file; choose another --out")
         if target.exists() and not args.overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    if _is_zarr(path) or getattr(args, "client", None) is not None:
+        from ._scale import restore_lazily
+
+        return restore_lazily(path, args, options, targets)
     data, file_axes = read_image(path)
     axes = args.axes or file_axes
     if args.output_dtype == "same":
@@ -222,16 +239,24 @@ def run(args: argparse.Namespace) -> int:
     inputs = set(files)
     failures = len(problems)
     start = time.perf_counter()
-    for path in files:
-        try:
-            written = _restore_file(path, args, model, options, inputs,
-                                    lambda name: _Bar(name, args.quiet))
-        except (ValueError, TypeError, OSError, MemoryError) as err:
-            failures += 1
-            print(f"error: {path}: {err}", file=sys.stderr)
-            continue
-        if not args.quiet:
-            print(f"{path} -> {', '.join(str(p) for p in written)}")
+    from ._scale import cluster_client
+
+    scale = contextlib.ExitStack()
+    try:
+        args.client = scale.enter_context(cluster_client(args))
+    except (ValueError, OSError) as err:
+        return fail(str(err))
+    with scale:
+        for path in files:
+            try:
+                written = _restore_file(path, args, model, options, inputs,
+                                        lambda name: _Bar(name, args.quiet))
+            except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as err:
+                failures += 1
+                print(f"error: {path}: {err}", file=sys.stderr)
+                continue
+            if not args.quiet:
+                print(f"{path} -> {', '.join(str(p) for p in written)}")
     done = len(files) - (failures - len(problems))
     elapsed = time.perf_counter() - start
     print(f"restored {done} of {len(files)} file(s) in {elapsed:.1f} s"

@@ -1,0 +1,510 @@
+"""The *Fine-tune (MPRNet)* dock widget: a thin Qt front end over
+:func:`napari_mprnet.training.finetune`.
+
+It collects the training pairs (two Image layers, or two folders of TIFF files matched by
+name), the base weights and the schedule, runs a
+:class:`~napari_mprnet._widgets._training_job.FinetuneJob` and plots the loss and
+validation PSNR live. The tuned model (also a stopped run's) is registered with
+:func:`~napari_mprnet._widgets.weights_registry.register_weights`, so it appears in the
+*Restore (MPRNet)* widget, and can be saved or exported to bioimage.io.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import notifications
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import snapshot
+from ..engine.devices import describe_device
+from ..model.presets import TASKS
+from ._jobs import resolve_weights
+from ._training_job import FinetuneJob, FinetuneRequest
+from .restore_widget import _ERROR_STYLE, _MODEL_FILTER, _alive, available_devices
+from .settings import WeightsChoice
+from .training_plot import TrainingPlot
+from .weights_registry import register_weights, registered_weights, registry_events
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["FinetuneWidget"]
+
+LAYERS, FOLDERS = "Image layers", "TIFF folders"
+_TITLE = "Fine-tune (MPRNet)"
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune MPRNet on (degraded, clean) pairs and hand the result to the restore widget.
+
+    Signals
+    -------
+    step_done(event)
+        After every training step (the trainer's event dict).
+    job_finished(state)
+        When a run ends: "done", "stopped" or "failed".
+    export_finished(path)
+        When a bioimage.io export has been written ("" if it failed).
+    """
+
+    step_done = Signal(object)
+    job_finished = Signal(str)
+    export_finished = Signal(str)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.job: FinetuneJob | None = None
+        #: The last run's FinetuneResult (None before the first run ends with a model).
+        self.result: Any = None
+        #: Name the last model was registered under.
+        self.registered_name: str | None = None
+        self._image_layers: list[Image] = []
+        self._export_worker: Any = None
+
+        # ---- data
+        self.source_combo = QComboBox()
+        self.source_combo.addItems([LAYERS, FOLDERS])
+        self.input_combo = QComboBox()
+        self.input_combo.setToolTip("Degraded images (stacks contribute every plane)")
+        self.target_combo = QComboBox()
+        self.target_combo.setToolTip("Clean images, the same shape as the input layer")
+        self.input_dir_edit = QLineEdit()
+        self.input_dir_edit.setPlaceholderText("folder of degraded TIFF images")
+        self.target_dir_edit = QLineEdit()
+        self.target_dir_edit.setPlaceholderText("folder of clean TIFFs with the same names")
+        self.input_dir_button = QPushButton("Browse…")
+        self.target_dir_button = QPushButton("Browse…")
+        self.layers_box = QWidget()
+        layers_form = QFormLayout(self.layers_box)
+        layers_form.setContentsMargins(0, 0, 0, 0)
+        layers_form.addRow("Input", self.input_combo)
+        layers_form.addRow("Target", self.target_combo)
+        self.folders_box = QWidget()
+        folders_form = QFormLayout(self.folders_box)
+        folders_form.setContentsMargins(0, 0, 0, 0)
+        folders_form.addRow("Inputs", _row(self.input_dir_edit, self.input_dir_button))
+        folders_form.addRow("Targets", _row(self.target_dir_edit, self.target_dir_button))
+
+        # ---- model
+        self.task_combo = QComboBox()
+        self.task_combo.addItems(list(TASKS))
+        self.weights_combo = QComboBox()
+        self.weights_combo.setToolTip(
+            "Starting point: the bundled model for the task, a model file, or a model "
+            "fine-tuned in this session"
+        )
+        self.file_edit = QLineEdit()
+        self.file_edit.setPlaceholderText("path to a model file")
+        self.browse_button = QPushButton("Browse…")
+        self.file_box = _row(self.file_edit, self.browse_button)
+
+        # ---- schedule
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1_000_000)
+        self.steps_spin.setValue(200)
+        self.steps_spin.setToolTip("Optimisation steps (batches)")
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(16, 1024)
+        self.patch_spin.setSingleStep(8)
+        self.patch_spin.setValue(64)
+        self.patch_spin.setSuffix(" px")
+        self.patch_spin.setToolTip("Side of the random training crops (a multiple of 8)")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setValue(4)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 0.1)
+        self.lr_spin.setSingleStep(1e-5)
+        self.lr_spin.setValue(2e-4)
+        self.lr_spin.setToolTip("Peak learning rate (Adam), annealed by a cosine")
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setDecimals(2)
+        self.val_spin.setRange(0.0, 0.9)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setValue(0.1)
+        self.val_spin.setToolTip(
+            "Fraction of whole planes held out for validation (needs at least 2 planes)"
+        )
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.device_label = QLabel()
+        self.device_label.setWordWrap(True)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("default: from the input and task")
+        self.name_edit.setToolTip("Name of the tuned model in the Restore widget's weights list")
+
+        # ---- run
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("Stop after the current step; the model so far is kept")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.plot = TrainingPlot()
+        self.status_label = QLabel("Ready")
+        self.status_label.setWordWrap(True)
+        self.save_button = QPushButton("Save model…")
+        self.export_button = QPushButton("Export to bioimage.io…")
+        for button in (self.save_button, self.export_button):
+            button.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("Data", self.source_combo)
+        form.addRow(self.layers_box)
+        form.addRow(self.folders_box)
+        form.addRow("Task", self.task_combo)
+        form.addRow("Base weights", self.weights_combo)
+        form.addRow("", self.file_box)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Patch size", self.patch_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Validation", self.val_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.device_label)
+        form.addRow("Model name", self.name_edit)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(_row(self.start_button, self.stop_button))
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.status_label)
+        layout.addWidget(_row(self.save_button, self.export_button))
+        layout.addStretch(1)
+
+        self._fill_weights(WeightsChoice())
+        self._refresh_layers()
+        self._on_source_changed()
+        self._update_device_label()
+
+        # ---- connections
+        layers = self.viewer.layers
+        for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            emitter.connect(self._refresh_layers)
+        registry_events.changed.connect(self._on_registry_changed)
+        self.source_combo.currentTextChanged.connect(self._on_source_changed)
+        self.weights_combo.currentIndexChanged.connect(self._on_weights_changed)
+        self.browse_button.clicked.connect(self._browse_model)
+        self.input_dir_button.clicked.connect(lambda: self._browse_folder(self.input_dir_edit))
+        self.target_dir_button.clicked.connect(lambda: self._browse_folder(self.target_dir_edit))
+        self.device_combo.currentTextChanged.connect(self._update_device_label)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.save_button.clicked.connect(self._save_clicked)
+        self.export_button.clicked.connect(self._export_clicked)
+
+    # ------------------------------------------------------------------ layers / folders
+
+    def _refresh_layers(self, *_: Any) -> None:
+        if not _alive(self):
+            return
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        for layer in layers:
+            layer.events.name.disconnect(self._refresh_layers)
+            layer.events.name.connect(self._refresh_layers)
+        chosen = [self.selected_layer(combo) for combo in (self.input_combo, self.target_combo)]
+        self._image_layers = layers
+        for combo, current, fallback in zip((self.input_combo, self.target_combo), chosen,
+                                            (0, 1)):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([layer.name for layer in layers])
+            if current in layers:
+                combo.setCurrentIndex(layers.index(current))
+            elif layers:
+                combo.setCurrentIndex(min(fallback, len(layers) - 1))
+            combo.blockSignals(False)
+
+    def selected_layer(self, combo: QComboBox) -> Image | None:
+        index = combo.currentIndex()
+        layers = getattr(self, "_image_layers", [])
+        return layers[index] if 0 <= index < len(layers) else None
+
+    def _on_source_changed(self, *_: Any) -> None:
+        folders = self.source_combo.currentText() == FOLDERS
+        self.layers_box.setVisible(not folders)
+        self.folders_box.setVisible(folders)
+
+    def _browse_folder(self, edit: QLineEdit) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of TIFF images", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    # ------------------------------------------------------------------ weights / device
+
+    def _weights_choice(self) -> WeightsChoice:
+        source, _, name = (self.weights_combo.currentData() or "bundled").partition(":")
+        return WeightsChoice(source=source, file=self.file_edit.text().strip(), name=name)
+
+    def _fill_weights(self, choice: WeightsChoice) -> None:
+        combo = self.weights_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Bundled default", "bundled")
+        combo.addItem("Model file…", "file")
+        for name in registered_weights():
+            combo.addItem(f"Fine-tuned: {name}", f"registered:{name}")
+        wanted = f"registered:{choice.name}" if choice.source == "registered" else choice.source
+        combo.setCurrentIndex(max(combo.findData(wanted), 0))
+        combo.blockSignals(False)
+        self._on_weights_changed()
+
+    def _on_weights_changed(self, *_: Any) -> None:
+        self.file_box.setVisible(self._weights_choice().source == "file")
+
+    def _on_registry_changed(self) -> None:
+        try:
+            self._fill_weights(self._weights_choice())
+        except RuntimeError:  # the Qt object is already deleted
+            registry_events.changed.disconnect(self._on_registry_changed)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "MPRNet model file", "", _MODEL_FILTER)
+        if path:
+            self.file_edit.setText(path)
+
+    def _update_device_label(self, *_: Any) -> None:
+        try:
+            text, style = f"trains on {describe_device(self.device_combo.currentText())}", ""
+        except (ValueError, RuntimeError) as err:
+            text, style = str(err), _ERROR_STYLE
+        self.device_label.setText(text)
+        self.device_label.setStyleSheet(style)
+
+    # ------------------------------------------------------------------ running
+
+    def _data(self) -> tuple[Any, Any, str, str]:
+        """(inputs, targets, label, name) for the trainer; raises ValueError for the user."""
+        if self.source_combo.currentText() == FOLDERS:
+            folders = []
+            for what, edit in (("input", self.input_dir_edit), ("target", self.target_dir_edit)):
+                text = edit.text().strip()
+                if not text:
+                    raise ValueError(f"choose the {what} folder")
+                folder = Path(text).expanduser()
+                if not folder.is_dir():
+                    raise ValueError(f"the {what} folder '{folder}' does not exist")
+                folders.append(str(folder))
+            name = Path(folders[0]).name
+            return folders[0], folders[1], f"folder '{name}'", name
+        inp, tgt = self.selected_layer(self.input_combo), self.selected_layer(self.target_combo)
+        if inp is None or tgt is None:
+            raise ValueError("add an input and a target Image layer first")
+        if inp is tgt:
+            raise ValueError("choose different layers for the input and the target")
+        inp_snap, tgt_snap = snapshot(inp), snapshot(tgt)
+        in_shape, tgt_shape = tuple(inp_snap.data.shape), tuple(tgt_snap.data.shape)
+        if in_shape != tgt_shape:
+            raise ValueError(
+                f"the input layer '{inp.name}' has shape {in_shape} but the target layer "
+                f"'{tgt.name}' has shape {tgt_shape}; they must match pixel for pixel"
+            )
+        return inp_snap, tgt_snap, f"layer '{inp.name}'", inp.name
+
+    def build_request(self) -> FinetuneRequest:
+        """The request for the current choices; raises ValueError with a user message."""
+        inputs, targets, label, data_name = self._data()
+        task = self.task_combo.currentText()
+        model, model_label = resolve_weights(self._weights_choice(), task)
+        if self.patch_spin.value() % 8:
+            raise ValueError(f"patch size must be a multiple of 8, got {self.patch_spin.value()}")
+        return FinetuneRequest(
+            inputs=inputs,
+            targets=targets,
+            data_label=label,
+            task=task,
+            model=task if model is None else model,
+            model_label=model_label,
+            steps=self.steps_spin.value(),
+            patch_size=self.patch_spin.value(),
+            batch_size=self.batch_spin.value(),
+            learning_rate=float(self.lr_spin.value()),
+            val_fraction=float(self.val_spin.value()),
+            device=self.device_combo.currentText(),
+            data_name=data_name,
+        )
+
+    def start(self) -> FinetuneJob | None:
+        """Start fine-tuning with the current choices (returns the started job)."""
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            request = self.build_request()
+        except (TypeError, ValueError) as err:
+            notifications.show_error(f"{_TITLE}: {err}")
+            return None
+        self.plot.clear(request.steps)
+        self.job = FinetuneJob(request, on_event=self._on_event, on_finished=self._on_finished)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+        self.export_button.setEnabled(False)
+        self.progress_bar.setRange(0, 0)  # busy while the data and the model load
+        self.status_label.setText(
+            f"Fine-tuning {request.model_label} on {request.data_label} for "
+            f"{request.steps} steps…"
+        )
+        return self.job.start()
+
+    def stop(self) -> None:
+        """Stop after the current step; the model trained so far is kept and offered."""
+        if self.job is not None and self.job.running:
+            self.job.stop()
+            self.stop_button.setEnabled(False)
+            self.status_label.setText("Stopping after the current step…")
+
+    def _on_event(self, event: dict) -> None:
+        if not _alive(self):
+            return
+        step, steps = int(event["step"]), int(event["steps"])
+        self.progress_bar.setRange(0, steps)
+        self.progress_bar.setValue(step)
+        self.plot.add_loss(step, float(event["loss"]))
+        if event.get("val_psnr") is not None:
+            self.plot.add_val_psnr(step, float(event["val_psnr"]))
+        if not (self.job is not None and self.job.stop_requested):
+            psnr = f", val PSNR {self.plot.psnr_points[-1][1]:.2f} dB" if (
+                self.plot.psnr_points) else ""
+            self.status_label.setText(
+                f"Step {step}/{steps}: loss {event['loss']:.4f}{psnr}"
+            )
+        self.step_done.emit(event)
+
+    def _model_name(self, job: FinetuneJob) -> str:
+        name = self.name_edit.text().strip()
+        if name:
+            return name
+        request = job.request
+        return f"{request.task} on {request.data_name} ({job.result.steps_done} steps)"
+
+    def _on_finished(self, job: FinetuneJob) -> None:
+        if not _alive(self):  # the widget was closed during the run
+            return
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if job.result is None:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.status_label.setText(f"Failed: {job.error}")
+            self.job_finished.emit(job.state)
+            return
+        result = self.result = job.result
+        name = self._model_name(job)
+        try:
+            register_weights(name, result.model)
+        except (TypeError, ValueError) as err:
+            notifications.show_error(f"{_TITLE}: could not register the model: {err}")
+        else:
+            self.registered_name = name
+        self.progress_bar.setRange(0, max(1, job.request.steps))
+        self.progress_bar.setValue(result.steps_done)
+        how = "Stopped" if result.stopped else "Done"
+        psnr = "" if result.best_val_psnr is None else (
+            f"; best val PSNR {result.best_val_psnr:.2f} dB"
+            + ("" if result.base_val_psnr is None else f" (base {result.base_val_psnr:.2f})")
+        )
+        self.status_label.setText(
+            f"{how} after {result.steps_done} steps in {job.seconds:.1f} s{psnr}. "
+            f"'{name}' is now in the Restore (MPRNet) weights list."
+        )
+        self.save_button.setEnabled(True)
+        self.export_button.setEnabled(True)
+        notifications.show_info(f"{_TITLE}: model '{name}' registered for Restore (MPRNet)")
+        self.job_finished.emit(job.state)
+
+    # ------------------------------------------------------------------ save / export
+
+    def save_model_to(self, path: str | Path) -> Path | None:
+        """Write the last result with its metadata (``.safetensors`` recommended)."""
+        from ..weights import save_model
+
+        if self.result is None:
+            notifications.show_warning(f"{_TITLE}: train a model first")
+            return None
+        try:
+            saved = save_model(self.result.model, path)
+        except (OSError, TypeError, ValueError) as err:
+            notifications.show_error(f"{_TITLE}: could not save the model: {err}")
+            return None
+        self.status_label.setText(f"Saved the model to {saved}")
+        return saved
+
+    def _save_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save fine-tuned model", "finetuned.safetensors",
+            "safetensors (*.safetensors);;PyTorch (*.pth)",
+        )
+        if path:
+            if not Path(path).suffix:
+                path += ".safetensors"
+            self.save_model_to(path)
+
+    def export_to(self, path: str | Path) -> Any:
+        """Export the last result as a bioimage.io package in a thread worker (returns it)."""
+        from ..bioimageio import export_bioimageio
+
+        if self.result is None:
+            notifications.show_warning(f"{_TITLE}: train a model first")
+            return None
+        model = self.result.model
+        name = self.registered_name or "MPRNet fine-tuned with napari-mprnet"
+        description = (model.metadata or {}).get("summary") or "MPRNet fine-tuned in napari"
+
+        def done(written: Any) -> None:
+            if _alive(self):
+                self.status_label.setText(f"Exported the bioimage.io package {written}")
+            notifications.show_info(f"{_TITLE}: wrote bioimage.io package {written}")
+            self.export_finished.emit(str(written))
+
+        def failed(error: Exception) -> None:
+            notifications.show_error(f"{_TITLE}: bioimage.io export failed: {error}")
+            self.export_finished.emit("")
+
+        worker = create_worker(export_bioimageio, model, path, name=name,
+                               description=description, _start_thread=False,
+                               _ignore_errors=True)
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._export_worker = worker
+        self.status_label.setText(f"Exporting to {path}…")
+        worker.start()
+        return worker
+
+    def _export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export to bioimage.io", "model.zip", "bioimage.io package (*.zip)"
+        )
+        if path:
+            if not path.lower().endswith(".zip"):
+                path += ".zip"
+            self.export_to(path)

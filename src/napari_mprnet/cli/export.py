@@ -1,0 +1,80 @@
+"""``napari-mprnet export-bioimageio``: write a model as a bioimage.io package (.zip)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import fail
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``export-bioimageio`` sub-command."""
+    parser = subparsers.add_parser(
+        "export-bioimageio", help="export a model as a bioimage.io model package (.zip)",
+        description="Write MODEL (denoise, deblur, derain or a model file, e.g. one saved by "
+        "'finetune') as a bioimage.io model package: rdf.yaml, the network source, "
+        "PyTorch weights, test tensors, a README and a cover image.",
+    )
+    parser.add_argument("model", help="denoise, deblur, derain or a model file")
+    parser.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
+    parser.add_argument("--name", required=True, help="model name shown on bioimage.io")
+    parser.add_argument("--description", default=None,
+                        help="one-paragraph description (default: from the model's metadata)")
+    parser.add_argument("--author", action="append", dest="authors", default=None,
+                        metavar="NAME", help="an author (repeat for several)")
+    parser.add_argument("--license", default="BSD-3-Clause",
+                        help="SPDX license of the weights (default: BSD-3-Clause)")
+    parser.add_argument("--tag", action="append", dest="tags", default=None, metavar="TAG",
+                        help="an extra tag (repeat for several)")
+    parser.add_argument("--test-input", type=Path, default=None,
+                        help="a TIFF or .npy test image (default: a synthetic image)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.set_defaults(handler=run)
+
+
+def _read_image(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--test-input not found: {path}")
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False)
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command; returns the exit status."""
+    from ..bioimageio import export_bioimageio
+    from ..model.presets import TASKS
+
+    out: Path = args.out
+    try:
+        if out.suffix.lower() != ".zip":
+            raise ValueError(f"--out must end in .zip, got '{out}'")
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"'{out}' exists; pass --overwrite to replace it")
+        if args.model not in TASKS and not Path(args.model).is_file():
+            raise FileNotFoundError(
+                f"MODEL must be denoise, deblur, derain or a model file; '{args.model}' not found"
+            )
+        test_input = None if args.test_input is None else _read_image(args.test_input)
+        from ..weights import load_model
+
+        model = load_model(args.model, device="cpu")
+        description = args.description or (model.metadata or {}).get("summary") or (
+            f"MPRNet {(model.metadata or {}).get('task', 'restoration')} model exported by "
+            "napari-mprnet"
+        )
+        path = export_bioimageio(
+            model, out, name=args.name, description=description, authors=args.authors,
+            test_input=test_input, license=args.license, tags=args.tags, overwrite=True,
+        )
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        return fail(str(err))
+    print(f"wrote bioimage.io package {path}")
+    return 0

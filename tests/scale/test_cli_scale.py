@@ -1,0 +1,75 @@
+"""napari-mprnet restore with zarr stores and --workers (a local dask cluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_mprnet import restore, save_model
+from napari_mprnet.cli import main
+
+zarr = pytest.importorskip("zarr")
+
+ENGINE = ["-q", "--device", "cpu", "--tile-size", "32", "--tile-overlap", "8"]
+
+
+@pytest.fixture
+def weights(tmp_path, tiny_model):
+    return str(save_model(tiny_model, tmp_path / "tiny.safetensors"))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    stack = (rng.random((2, 70, 60)) * 3000).astype(np.uint16)
+    tifffile.imwrite(folder / "stack.tif", stack, metadata={"axes": "ZYX"})
+    plane = rng.random((90, 100)).astype(np.float32)
+    store = zarr.open_array(str(tmp_path / "plane.zarr"), mode="w", shape=plane.shape,
+                            chunks=(32, 32), dtype="f4")
+    store[:] = plane
+    return folder, tmp_path / "plane.zarr", stack, plane
+
+
+def _expected(image, weights, axes=None):
+    return restore(image, model=weights, tile_size=32, tile_overlap=8, device="cpu", axes=axes)
+
+
+def test_zarr_in_zarr_out_in_process(tmp_path, inputs, weights):
+    _, source, _, plane = inputs
+    out = tmp_path / "out"
+    assert main(["restore", str(source), "-o", str(out), "--weights", weights,
+                 "--chunk-size", "24", *ENGINE]) == 0
+    written = zarr.open_array(str(out / "plane_denoised.zarr"), mode="r")
+    assert written.chunks == (48, 48) and written.attrs["axes"] == "YX"
+    np.testing.assert_array_equal(written[:], _expected(plane, weights))
+    # existing outputs are kept unless --overwrite
+    assert main(["restore", str(source), "-o", str(out), "--weights", weights, *ENGINE]) == 1
+    assert main(["restore", str(source), "-o", str(out), "--weights", weights, "--overwrite",
+                 *ENGINE]) == 0
+
+
+def test_workers_two_end_to_end_on_tiffs_and_zarr(tmp_path, inputs, weights):
+    folder, source, stack, plane = inputs
+    out = tmp_path / "out"
+    status = main(["restore", str(folder), str(source), "-o", str(out), "--weights", weights,
+                   "--workers", "2", "--chunk-size", "24", *ENGINE])
+    assert status == 0
+    np.testing.assert_allclose(tifffile.imread(out / "stack_denoised.tif"),
+                               _expected(stack, weights, "ZYX"), rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(zarr.open_array(str(out / "plane_denoised.zarr"), mode="r")[:],
+                               _expected(plane, weights), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_scale_options_fail_cleanly(tmp_path, inputs, weights, capsys):
+    _, source, _, _ = inputs
+    assert main(["restore", str(source), "-o", str(tmp_path / "o"), "--weights", weights,
+                 "--chunk-size", "big", *ENGINE]) == 1
+    assert "--chunk-size" in capsys.readouterr().err
+    assert main(["restore", str(source), "-o", str(tmp_path / "o"), "--workers", "0",
+                 *ENGINE]) == 2
+    with pytest.raises(SystemExit):
+        main(["restore", str(source), "-o", str(tmp_path / "o"), "--workers", "2",
+              "--scheduler", "tcp://x:1"])

@@ -1,0 +1,251 @@
+"""bioimage.io export: package contents, rdf fields, reproducible test tensors from the packaged
+architecture, validation with bioimageio.spec (and bioimageio.core where installed), CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from napari_mprnet import bioimageio as bio
+from napari_mprnet.bioimageio import export_bioimageio
+from napari_mprnet.cli import main
+from napari_mprnet.model import MPRNet, MPRNetConfig
+from napari_mprnet.weights import load_model, save_model
+
+TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+PERCENTILE = {"mode": "percentile", "low": 3.0, "high": 900.0, "percentiles": [0.5, 99.8]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(normalization=None, seed: int = 0) -> MPRNet:
+    torch.manual_seed(seed)
+    model = MPRNet(TINY).eval()
+    model.metadata = {
+        "task": "denoise", "trained": True, "summary": "tiny test model",
+        "normalization": normalization,
+        "provenance": {"finetuned": True, "steps": 7, "best_val_psnr": 31.5},
+    }
+    return model
+
+
+@pytest.fixture(scope="module")
+def percentile_package(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bio") / "tiny.zip"
+    export_bioimageio(tiny(PERCENTILE), path, name="Tiny denoiser",
+                      description="A tiny MPRNet for tests", authors=["Ada", {"name": "Bob"}])
+    return path
+
+
+def read_rdf(path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return yaml.safe_load(archive.read("rdf.yaml"))
+
+
+def npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    return np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
+
+
+def apply_steps(x: np.ndarray, steps: list[dict]) -> np.ndarray:
+    """The bioimage.io processing steps used by the export, written from the spec."""
+    x = x.astype(np.float64)
+    for step in steps:
+        kwargs = step["kwargs"]
+        if step["id"] == "scale_linear":
+            x = x * kwargs["gain"] + kwargs["offset"]
+        elif step["id"] == "scale_range":
+            assert kwargs["axes"] == ["channel", "y", "x"]
+            out = np.empty_like(x)
+            for i, sample in enumerate(x):
+                lo, hi = np.percentile(sample, [kwargs["min_percentile"],
+                                                kwargs["max_percentile"]])
+                out[i] = (sample - lo) / (hi - lo + 1e-6)
+            x = out
+        else:  # pragma: no cover
+            raise AssertionError(f"unexpected step {step['id']}")
+    return x.astype(np.float32)
+
+
+def run_packaged(path, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """Build the network from the package's own source and weights; return (output, expected)."""
+    rdf = read_rdf(path)
+    weights = rdf["weights"]["pytorch_state_dict"]
+    arch = weights["architecture"]
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+        x = npy(archive, rdf["inputs"][0]["test_tensor"]["source"])
+        expected = npy(archive, rdf["outputs"][0]["test_tensor"]["source"])
+    name = f"_packaged_arch_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, folder / arch["source"])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        net = getattr(module, arch["callable"])(**arch["kwargs"]).eval()
+    finally:
+        del sys.modules[name]
+    state = torch.load(folder / weights["source"], map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out = net(torch.from_numpy(apply_steps(x, rdf["inputs"][0].get("preprocessing", []))))
+    out = apply_steps(out.numpy(), rdf["outputs"][0].get("postprocessing", []))
+    return out, expected
+
+
+def test_package_contents_and_rdf(percentile_package):
+    with zipfile.ZipFile(percentile_package) as archive:
+        names = set(archive.namelist())
+        readme = archive.read("README.md").decode()
+        cover = archive.read("cover.png")
+        source = archive.read("mprnet_arch.py").decode()
+    assert {"rdf.yaml", "mprnet_arch.py", "weights.pt", "test_input.npy", "test_output.npy",
+            "cover.png", "README.md", "napari_mprnet.safetensors"} <= names
+    assert cover[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "class MPRNetFinal(MPRNet)" in source and "from ." not in source
+    assert "Multi-Stage Progressive Image Restoration" in readme
+    assert "best_val_psnr | 31.5" in readme  # provenance from the metadata
+
+    rdf = read_rdf(percentile_package)
+    assert rdf["type"] == "model" and rdf["format_version"].startswith("0.5.")
+    assert rdf["name"] == "Tiny denoiser" and rdf["license"] == "BSD-3-Clause"
+    assert rdf["authors"] == [{"name": "Ada"}, {"name": "Bob"}]
+    assert rdf["documentation"] == "README.md" and rdf["covers"] == ["cover.png"]
+    assert "2102.02808" in rdf["cite"][0]["url"]
+    (inp,), (out,) = rdf["inputs"], rdf["outputs"]
+    assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
+    assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
+    assert inp["axes"][2]["size"] == {"min": 16, "step": 8}
+    assert out["axes"][3]["size"] == {"tensor_id": "input0", "axis_id": "x"}
+    assert inp["preprocessing"] == [{"id": "scale_range", "kwargs": {
+        "axes": ["channel", "y", "x"], "min_percentile": 0.5, "max_percentile": 99.8}}]
+    assert "postprocessing" not in out  # no inverse step exists; documented in the README
+    weights = rdf["weights"]["pytorch_state_dict"]
+    assert weights["architecture"]["callable"] == "MPRNetFinal"
+    assert weights["architecture"]["source"] == "mprnet_arch.py"
+    assert weights["architecture"]["kwargs"] == TINY.to_dict()
+
+
+def test_packaged_architecture_reproduces_test_output(percentile_package, tmp_path):
+    out, expected = run_packaged(percentile_package, tmp_path)
+    assert out.shape == expected.shape == (1, 3, 64, 64)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_normalisation_round_trip_and_given_input(tmp_path):
+    """uint8-trained models: scale_linear 1/255 in, x255 out; a given (H, W) test image."""
+    model = tiny({"mode": "uint8", "low": 0.0, "high": 255.0})
+    image = np.random.default_rng(1).integers(0, 256, (43, 70)).astype(np.uint8)
+    path = export_bioimageio(model, tmp_path / "u8.zip", name="u8", description="d",
+                             test_input=image)
+    rdf = read_rdf(path)
+    assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_linear"
+    assert rdf["outputs"][0]["postprocessing"][0]["kwargs"] == {"gain": 255.0, "offset": 0.0}
+    out, expected = run_packaged(path, tmp_path)
+    assert expected.shape == (1, 3, 40, 64)  # centre-cropped to multiples of 8
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+    # the same as napari-mprnet's own normalisation, network, inverse
+    with zipfile.ZipFile(path) as archive:
+        x = npy(archive, "test_input.npy")
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x / 255.0).float())[0].numpy() * 255.0
+    np.testing.assert_allclose(expected, ours, rtol=1e-4, atol=1e-3)
+
+
+def test_identity_model_and_loading_the_attachment(tmp_path, tiny_model):
+    path = export_bioimageio(tiny_model, tmp_path / "id.zip", name="n", description="d")
+    rdf = read_rdf(path)
+    assert "preprocessing" not in rdf["inputs"][0]
+    with zipfile.ZipFile(path) as archive:
+        archive.extract("napari_mprnet.safetensors", tmp_path)
+    loaded = load_model(tmp_path / "napari_mprnet.safetensors")
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_bad_arguments(tmp_path, tiny_model):
+    with pytest.raises(ValueError, match=".zip"):
+        export_bioimageio(tiny_model, tmp_path / "x.tar", name="n", description="d")
+    with pytest.raises(ValueError, match="name"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name=" ", description="d")
+    with pytest.raises(ValueError, match="at least 16"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="n", description="d",
+                          test_input=np.zeros((8, 64)))
+    with pytest.raises(ValueError, match="shape"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="n", description="d",
+                          test_input=np.zeros((2, 32, 32)))
+    with pytest.raises(TypeError):
+        export_bioimageio(object(), tmp_path / "x.zip", name="n", description="d")
+    (tmp_path / "there.zip").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        export_bioimageio(tiny_model, tmp_path / "there.zip", name="n", description="d",
+                          overwrite=False)
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_spec_validation(percentile_package):
+    spec = pytest.importorskip("bioimageio.spec")
+    from bioimageio.spec.model.v0_5 import ModelDescr
+
+    descr = spec.load_description(percentile_package)
+    if not isinstance(descr, ModelDescr):
+        summary = descr.validation_summary
+        print(summary.format() if hasattr(summary, "format") else summary)
+    assert isinstance(descr, ModelDescr), type(descr).__name__
+    assert descr.validation_summary.status in ("passed", "valid-format")
+
+
+def test_core_reproduces_test_outputs(percentile_package):
+    """bioimageio.core builds the model from the package and checks the test tensors."""
+    pytest.importorskip("bioimageio.core")
+    from bioimageio.core import test_model
+
+    summary = test_model(percentile_package, weight_format="pytorch_state_dict",
+                         stop_early=True)
+    if summary.status != "passed":
+        print(summary.format())
+    assert summary.status == "passed"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_export(tmp_path, capsys):
+    model_file = save_model(tiny(PERCENTILE), tmp_path / "tuned.safetensors")
+    image = np.random.default_rng(0).random((48, 48)).astype(np.float32) * 1000
+    np.save(tmp_path / "test.npy", image)
+    out = tmp_path / "pkg.zip"
+    argv = ["export-bioimageio", str(model_file), "--out", str(out), "--name", "Tuned",
+            "--author", "Ada", "--tag", "cells", "--test-input", str(tmp_path / "test.npy")]
+    assert main(argv) == 0
+    assert "wrote bioimage.io package" in capsys.readouterr().out
+    rdf = read_rdf(out)
+    assert rdf["name"] == "Tuned" and rdf["description"] == "tiny test model"
+    assert rdf["authors"] == [{"name": "Ada"}] and "cells" in rdf["tags"]
+    with zipfile.ZipFile(out) as archive:
+        assert npy(archive, "test_input.npy").shape == (1, 3, 48, 48)
+    assert main(argv) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert main(["export-bioimageio", "nowhere.safetensors", "--out", str(out),
+                 "--name", "x", "--overwrite"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["export-bioimageio", "denoise", "--out", str(tmp_path / "p.tar"),
+                 "--name", "x"]) == 2
+
+
+def test_module_constants():
+    assert bio.FORMAT_VERSION.startswith("0.5.")
