@@ -22,13 +22,7 @@ from napari_mprnet.weights import load_model, save_model
 TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 PERCENTILE = {"mode": "percentile", "low": 3.0, "high": 900.0, "percentiles": [0.5, 99.8]}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(normalization=None, seed: int = 0) -> MPRNet:

@@ -1,8 +1,9 @@
 """The wheel must ship the manifest and the bundled weights (editable installs hide this)."""
 
 import fnmatch
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "napari_mprnet"

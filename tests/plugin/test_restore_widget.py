@@ -205,12 +205,19 @@ def test_settings_persist(make_napari_viewer, qtbot, tiny_model_file, image, iso
     assert load_settings().tile_size == "auto"
 
 
-def test_untrained_warning_and_device_label(make_napari_viewer, tiny_model_file):
+@pytest.mark.parametrize("trained", [False, True])
+def test_untrained_warning_and_device_label(make_napari_viewer, tiny_model_file, monkeypatch,
+                                            trained):
+    from napari_mprnet._widgets import restore_widget
+
+    monkeypatch.setattr(restore_widget, "bundled_info",
+                        lambda task: {"trained": trained, "summary": "stub"})
     viewer = make_napari_viewer()
     widget = make_widget(viewer)
     assert widget.weights_combo.currentData() == "bundled"
-    assert not widget.weights_warning.isHidden()
-    assert "UNTRAINED" in widget.weights_warning.text()
+    assert widget.weights_warning.isHidden() is trained
+    if not trained:
+        assert "UNTRAINED" in widget.weights_warning.text()
     use_file(widget, tiny_model_file)
     assert widget.weights_warning.isHidden()
     assert widget.device_combo.itemText(0) == "auto"

@@ -26,14 +26,7 @@ from napari_mprnet.weights import load_model
 
 TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: far faster than 2 when the 2 cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(seed: int = 0) -> MPRNet:
