@@ -34,14 +34,14 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import snapshot
-from ..engine.devices import describe_device
 from ..model.presets import TASKS
+from ._controls import fill_weights_combo, show_device, weights_choice
 from ._jobs import resolve_weights
 from ._training_job import FinetuneJob, FinetuneRequest
-from .restore_widget import _ERROR_STYLE, _MODEL_FILTER, _alive, available_devices
+from .restore_widget import _MODEL_FILTER, _alive, available_devices
 from .settings import WeightsChoice
 from .training_plot import TrainingPlot
-from .weights_registry import register_weights, registered_weights, registry_events
+from .weights_registry import register_weights, registry_events
 
 if TYPE_CHECKING:
     import napari
@@ -263,20 +263,10 @@ class FinetuneWidget(QWidget):
     # ------------------------------------------------------------------ weights / device
 
     def _weights_choice(self) -> WeightsChoice:
-        source, _, name = (self.weights_combo.currentData() or "bundled").partition(":")
-        return WeightsChoice(source=source, file=self.file_edit.text().strip(), name=name)
+        return weights_choice(self.weights_combo, self.file_edit)
 
     def _fill_weights(self, choice: WeightsChoice) -> None:
-        combo = self.weights_combo
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItem("Bundled default", "bundled")
-        combo.addItem("Model file…", "file")
-        for name in registered_weights():
-            combo.addItem(f"Fine-tuned: {name}", f"registered:{name}")
-        wanted = f"registered:{choice.name}" if choice.source == "registered" else choice.source
-        combo.setCurrentIndex(max(combo.findData(wanted), 0))
-        combo.blockSignals(False)
+        fill_weights_combo(self.weights_combo, choice)
         self._on_weights_changed()
 
     def _on_weights_changed(self, *_: Any) -> None:
@@ -294,12 +284,7 @@ class FinetuneWidget(QWidget):
             self.file_edit.setText(path)
 
     def _update_device_label(self, *_: Any) -> None:
-        try:
-            text, style = f"trains on {describe_device(self.device_combo.currentText())}", ""
-        except (ValueError, RuntimeError) as err:
-            text, style = str(err), _ERROR_STYLE
-        self.device_label.setText(text)
-        self.device_label.setStyleSheet(style)
+        show_device(self.device_label, self.device_combo.currentText(), "trains")
 
     # ------------------------------------------------------------------ running
 

@@ -30,12 +30,12 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import snapshot
-from ..engine.devices import describe_device
 from ..model.presets import TASKS
 from ..pretrained import bundled_info
+from ._controls import fill_weights_combo, show_device, weights_choice
 from ._jobs import RestoreJob, build_request
 from .settings import PRECISIONS, RestoreSettings, WeightsChoice, load_settings, save_settings
-from .weights_registry import registered_weights, registry_events
+from .weights_registry import registry_events
 
 if TYPE_CHECKING:
     import napari
@@ -46,7 +46,6 @@ __all__ = ["RestoreWidget", "available_devices"]
 _AUTO_TILE = 15
 _MODEL_FILTER = "Model files (*.safetensors *.pth *.pt *.ckpt *.tar);;All files (*)"
 _WARNING_STYLE = "color: #f0a030; font-weight: bold;"
-_ERROR_STYLE = "color: #e05050;"
 
 
 def available_devices() -> list[str]:
@@ -228,23 +227,12 @@ class RestoreWidget(QWidget):
     # ------------------------------------------------------------------ weights
 
     def _weights_choice(self) -> WeightsChoice:
-        source, _, name = (self.weights_combo.currentData() or "bundled").partition(":")
-        return WeightsChoice(source=source, file=self.file_edit.text().strip(), name=name)
+        return weights_choice(self.weights_combo, self.file_edit)
 
     def _fill_weights(self, choice: WeightsChoice) -> None:
         """Rebuild the weights choices, selecting ``choice``."""
         loading, self._loading = self._loading, True
-        combo = self.weights_combo
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItem("Bundled default", "bundled")
-        combo.addItem("Model file…", "file")
-        for name in registered_weights():
-            combo.addItem(f"Fine-tuned: {name}", f"registered:{name}")
-        wanted = f"registered:{choice.name}" if choice.source == "registered" else choice.source
-        index = combo.findData(wanted)
-        combo.setCurrentIndex(max(index, 0))
-        combo.blockSignals(False)
+        fill_weights_combo(self.weights_combo, choice)
         self.file_edit.setText(choice.file)
         self._loading = loading
 
@@ -298,13 +286,7 @@ class RestoreWidget(QWidget):
         self._store_settings()
 
     def _update_device_label(self) -> None:
-        device = self.device_combo.currentText()
-        try:
-            text, style = f"runs on {describe_device(device)}", ""
-        except (ValueError, RuntimeError) as err:
-            text, style = str(err), _ERROR_STYLE
-        self.device_label.setText(text)
-        self.device_label.setStyleSheet(style)
+        show_device(self.device_label, self.device_combo.currentText(), "runs")
 
     # ------------------------------------------------------------------ layers
 
