@@ -14,27 +14,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_screenshots import _settle, _wait
 
 OUT = Path(__file__).resolve().parent / "images"
 STEPS = 40
-
-
-def _wait(app, predicate, timeout_s: float = 900.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise TimeoutError("gave up waiting")
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def _settle(app, seconds: float = 0.5) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def _quadrants(image):

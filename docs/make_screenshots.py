@@ -19,7 +19,7 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "images"
 
 
-def _wait(app, predicate, timeout_s: float = 600.0) -> None:
+def _wait(app, predicate, timeout_s: float = 900.0) -> None:
     import time
 
     end = time.monotonic() + timeout_s
@@ -37,6 +37,18 @@ def _settle(app, seconds: float = 0.5) -> None:
     while time.monotonic() < end:
         app.processEvents()
         time.sleep(0.02)
+
+
+def _open_submenu(app, parent_menu, title: str):
+    """Highlight ``title`` in ``parent_menu`` and make sure its submenu is shown."""
+    action = _menu_action(parent_menu, title)
+    parent_menu.setActiveAction(action)
+    _settle(app)
+    menu = action.menu()
+    if not menu.isVisible():
+        menu.popup(parent_menu.mapToGlobal(parent_menu.actionGeometry(action).topRight()))
+        _settle(app)
+    return menu
 
 
 def _menu_action(menu, text: str):
@@ -93,22 +105,8 @@ def main() -> int:
     menubar.setActiveAction(layers_action)
     _settle(app)
     layers_menu = layers_action.menu()
-    filter_action = _menu_action(layers_menu, "Filter")
-    layers_menu.setActiveAction(filter_action)
-    _settle(app)
-    filter_menu = filter_action.menu()
-    if not filter_menu.isVisible():
-        filter_menu.popup(layers_menu.mapToGlobal(
-            layers_menu.actionGeometry(filter_action).topRight()))
-        _settle(app)
-    restore_action = _menu_action(filter_menu, "Restore")
-    filter_menu.setActiveAction(restore_action)
-    _settle(app)
-    restore_menu = restore_action.menu()
-    if not restore_menu.isVisible():
-        restore_menu.popup(filter_menu.mapToGlobal(
-            filter_menu.actionGeometry(restore_action).topRight()))
-        _settle(app)
+    filter_menu = _open_submenu(app, layers_menu, "Filter")
+    restore_menu = _open_submenu(app, filter_menu, "Restore")
     _settle(app, 1.0)
 
     # popups are separate windows: grab the screen around the window's top-left part

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune a model on paired degraded/clean TIFF folders",
         description="Fine-tune MPRNet on pairs of degraded (--inputs) and clean (--targets) "
         "TIFF images matched by file name, validate on held-out planes, and save the best "
-        "model with its normalisation and provenance (use it with 'restore --model').",
+        "model with its normalisation and provenance (use it with 'restore --weights').",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--inputs", type=Path, required=True,
