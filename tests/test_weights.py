@@ -2,6 +2,7 @@ import hashlib
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,9 +106,17 @@ def test_saving_does_not_alias_shared_prelu(tmp_path, tiny_model):
 
 def test_random_bytes_are_refused(tmp_path):
     path = tmp_path / "noise.pth"
-    path.write_bytes(os.urandom(4096))
-    with pytest.raises(ValueError, match="noise.pth"):
-        load_model(path)
+    for seed in range(40):  # random bytes trip the unpickler in many different ways
+        rng = np.random.default_rng(seed)
+        path.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="noise.pth"):
+            load_model(path)
+    # a pickle-protocol prefix followed by garbage (the case that raised IndexError)
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        path.write_bytes(b"\x80\x04" + rng.integers(0, 256, 512, dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="noise.pth"):
+            load_model(path)
     path2 = tmp_path / "noise.safetensors"
     path2.write_bytes(os.urandom(4096))
     with pytest.raises(ValueError, match="noise.safetensors"):

@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,8 +70,10 @@ def _read_torch(path: Path) -> Any:
             "it holds Python objects other than tensors and plain containers, which are "
             f"refused for safety ({first_line[:200]})",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
-        raise _fail(path, f"not a readable PyTorch checkpoint; is it truncated? ({err})") from None
+    except Exception as err:  # noqa: BLE001 - damaged bytes raise anything (IndexError too)
+        reason = f"{type(err).__name__}: {err}"[:200]
+        raise _fail(path, f"not a readable PyTorch checkpoint; is it truncated? ({reason})") \
+            from None
 
 
 def _looks_like_safetensors(path: Path) -> bool:
