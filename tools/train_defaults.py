@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true",
                    help="smoke-test preset: tiny network, few small pairs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", type=Path, metavar="MODEL",
+                   help="continue training from this model file (same configuration, one "
+                   "task) instead of a fresh network; its provenance is kept in the new file")
     p.add_argument("--out-dir", type=Path, default=PACKAGE_DIR,
                    help="where {task}.safetensors and registry.json go (default: the package)")
     p.add_argument("--dry-run", action="store_true",
@@ -101,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.refresh < 1:
         p.error("--refresh must be >= 1")
     args.tasks = list(TASKS) if args.task == "all" else [args.task]
+    if args.init_from is not None and len(args.tasks) != 1:
+        p.error("--init-from continues one model: give a single --task")
     return args
 
 
@@ -150,6 +155,26 @@ def _new_model(config: dict, task: str, seed: int):
     return model
 
 
+def _continued_model(path: Path, config: dict, task: str):
+    """The model in ``path`` as a float32 starting point, and what to record about it."""
+    from napari_mprnet.weights import load_model
+
+    model = load_model(path).float()
+    found = {key: getattr(model.config, key) for key in config}
+    if found != config:
+        raise ValueError(f"--init-from {path}: its configuration {found} differs from the "
+                         f"one requested {config}; pass the same --n-feat/--num-cab etc.")
+    metadata = dict(getattr(model, "metadata", None) or {})
+    if metadata.get("task", task) != task:
+        raise ValueError(f"--init-from {path} is a {metadata['task']!r} model, not {task!r}")
+    previous = metadata.get("provenance") or {}
+    origin = {"file": Path(path).name,
+              "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+              "provenance": previous}
+    model.metadata = {"task": task}
+    return model, origin
+
+
 def _finetune_kwargs(args: argparse.Namespace, steps: int, seed: int) -> dict:
     return {
         "steps": steps, "patch_size": args.patch_size, "batch_size": args.batch_size,
@@ -192,7 +217,11 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     train = gen.pairs(args.pairs)
     data_seconds = time.perf_counter() - started
     val_input_psnr, val_input_ssim = _psnr_ssim(*val)
-    model = _new_model(args.config, task, seed)
+    origin = None
+    if args.init_from is not None:
+        model, origin = _continued_model(args.init_from, args.config, task)
+    else:
+        model = _new_model(args.config, task, seed)
     n_params = sum(p.numel() for p in model.parameters())
     plan = {
         "task": task, "seed": seed, "config": args.config, "params": n_params,
@@ -205,6 +234,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
         "steps": args.steps if args.steps else (
             "calibrated to the budget" if args.minutes else DEFAULT_STEPS),
         "minutes": args.minutes, "out": str(args.out_dir / f"{task}.safetensors"),
+        "init_from": str(args.init_from) if args.init_from else None,
     }
     try:
         import napari_mprnet.training.trainer as trainer_module
@@ -282,10 +312,17 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
         "val_psnr": result.best_val_psnr, "val_ssim": result.best_val_ssim,
         "best_step": result.best_step,
     }
+    total_steps, total_wall = result.steps_done, wall
+    if origin is not None:
+        before = origin["provenance"]
+        total_steps += int(before.get("total_steps", before.get("steps", 0)))
+        total_wall += float(before.get("total_wall_clock_s", before.get("wall_clock_s", 0.0)))
+        provenance["init_from"] = origin
+    provenance["total_steps"], provenance["total_wall_clock_s"] = total_steps, round(total_wall, 1)
     cfg = args.config
     summary = (
         f"default {task} model (MPRNet n_feat {cfg['n_feat']}, {n_params / 1e6:.1f} M params), "
-        f"trained {result.steps_done} steps on synthetic data; held-out validation PSNR "
+        f"trained {total_steps} steps on synthetic data; held-out validation PSNR "
         f"{result.best_val_psnr:.2f} dB (degraded input {val_input_psnr:.2f} dB)"
     )
     metadata = {"task": task, "trained": True, "summary": summary,

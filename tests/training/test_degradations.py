@@ -339,3 +339,33 @@ def test_train_defaults_smoke(tmp_path):
     assert meta["normalization"]["mode"] == "identity"
     out = restore(np.zeros((16, 16), np.float32), model=model, device="cpu")
     assert out.shape == (16, 16)
+
+
+def test_train_defaults_continues_from_a_model(tmp_path):
+    """--init-from starts from the given weights (a vanishing learning rate keeps them) and
+    chains the provenance; a different configuration is refused."""
+    import hashlib
+
+    from napari_mprnet.weights import load_model
+
+    script = _load_script(ROOT / "tools" / "train_defaults.py", "train_defaults_continue")
+    common = ["--tiny", "--task", "denoise", "--device", "cpu", "--pairs", "4",
+              "--val-pairs", "1", "--patch-size", "16", "--val-size", "16", "--batch-size", "1"]
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    script.main([*common, "--steps", "3", "--out-dir", str(first_dir)])
+    first = first_dir / "denoise.safetensors"
+    script.main([*common, "--steps", "2", "--lr", "1e-12", "--min-lr", "1e-12", "--seed", "1",
+                 "--init-from", str(first), "--out-dir", str(second_dir)])
+    before, after = load_model(first), load_model(second_dir / "denoise.safetensors")
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.equal(a, b), name
+    prov = after.metadata["provenance"]
+    assert prov["steps"] == 2 and prov["total_steps"] == 5
+    assert prov["init_from"]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert prov["init_from"]["provenance"]["steps"] == 3
+    assert "trained 5 steps" in after.metadata["summary"]
+    with pytest.raises(ValueError, match="configuration"):
+        script.main([*common, "--steps", "1", "--n-feat", "12", "--init-from", str(first),
+                     "--out-dir", str(tmp_path / "third")])
+    with pytest.raises(SystemExit):
+        script.main(["--tiny", "--task", "all", "--init-from", str(first)])
