@@ -1,6 +1,8 @@
 """napari-mprnet demo: the README's main job."""
 
-from napari_mprnet import save_model
+import pytest
+
+from napari_mprnet import api, save_model
 from napari_mprnet.cli import main
 from napari_mprnet.cli.demo import run_demo
 
@@ -9,7 +11,7 @@ def test_demo_reports_psnr_of_the_model_it_ran(tmp_path, tiny_model):
     weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
     out = tmp_path / "out"
     report = run_demo("natural", weights, out, device="cpu", tile_size=128, tile_overlap=16)
-    assert report["psnr_noisy"] > 10 and report["psnr_restored"] > 0
+    assert report["psnr_input"] > 10 and report["psnr_restored"] > 0
     assert {p.name for p in out.iterdir()} == {
         "natural_noisy.tif", "natural_restored.tif", "natural_clean.tif",
         "natural_noisy_restored_clean.png"}
@@ -21,3 +23,51 @@ def test_demo_command_prints_gain(tmp_path, tiny_model, capsys):
                  str(weights)]) == 0
     out = capsys.readouterr().out
     assert "PSNR gain" in out and "PSNR noisy" in out
+
+
+@pytest.mark.parametrize(("task", "sample", "label", "shape"), [
+    ("deblur", "cells", "blurred", (384, 384)),
+    ("deblur", "natural", "blurred", (512, 512)),
+    ("derain", None, "rainy", (512, 512, 3)),
+])
+def test_demo_of_each_task_uses_its_model_and_sample(tmp_path, tiny_model, monkeypatch, task,
+                                                    sample, label, shape):
+    asked = []
+    real_prepare = api.prepare_model
+
+    def fake_prepare(weights, task_name="denoise", *args, **kwargs):
+        if weights is None:  # the demo asking for the bundled model
+            asked.append(task_name)
+            return tiny_model
+        return real_prepare(weights, task_name, *args, **kwargs)
+
+    monkeypatch.setattr(api, "prepare_model", fake_prepare)
+    out = tmp_path / "out"
+    report = run_demo(sample, None, out, task, device="cpu", tile_size=256, tile_overlap=16)
+    assert asked == [task]  # the bundled model of the task
+    expected_sample = sample or "natural"
+    assert report["label"] == label and report["sample"] == expected_sample
+    assert 10 < report["psnr_input"] < 40 and 0 < report["ssim_input"] < 1
+    assert {p.name for p in out.iterdir()} == {
+        f"{expected_sample}_{label}.tif", f"{expected_sample}_restored.tif",
+        f"{expected_sample}_clean.tif", f"{expected_sample}_{label}_restored_clean.png"}
+    import tifffile
+
+    assert tifffile.imread(out / f"{expected_sample}_{label}.tif").shape == shape
+
+
+def test_demo_rejects_a_sample_the_task_lacks(tmp_path, tiny_model, capsys):
+    weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
+    assert main(["demo", "--task", "derain", "--sample", "cells", "--weights", str(weights),
+                 "-o", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "no 'cells' sample for derain" in err and "natural" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_command_names_the_degradation(tmp_path, tiny_model, capsys):
+    weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
+    assert main(["demo", "--task", "deblur", "--device", "cpu", "-o", str(tmp_path / "o"),
+                 "--weights", str(weights)]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR blurred" in out and "PSNR gain" in out and "sample: cells" in out

@@ -6,8 +6,16 @@
   scikit-image wheel) or, without scikit-image, a procedural scene; Gaussian noise with
   sigma 25/255, uint8.
 
-Both are deterministic (fixed seeds). :func:`cells_sample` and :func:`natural_sample` are
-the napari sample-data contributions (*File > Open Sample > MPRNet restoration*).
+- :func:`blurred_cells`: the fluorescence scene out of focus (Gaussian PSF, sigma 2 px)
+  with mild noise, uint16; :func:`blurred_natural`: "camera" defocused (disk, radius 3 px)
+  with mild noise, uint8.
+- :func:`rainy_natural`: scikit-image's "astronaut" colour photograph (or a procedural
+  scene) under synthetic rain streaks, uint8 RGB.
+
+The degradations are those of the benchmark (``benchmarks/bench_quality.py``); none of these
+images is in the training data of the bundled models. All are deterministic (fixed seeds).
+:func:`degraded_pair` picks one by task and sample name; the ``*_sample`` functions are the
+napari sample-data contributions (*File > Open Sample > MPRNet restoration*).
 """
 
 from __future__ import annotations
@@ -16,11 +24,20 @@ import numpy as np
 
 __all__ = [
     "CELLS_SHAPE",
+    "DEGRADED_NAMES",
     "NATURAL_SIGMA",
+    "TASK_SAMPLES",
+    "blurred_cells",
+    "blurred_cells_sample",
+    "blurred_natural",
+    "blurred_natural_sample",
     "cells_sample",
+    "degraded_pair",
     "natural_sample",
     "noisy_cells",
     "noisy_natural",
+    "rainy_natural",
+    "rainy_sample",
 ]
 
 #: Shape of the synthetic fluorescence image.
@@ -35,6 +52,23 @@ _BACKGROUND_PHOTONS = 4.0
 _GAIN = 8.0
 _OFFSET = 100.0
 _READ_NOISE = 4.0
+
+# deblur samples: sharp image -> blur -> Gaussian noise of this sigma (in units of the range)
+_DEBLUR_NOISE = 1.0 / 255.0
+_CELLS_PSF_SIGMA = 2.0
+_DEFOCUS_RADIUS = 3.0
+_BLURRED_CELLS_RANGE = 4000.0  # camera counts above the offset at the brightest pixel
+# derain sample: two layers of streaks, as the "heavy" row of the benchmark
+_RAIN_LAYERS = (
+    {"density": 0.004, "angle": -20.0, "length": 30.0, "width": 1.0, "brightness": 0.8},
+    {"density": 0.002, "angle": -15.0, "length": 16.0, "width": 0.6, "brightness": 0.6},
+)
+
+#: The degraded images each task's demo can use (see :func:`degraded_pair`).
+TASK_SAMPLES = {"denoise": ("cells", "natural"), "deblur": ("cells", "natural"),
+                "derain": ("natural",)}
+#: What a degraded image of each task is called in layer and file names.
+DEGRADED_NAMES = {"denoise": "noisy", "deblur": "blurred", "derain": "rainy"}
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -157,22 +191,148 @@ def noisy_natural(sigma: float = NATURAL_SIGMA, seed: int = _SEED) -> tuple[np.n
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), clean
 
 
+def _blurred(unit: np.ndarray, kernel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from .training import degradations
+
+    return degradations.gaussian_noise(degradations.blur(unit, kernel), _DEBLUR_NOISE, rng)
+
+
+def blurred_cells(seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The fluorescence scene out of focus: Gaussian PSF (sigma 2 px) and mild noise.
+
+    Returns
+    -------
+    (blurred, sharp) : tuple of uint16 arrays of :data:`CELLS_SHAPE`
+    """
+    from .training.degradations import blur_kernel
+
+    rng = np.random.default_rng(seed)
+    sharp = _fluorescence_scene(CELLS_SHAPE, rng).astype(np.float32)
+    blurred = _blurred(sharp, blur_kernel("gaussian", sigma=_CELLS_PSF_SIGMA), rng)
+    limit = np.iinfo(np.uint16).max
+    return tuple(  # type: ignore[return-value]
+        np.clip(np.rint(_OFFSET + _BLURRED_CELLS_RANGE * a), 0, limit).astype(np.uint16)
+        for a in (blurred, sharp)
+    )
+
+
+def _to_uint8(unit: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def blurred_natural(seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A natural grey photograph defocused (disk of radius 3 px) with mild noise.
+
+    Returns
+    -------
+    (blurred, sharp) : tuple of uint8 arrays (512 x 512)
+    """
+    from .training.degradations import blur_kernel
+
+    rng = np.random.default_rng(seed)
+    sharp = _natural_clean(rng)
+    kernel = blur_kernel("defocus", radius=_DEFOCUS_RADIUS)
+    return _to_uint8(_blurred(sharp / np.float32(255.0), kernel, rng)), sharp
+
+
+def _colour_clean(rng: np.random.Generator) -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError:
+        grey = np.rint(_procedural_scene(512, rng)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(data.astronaut(), dtype=np.uint8)
+
+
+def rainy_natural(seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A colour photograph under two layers of synthetic rain streaks.
+
+    Returns
+    -------
+    (rainy, clean) : tuple of uint8 RGB arrays (512 x 512 x 3)
+    """
+    from .training.degradations import rain_streaks
+
+    rng = np.random.default_rng(seed)
+    clean = _colour_clean(rng)
+    rainy = clean / np.float32(255.0)
+    for layer in _RAIN_LAYERS:
+        rainy = rain_streaks(rainy, rng, **layer)
+    return _to_uint8(rainy), clean
+
+
+_PAIRS = {
+    ("denoise", "cells"): noisy_cells,
+    ("denoise", "natural"): noisy_natural,
+    ("deblur", "cells"): blurred_cells,
+    ("deblur", "natural"): blurred_natural,
+    ("derain", "natural"): rainy_natural,
+}
+
+
+def degraded_pair(task: str = "denoise", sample: str = "cells") -> tuple[np.ndarray, np.ndarray]:
+    """The degraded sample of ``task`` and its clean reference.
+
+    Parameters
+    ----------
+    task : {"denoise", "deblur", "derain"}
+    sample : str
+        One of :data:`TASK_SAMPLES` ``[task]``: "cells" (synthetic fluorescence) or "natural"
+        (a photograph).
+
+    Returns
+    -------
+    (degraded, clean) : tuple of arrays with the same shape and dtype
+    """
+    if task not in TASK_SAMPLES:
+        raise ValueError(f"task must be one of {sorted(TASK_SAMPLES)}, got {task!r}")
+    if sample not in TASK_SAMPLES[task]:
+        raise ValueError(f"there is no {sample!r} sample for {task}; choose one of "
+                         f"{list(TASK_SAMPLES[task])}")
+    return _PAIRS[task, sample]()
+
+
+def _layer_pair(degraded: np.ndarray, clean: np.ndarray, stem: str, degraded_name: str,
+                contrast: list[float] | None = None) -> list[tuple]:
+    """LayerData tuples: the degraded image on top of its (hidden) clean reference."""
+    common: dict = {"contrast_limits": contrast} if contrast is not None else {}
+    if clean.ndim == 2:
+        common["colormap"] = "gray"
+    return [
+        (clean, {"name": f"clean {stem}", "visible": False, **common}, "image"),
+        (degraded, {"name": f"{degraded_name} {stem}", **common}, "image"),
+    ]
+
+
+def _percentile_limits(clean: np.ndarray) -> list[float]:
+    return [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
+
+
 def cells_sample() -> list[tuple]:
     """napari sample data: the noisy fluorescence image on top of its clean reference."""
     noisy, clean = noisy_cells()
-    limits = [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
-    common = {"colormap": "gray", "contrast_limits": limits}
-    return [
-        (clean, {"name": "clean cells", "visible": False, **common}, "image"),
-        (noisy, {"name": "noisy cells", **common}, "image"),
-    ]
+    return _layer_pair(noisy, clean, "cells", "noisy", _percentile_limits(clean))
 
 
 def natural_sample() -> list[tuple]:
     """napari sample data: the noisy natural image on top of its clean reference."""
     noisy, clean = noisy_natural()
-    common = {"colormap": "gray", "contrast_limits": [0, 255]}
-    return [
-        (clean, {"name": "clean camera", "visible": False, **common}, "image"),
-        (noisy, {"name": "noisy camera", **common}, "image"),
-    ]
+    return _layer_pair(noisy, clean, "camera", "noisy", [0, 255])
+
+
+def blurred_cells_sample() -> list[tuple]:
+    """napari sample data: the out-of-focus fluorescence image on top of its sharp reference."""
+    blurred, sharp = blurred_cells()
+    return _layer_pair(blurred, sharp, "cells", "blurred", _percentile_limits(sharp))
+
+
+def blurred_natural_sample() -> list[tuple]:
+    """napari sample data: the defocused photograph on top of its sharp reference."""
+    blurred, sharp = blurred_natural()
+    return _layer_pair(blurred, sharp, "camera", "blurred", [0, 255])
+
+
+def rainy_sample() -> list[tuple]:
+    """napari sample data: the rainy colour photograph on top of its clean reference."""
+    rainy, clean = rainy_natural()
+    return _layer_pair(rainy, clean, "photo", "rainy")

@@ -53,7 +53,7 @@ def test_widget_and_samples(manifest):
     widgets = manifest.contributions.widgets
     assert [w.display_name for w in widgets] == ["Restore (MPRNet)", "Fine-tune (MPRNet)"]
     keys = {sample.key for sample in manifest.contributions.sample_data}
-    assert {"cells", "natural"} <= keys
+    assert keys == {"cells", "natural", "blurred_cells", "blurred_natural", "rainy"}
 
 
 def test_napari_registers_the_submenu(make_napari_viewer):
