@@ -162,6 +162,17 @@ def wiener(blurred: np.ndarray, _clean: np.ndarray, info: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- the model
 
 
+def _shown_path(source: object) -> str:
+    """A model's source as written in reports: relative to the working folder when inside it."""
+    if not source:
+        return "model"
+    path = Path(str(source))
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 class ModelRunner:
     """Run a model whole-image and tiled; remembers the tiled - whole PSNR differences."""
 
@@ -180,7 +191,7 @@ class ModelRunner:
         params = sum(p.numel() for p in self.model.parameters())
         trained = meta.get("trained")
         state = "trained" if trained else "UNTRAINED placeholder" if trained is False else "?"
-        return (f"{getattr(self.model, 'source', 'model')} ({state}; n_feat {cfg.n_feat}, "
+        return (f"{_shown_path(getattr(self.model, 'source', None))} ({state}; n_feat {cfg.n_feat}, "
                 f"{params / 1e6:.2f} M params)")
 
     def _run(self, img: np.ndarray, tile: int) -> np.ndarray:
