@@ -251,3 +251,20 @@ def test_napari_layer_in_layer_out(tiny_model):
                                         "cells (deblurred, stage 1)"]
     with pytest.raises(TypeError, match="Image layer"):
         restore(Points(np.zeros((2, 2))), model=tiny_model, **FAST)
+
+
+def test_result_layers_are_displayed_like_the_input(tiny_model):
+    """Results are on the input's intensity scale: they get its contrast limits, colormap
+    and gamma (not limits fitted to their own, possibly overshooting, values)."""
+    from napari.layers import Image
+
+    rng = np.random.default_rng(5)
+    grey = Image((rng.random((40, 40)) * 255).astype(np.uint8), name="g", colormap="magma",
+                 contrast_limits=(10, 200), gamma=0.8)
+    for out in restore(grey, model=tiny_model, tile_size=32, stages=True, **FAST):
+        assert tuple(out.contrast_limits) == (10, 200) and out.gamma == pytest.approx(0.8)
+        assert out.colormap.name == "magma"
+    rgb = Image((rng.random((40, 40, 3)) * 255).astype(np.uint8), name="c", rgb=True,
+                contrast_limits=(0, 255))
+    out = restore(rgb, model=tiny_model, tile_size=32, **FAST)
+    assert out.rgb and tuple(out.contrast_limits) == (0, 255)

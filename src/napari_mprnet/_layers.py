@@ -27,6 +27,8 @@ class LayerSnapshot:
     scale: tuple
     translate: tuple
     metadata: dict = field(default_factory=dict)
+    #: display settings copied to the results (same intensity scale as the input)
+    display: dict = field(default_factory=dict)
 
 
 def snapshot(layer: Any) -> LayerSnapshot:
@@ -45,12 +47,16 @@ def snapshot(layer: Any) -> LayerSnapshot:
             f"'{getattr(layer, 'name', '?')}'"
         )
     data = layer.data[0] if layer.multiscale else layer.data
+    display = {"contrast_limits": list(layer.contrast_limits), "gamma": float(layer.gamma)}
+    if not layer.rgb:
+        display["colormap"] = layer.colormap
     return LayerSnapshot(
         name=layer.name,
         data=data,
         rgb=bool(layer.rgb),
         scale=tuple(layer.scale),
         translate=tuple(layer.translate),
+        display=display,
     )
 
 
@@ -63,8 +69,9 @@ def output_name(name: str, task: str, stage: str | None = None) -> str:
 
 
 def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[Any]:
-    """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed like
-    the input."""
+    """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed and
+    displayed like the input (results are on the input's intensity scale, so its contrast
+    limits, colormap and gamma make a fair side-by-side comparison)."""
     from napari.layers import Image
 
     layers = []
@@ -76,6 +83,7 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[An
                 rgb=source.rgb,
                 scale=source.scale,
                 translate=source.translate,
+                **source.display,
                 metadata={"napari_mprnet": {"task": task, "source": source.name,
                                             "stage": stage or "final"}},
             )

@@ -134,6 +134,14 @@ def test_devices():
     assert resolve_device(None) == resolve_device("auto")
     assert resolve_device("cpu") == torch.device("cpu")
     assert describe_device("cpu").startswith("cpu (")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert describe_device("cpu") == "cpu (1 thread)"
+        torch.set_num_threads(2)
+        assert describe_device("cpu") == "cpu (2 threads)"
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu0")
     with pytest.raises(TypeError):

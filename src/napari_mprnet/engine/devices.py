@@ -65,4 +65,5 @@ def describe_device(device: str | torch.device | None = "auto") -> str:
         return f"cuda:{index} ({name}, {free / 2**30:.1f} GiB free)"
     if resolved.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
