@@ -44,6 +44,29 @@ DEFAULT_STEPS = 20000
 PROBE_STEPS = 12
 
 
+def _family_weights(text: str) -> dict[str, float]:
+    """Parse ``natural=0.6,dead_leaves=0.2`` into a family -> weight dict."""
+    from napari_mprnet.training.synthetic import FAMILIES
+
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in FAMILIES:
+            raise argparse.ArgumentTypeError(
+                f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected NAME=WEIGHT with a number") from None
+        if weights[name] < 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: weights must be >= 0")
+    if sum(weights.values()) <= 0:
+        raise argparse.ArgumentTypeError("at least one family needs a positive weight")
+    return weights
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true",
                    help="smoke-test preset: tiny network, few small pairs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--families", type=_family_weights, metavar="NAME=W,...",
+                   help="mix of clean-image families in the training pool, e.g. "
+                   "natural=0.6,dead_leaves=0.2,fluorescence=0.2 (default: the standard mix; "
+                   "validation always uses the standard mix)")
     p.add_argument("--init-from", type=Path, metavar="MODEL",
                    help="continue training from this model file (same configuration, one "
                    "task) instead of a fresh network; its provenance is kept in the new file")
@@ -210,7 +237,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     seed = args.seed * 100 + task_index
     started = time.perf_counter()
     gen = PairGenerator(task, "train", args.crop, seed, pool_size=args.pool_size,
-                        pool_image_size=args.pool_image_size)
+                        pool_image_size=args.pool_image_size, families=args.families)
     val_gen = PairGenerator(task, "val", args.val_size, seed, pool_size=max(args.val_pairs, 1),
                             pool_image_size=max(args.val_size, args.pool_image_size // 2))
     val = val_gen.pairs(args.val_pairs)
@@ -235,6 +262,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
             "calibrated to the budget" if args.minutes else DEFAULT_STEPS),
         "minutes": args.minutes, "out": str(args.out_dir / f"{task}.safetensors"),
         "init_from": str(args.init_from) if args.init_from else None,
+        "families": args.families or FAMILIES,
     }
     try:
         import napari_mprnet.training.trainer as trainer_module
@@ -291,7 +319,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     provenance = {
         "script": SCRIPT_NAME, "script_version": SCRIPT_VERSION, "seed": seed,
         "data": {
-            "families": FAMILIES, "natural_train": list(NATURAL_TRAIN),
+            "families": args.families or FAMILIES, "natural_train": list(NATURAL_TRAIN),
             "natural_val": list(NATURAL_VAL), "train_pairs_per_refresh": args.pairs,
             "refreshes": args.refresh, "crop": args.crop, "pool_size": args.pool_size,
             "pool_image_size": args.pool_image_size, "val_pairs": args.val_pairs,

@@ -369,3 +369,33 @@ def test_train_defaults_continues_from_a_model(tmp_path):
                      "--out-dir", str(tmp_path / "third")])
     with pytest.raises(SystemExit):
         script.main(["--tiny", "--task", "all", "--init-from", str(first)])
+
+
+def test_train_defaults_family_mix(tmp_path, capsys, monkeypatch):
+    """--families reaches the training pool (validation keeps the standard mix) and is
+    recorded in the plan; bad specs are refused with a message."""
+    from napari_mprnet.training import degradations
+    from napari_mprnet.training.synthetic import FAMILIES
+
+    seen = []
+    real = degradations.PairGenerator
+
+    def recording(task, split, *args, **kwargs):
+        seen.append((split, kwargs.get("families")))
+        return real(task, split, *args, **kwargs)
+
+    monkeypatch.setattr(degradations, "PairGenerator", recording)
+    script = _load_script(ROOT / "tools" / "train_defaults.py", "train_defaults_families")
+    plans = script.main(["--tiny", "--dry-run", "--task", "denoise", "--families",
+                         "natural=0,dead_leaves=1", "--out-dir", str(tmp_path)])
+    mix = {"natural": 0.0, "dead_leaves": 1.0}
+    assert plans[0]["families"] == mix
+    assert seen == [("train", mix), ("val", None)]
+    default = script.main(["--tiny", "--dry-run", "--task", "denoise", "--out-dir",
+                           str(tmp_path)])
+    assert default[0]["families"] == FAMILIES
+    for bad, message in (("natural=x", "expected NAME=WEIGHT"), ("sky=1", "unknown family"),
+                         ("natural=-1", ">= 0"), ("natural=0", "positive weight")):
+        with pytest.raises(SystemExit):
+            script.main(["--tiny", "--dry-run", "--families", bad])
+        assert message in capsys.readouterr().err
