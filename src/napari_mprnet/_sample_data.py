@@ -292,47 +292,43 @@ def degraded_pair(task: str = "denoise", sample: str = "cells") -> tuple[np.ndar
     return _PAIRS[task, sample]()
 
 
-def _layer_pair(degraded: np.ndarray, clean: np.ndarray, stem: str, degraded_name: str,
-                contrast: list[float] | None = None) -> list[tuple]:
-    """LayerData tuples: the degraded image on top of its (hidden) clean reference."""
-    common: dict = {"contrast_limits": contrast} if contrast is not None else {}
-    if clean.ndim == 2:
-        common["colormap"] = "gray"
+def _sample_layers(task: str, sample: str) -> list[tuple]:
+    """LayerData tuples: the degraded image of ``task`` on top of its (hidden) clean
+    reference, both displayed alike (grey images: gray colormap, the same contrast limits)."""
+    degraded, clean = degraded_pair(task, sample)
+    if clean.ndim == 3:
+        stem, common = "photo", {}
+    elif sample == "cells":
+        limits = [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
+        stem, common = "cells", {"colormap": "gray", "contrast_limits": limits}
+    else:
+        stem, common = "camera", {"colormap": "gray", "contrast_limits": [0, 255]}
     return [
         (clean, {"name": f"clean {stem}", "visible": False, **common}, "image"),
-        (degraded, {"name": f"{degraded_name} {stem}", **common}, "image"),
+        (degraded, {"name": f"{DEGRADED_NAMES[task]} {stem}", **common}, "image"),
     ]
 
 
-def _percentile_limits(clean: np.ndarray) -> list[float]:
-    return [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
-
-
 def cells_sample() -> list[tuple]:
-    """napari sample data: the noisy fluorescence image on top of its clean reference."""
-    noisy, clean = noisy_cells()
-    return _layer_pair(noisy, clean, "cells", "noisy", _percentile_limits(clean))
+    """napari sample data: the noisy fluorescence image and its clean reference."""
+    return _sample_layers("denoise", "cells")
 
 
 def natural_sample() -> list[tuple]:
-    """napari sample data: the noisy natural image on top of its clean reference."""
-    noisy, clean = noisy_natural()
-    return _layer_pair(noisy, clean, "camera", "noisy", [0, 255])
+    """napari sample data: the noisy natural image and its clean reference."""
+    return _sample_layers("denoise", "natural")
 
 
 def blurred_cells_sample() -> list[tuple]:
-    """napari sample data: the out-of-focus fluorescence image on top of its sharp reference."""
-    blurred, sharp = blurred_cells()
-    return _layer_pair(blurred, sharp, "cells", "blurred", _percentile_limits(sharp))
+    """napari sample data: the out-of-focus fluorescence image and its sharp reference."""
+    return _sample_layers("deblur", "cells")
 
 
 def blurred_natural_sample() -> list[tuple]:
-    """napari sample data: the defocused photograph on top of its sharp reference."""
-    blurred, sharp = blurred_natural()
-    return _layer_pair(blurred, sharp, "camera", "blurred", [0, 255])
+    """napari sample data: the defocused photograph and its sharp reference."""
+    return _sample_layers("deblur", "natural")
 
 
 def rainy_sample() -> list[tuple]:
-    """napari sample data: the rainy colour photograph on top of its clean reference."""
-    rainy, clean = rainy_natural()
-    return _layer_pair(rainy, clean, "photo", "rainy")
+    """napari sample data: the rainy colour photograph and its clean reference."""
+    return _sample_layers("derain", "natural")

@@ -59,11 +59,11 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
 
     if sample is None:
         sample = _sample_data.TASK_SAMPLES.get(task, SAMPLES)[0]
-    noisy, clean = _sample_data.degraded_pair(task, sample)
+    degraded, clean = _sample_data.degraded_pair(task, sample)
     label = _sample_data.DEGRADED_NAMES[task]
     model = prepare_model(weights, task)
     start = time.perf_counter()
-    restored = restore(noisy, model=model, **options)
+    restored = restore(degraded, model=model, **options)
     seconds = time.perf_counter() - start
     low, high = float(clean.min()), float(clean.max())
 
@@ -75,9 +75,9 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
         "task": task, "label": label, "sample": sample, "seconds": seconds,
         "trained": bool(model.metadata.get("trained")),
         "model": model.source or "in-memory",
-        "psnr_input": psnr(unit(noisy), unit(clean)),
+        "psnr_input": psnr(unit(degraded), unit(clean)),
         "psnr_restored": psnr(unit(restored), unit(clean)),
-        "ssim_input": ssim(unit(noisy), unit(clean), channel_axis=channel_axis),
+        "ssim_input": ssim(unit(degraded), unit(clean), channel_axis=channel_axis),
         "ssim_restored": ssim(unit(restored), unit(clean), channel_axis=channel_axis),
     }
     if out is not None:
@@ -86,10 +86,10 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
         from .restore import write_tiff
 
         out.mkdir(parents=True, exist_ok=True)
-        for name, image in ((label, noisy), ("restored", restored), ("clean", clean)):
+        for name, image in ((label, degraded), ("restored", restored), ("clean", clean)):
             write_tiff(out / f"{sample}_{name}.tif", image, None)
         iio.imwrite(out / f"{sample}_{label}_restored_clean.png",
-                    _side_by_side([noisy, restored, clean], low, high))
+                    _side_by_side([degraded, restored, clean], low, high))
     return report
 
 
