@@ -1,11 +1,13 @@
 """TiledRunner: planning, batching, out-of-memory back-off, devices and precision."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
 import torch
 
+from napari_mprnet.engine import devices
 from napari_mprnet.engine.devices import describe_device, resolve_device
 from napari_mprnet.engine.runner import (
     Progress,
@@ -136,10 +138,8 @@ def test_devices():
     assert describe_device("cpu").startswith("cpu (")
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        assert describe_device("cpu") == "cpu (1 thread)"
-        torch.set_num_threads(2)
-        assert describe_device("cpu") == "cpu (2 threads)"
+        torch.set_num_threads(1)  # the caller's choice is kept and shown
+        assert describe_device("cpu").startswith("cpu (1 thread, ")
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="unknown device"):
@@ -164,3 +164,37 @@ def test_runner_rejects_non_mprnet_and_wrong_planes(tiny_model):
     runner = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8)
     with pytest.raises(ValueError, match="planes"):
         runner.run(np.zeros((1, 32, 32, 2), np.float32))
+
+
+def test_cpu_bf16_capability_can_be_forced(monkeypatch):
+    monkeypatch.setattr(devices, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv(devices.BF16_ENV, raising=False)
+    assert devices.cpu_supports_bf16()
+    assert describe_device("cpu").endswith(", bf16)")
+    monkeypatch.setenv(devices.BF16_ENV, "0")
+    assert not devices.cpu_supports_bf16()
+    assert describe_device("cpu").endswith(", fp32)")
+    monkeypatch.setattr(devices, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv(devices.BF16_ENV, "1")
+    assert devices.cpu_supports_bf16()
+
+
+def test_cpu_threads_policy(monkeypatch):
+    assert 1 <= devices.physical_cpu_cores() <= (os.cpu_count() or 1)
+    monkeypatch.delenv(devices.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 7)
+    monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
+    assert devices.cpu_threads() == 7  # torch untouched by the caller: every physical core
+    monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads() + 1)
+    assert devices.cpu_threads() == torch.get_num_threads()  # the caller chose: kept
+    monkeypatch.setenv(devices.THREADS_ENV, "3")
+    assert devices.cpu_threads() == 3
+    monkeypatch.setenv(devices.THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="positive integer"):
+        devices.cpu_threads()
+    before = torch.get_num_threads()
+    with devices.using_cpu_threads(1) as used:
+        assert used == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -1,10 +1,133 @@
-"""Choosing and describing the device a model runs on."""
+"""Choosing and describing the device a model runs on, and what its CPU can do.
+
+On a CPU the engine asks two questions here: whether the processor computes bfloat16
+natively (:func:`cpu_supports_bf16`: AVX512-BF16 or AMX, as torch reports it), which makes
+bf16 autocast about twice as fast as fp32 there, and how many threads to use
+(:func:`cpu_threads`: every physical core unless the caller chose otherwise).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
 import torch
 
-__all__ = ["describe_device", "device_memory_bytes", "resolve_device"]
+__all__ = [
+    "BF16_ENV",
+    "THREADS_ENV",
+    "cpu_supports_bf16",
+    "cpu_threads",
+    "describe_device",
+    "device_memory_bytes",
+    "physical_cpu_cores",
+    "resolve_device",
+    "using_cpu_threads",
+]
+
+#: Environment variable forcing CPU bf16 on ("1") or off ("0"), whatever the CPU reports.
+BF16_ENV = "NAPARI_MPRNET_CPU_BF16"
+#: Environment variable setting the number of CPU threads a run uses.
+THREADS_ENV = "NAPARI_MPRNET_THREADS"
+#: torch's thread count when this module was imported: a different count later means the
+#: caller called ``torch.set_num_threads`` and their choice is kept.
+_STARTUP_THREADS = torch.get_num_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_native_bf16() -> bool:
+    """What torch reports about this CPU: AVX512-BF16 or AMX tiles, and oneDNN present."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = False
+    for name in checks:
+        check = getattr(cpu, name, None)
+        if check is not None:
+            with contextlib.suppress(Exception):
+                native = native or bool(check())
+    return native and torch.backends.mkldnn.is_available()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX512-BF16 or AMX), so that bf16 autocast
+    is faster than fp32 on it. ``$NAPARI_MPRNET_CPU_BF16`` ("0"/"1") overrides the answer.
+
+    Elsewhere (AVX2-only x86, most ARM) torch emulates bf16, which is slower than fp32.
+    """
+    forced = os.environ.get(BF16_ENV, "").strip().lower()
+    if forced in ("0", "false", "no", "off"):
+        return False
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    return _cpu_has_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def physical_cpu_cores() -> int:
+    """Physical cores this process may run on (hyper-threads not counted), at least 1."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    with contextlib.suppress(OSError):
+        physical = core = ""
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    physical = value
+                elif key == "core id":
+                    core = value
+                elif not key and core:
+                    cores.add((physical, core))
+                    physical = core = ""
+        if core:
+            cores.add((physical, core))
+    logical = os.cpu_count() or allowed
+    if cores and len(cores) < logical:  # hyper-threading: keep one thread per core
+        allowed = max(1, allowed * len(cores) // logical)
+    return max(1, allowed)
+
+
+def cpu_threads() -> int:
+    """Threads a CPU run uses: ``$NAPARI_MPRNET_THREADS``; else the caller's own choice
+    (``torch.set_num_threads`` after this module was imported, or ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS``); else every physical core.
+
+    Raises
+    ------
+    ValueError
+        If ``$NAPARI_MPRNET_THREADS`` is not a positive integer.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    current = torch.get_num_threads()
+    if current != _STARTUP_THREADS or os.environ.get("OMP_NUM_THREADS") \
+            or os.environ.get("MKL_NUM_THREADS"):
+        return current
+    return physical_cpu_cores()
+
+
+@contextlib.contextmanager
+def using_cpu_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block with ``threads`` (default :func:`cpu_threads`) torch CPU threads, then
+    restore the previous count; yields the count used."""
+    wanted = cpu_threads() if threads is None else int(threads)
+    previous = torch.get_num_threads()
+    if wanted != previous:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _mps_available() -> bool:
@@ -56,7 +179,8 @@ def device_memory_bytes(device: torch.device) -> tuple[int, int] | None:
 
 
 def describe_device(device: str | torch.device | None = "auto") -> str:
-    """A one-line, human-readable description, e.g. ``"cuda:0 (NVIDIA H200, 139.8 GiB free)"``."""
+    """A one-line, human-readable description, e.g. ``"cuda:0 (NVIDIA H200, 139.8 GiB free)"``
+    or ``"cpu (2 threads, bf16)"`` (the threads a run uses and the CPU's default precision)."""
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         index = resolved.index if resolved.index is not None else torch.cuda.current_device()
@@ -65,5 +189,6 @@ def describe_device(device: str | torch.device | None = "auto") -> str:
         return f"cuda:{index} ({name}, {free / 2**30:.1f} GiB free)"
     if resolved.type == "mps":
         return "mps (Apple GPU)"
-    threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+    threads = cpu_threads()
+    precision = "bf16" if cpu_supports_bf16() else "fp32"
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'}, {precision})"
