@@ -128,3 +128,17 @@ def test_help_documents_every_option():
     top = subprocess.run([sys.executable, "-m", "napari_mprnet.cli", "--help"],
                          capture_output=True, text=True, check=True)
     assert "restore" in top.stdout
+
+
+def test_integer_inputs_are_clipped_to_their_range_unless_asked(tmp_path, weights):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    tifffile.imwrite(folder / "photo.tif", (rng.random((40, 40)) * 255).astype(np.uint8))
+    assert _run(folder, "--weights", weights, "-o", tmp_path / "clipped") == 0
+    clipped = tifffile.imread(tmp_path / "clipped" / "photo_denoised.tif")
+    assert clipped.dtype == np.float32 and clipped.min() >= 0 and clipped.max() <= 255
+    assert _run(folder, "--weights", weights, "-o", tmp_path / "raw", "--no-clip") == 0
+    raw = tifffile.imread(tmp_path / "raw" / "photo_denoised.tif")
+    assert raw.min() < 0 or raw.max() > 255  # the untrained net overshoots: the clip was real
+    np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))

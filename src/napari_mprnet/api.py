@@ -92,7 +92,19 @@ def _normalization_for(
     return choose_normalization(data, normalize, percentiles)
 
 
-def _cast_output(data: np.ndarray, output_dtype: Any) -> np.ndarray:
+def output_limits(input_dtype: Any, clip: bool) -> tuple[float, float] | None:
+    """The range results are clipped to: an integer input dtype's range (``clip``), else none."""
+    dtype = np.dtype(input_dtype)
+    if not clip or not np.issubdtype(dtype, np.integer) or dtype == bool:
+        return None
+    info = np.iinfo(dtype)
+    return float(info.min), float(info.max)
+
+
+def _cast_output(data: np.ndarray, output_dtype: Any,
+                 limits: tuple[float, float] | None = None) -> np.ndarray:
+    if limits is not None:
+        data = np.clip(data, *limits)
     if output_dtype is None:
         return data.astype(np.float32, copy=False)
     dtype = np.dtype(output_dtype)
@@ -120,6 +132,7 @@ def iter_restore(
     normalize: str | Normalization = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     output_dtype: Any = None,
+    clip: bool = True,
     backend: str = "eager",
     backend_options: dict | None = None,
 ) -> Generator[Progress, None, list[np.ndarray]]:
@@ -131,6 +144,7 @@ def iter_restore(
     early cancels the run: nothing partial is returned and the input is never modified.
     """
     data = _validate_array(image)
+    limits = output_limits(data.dtype, clip)
     resolved_axes = _resolve_axes(data.shape, axes, rgb)
     runner = TiledRunner(
         prepare_model(model, task),
@@ -161,7 +175,7 @@ def iter_restore(
         if layout.channels == 3 and net_channels == 1:
             out = np.moveaxis(out.reshape(-1, 3, layout.height, layout.width), 1, -1)
         restored = from_planes(norm.invert(out), layout, alpha_source=data)
-        results.append(np.ascontiguousarray(_cast_output(restored, output_dtype)))
+        results.append(np.ascontiguousarray(_cast_output(restored, output_dtype, limits)))
     return results
 
 
@@ -181,6 +195,7 @@ def restore(
     normalize: str | Normalization = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     output_dtype: Any = None,
+    clip: bool = True,
     progress: ProgressCallback | None = None,
     chunk_size: int | str | None = "auto",
     backend: str = "eager",
@@ -220,6 +235,10 @@ def restore(
         Percentiles mapped to 0 and 1 by percentile normalisation.
     output_dtype : dtype, optional
         Cast the result (with clipping for integers); default float32.
+    clip : bool
+        Integer inputs (uint8, uint16, ...): clip the result to the input dtype's range
+        (default), so that a restored uint8 image stays within 0..255 even as float32.
+        False keeps values outside it (useful with float output only).
     progress : callable, optional
         Called as ``progress(done, total)`` after every tile batch.
     chunk_size : int, "auto" or None
@@ -244,7 +263,7 @@ def restore(
         "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
         "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
-        "backend": backend, "backend_options": backend_options,
+        "clip": clip, "backend": backend, "backend_options": backend_options,
     }
     from . import _layers, _lazy
 

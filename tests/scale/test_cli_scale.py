@@ -11,6 +11,7 @@ from napari_mprnet.cli import main
 
 zarr = pytest.importorskip("zarr")
 
+FAST_API = {"tile_size": 32, "tile_overlap": 8, "device": "cpu"}
 ENGINE = ["-q", "--device", "cpu", "--tile-size", "32", "--tile-overlap", "8"]
 
 
@@ -73,3 +74,19 @@ def test_bad_scale_options_fail_cleanly(tmp_path, inputs, weights, capsys):
     with pytest.raises(SystemExit):
         main(["restore", str(source), "-o", str(tmp_path / "o"), "--workers", "2",
               "--scheduler", "tcp://x:1"])
+
+
+def test_integer_zarr_is_clipped_like_the_in_memory_path(tmp_path, weights):
+    rng = np.random.default_rng(1)
+    image = (rng.random((50, 40)) * 255).astype(np.uint8)
+    store = zarr.open_array(str(tmp_path / "u8.zarr"), mode="w", shape=image.shape,
+                            chunks=(25, 20), dtype="u1")
+    store[:] = image
+    for flag, folder in (([], "clipped"), (["--no-clip"], "raw")):
+        assert main(["restore", str(tmp_path / "u8.zarr"), "-o", str(tmp_path / folder),
+                     "--weights", weights, *flag, *ENGINE]) == 0
+    clipped = zarr.open_array(str(tmp_path / "clipped" / "u8_denoised.zarr"), mode="r")[:]
+    raw = zarr.open_array(str(tmp_path / "raw" / "u8_denoised.zarr"), mode="r")[:]
+    assert clipped.min() >= 0 and clipped.max() <= 255 and (raw.min() < 0 or raw.max() > 255)
+    np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))
+    np.testing.assert_array_equal(clipped, restore(image, model=weights, **FAST_API))

@@ -119,7 +119,7 @@ def restore_lazily(path: Path, args: argparse.Namespace, options: dict,
     axes = args.axes or file_axes
     results = restore_dask(
         data, task=args.task, model=args.weights, stages=args.stages, axes=axes,
-        output_dtype=_output_dtype(args, data.dtype),
+        output_dtype=_output_dtype(args, data.dtype), clip=args.clip,
         chunk_size=parse_chunk_size(args.chunk_size),
         client=client, **options,
     )

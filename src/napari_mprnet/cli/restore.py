@@ -61,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dtype", default="float32",
                         help="'float32' (default), 'same' (the input's dtype, clipped) or a "
                         "numpy dtype name")
+    parser.add_argument("--no-clip", dest="clip", action="store_false",
+                        help="integer inputs: keep result values outside the input dtype's "
+                        "range (by default a uint8 input gives values in 0..255, a uint16 "
+                        "input 0..65535, even as float32)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
@@ -186,7 +190,7 @@ def _restore_file(path: Path, args: argparse.Namespace, model, options: dict, in
     try:
         results = drive(
             iter_restore(data, args.task, model, stages=args.stages, axes=axes,
-                         output_dtype=output_dtype, **options),
+                         output_dtype=output_dtype, clip=args.clip, **options),
             progress=bar.update_to,
         )
     finally:

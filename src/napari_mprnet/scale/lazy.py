@@ -132,18 +132,19 @@ class BlockSpec:
     batch_size: int | None = None
     backend: str = "eager"
     backend_options: dict | None = None
+    limits: tuple[float, float] | None = None
     extra: dict = field(default_factory=dict)
 
     def __dask_tokenize__(self):
         return (self.axes, self.y, self.x, self.handle.key, self.norm, self.stages,
                 str(self.out_dtype), str(self.device), self.precision, self.batch_size,
-                self.backend, repr(sorted((self.backend_options or {}).items())))
+                self.backend, repr(sorted((self.backend_options or {}).items())), self.limits)
 
 
-def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _cast(data: np.ndarray, dtype: np.dtype, limits: tuple[float, float] | None) -> np.ndarray:
     from ..api import _cast_output
 
-    return np.ascontiguousarray(_cast_output(data, dtype))
+    return np.ascontiguousarray(_cast_output(data, dtype, limits))
 
 
 def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[np.ndarray]:
@@ -231,7 +232,7 @@ def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = 
         if split_rgb:
             out = np.moveaxis(out.reshape(-1, 3, cy1 - cy0, cx1 - cx0), 1, -1)
         restored = from_planes(spec.norm.invert(out), core_layout, alpha_source=core)
-        results.append(_cast(restored, spec.out_dtype))
+        results.append(_cast(restored, spec.out_dtype, spec.limits))
     return np.stack(results)
 
 
@@ -274,6 +275,7 @@ def restore_dask(
     normalize: Any = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     output_dtype: Any = None,
+    clip: bool = True,
     tile_size: int | str = "auto",
     tile_overlap: int = 32,
     batch_size: int | None = None,
@@ -304,7 +306,7 @@ def restore_dask(
     """
     import dask.array as da
 
-    from ..api import _normalization_for, _resolve_axes, prepare_model
+    from ..api import _normalization_for, _resolve_axes, output_limits, prepare_model
     from ..engine.axes import PlaneLayout
     from ..engine.runner import TiledRunner
 
@@ -353,7 +355,8 @@ def restore_dask(
     out_dtype = np.dtype(np.float32 if output_dtype is None else output_dtype)
     spec = BlockSpec(resolved, yplan, xplan, handle, norm, stages, out_dtype,
                      device=device, precision=precision, batch_size=batch_size,
-                     backend=backend, backend_options=backend_options)
+                     backend=backend, backend_options=backend_options,
+                     limits=output_limits(data.dtype, clip))
     stacked = blocks.map_blocks(
         restore_block, spec=spec, dtype=out_dtype, new_axis=0,
         chunks=((n_out,), *data.chunks), token="mprnet-restore",
