@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.backends import BACKENDS, normalize_backend
-from ..engine.devices import resolve_device
 from ..engine.tiling import validate_tiling
 
-__all__ = ["add_engine_arguments", "engine_options", "fail"]
+__all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail"]
+
+#: ``engine.backends.BACKENDS``, spelled out so that building the parser does not import torch
+#: (tests/test_cli_startup.py checks that the two agree).
+BACKEND_CHOICES = ("auto", "eager", "compile", "tensorrt")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
                        help="compute precision (default: fp16 on CUDA, fp32 elsewhere)")
-    group.add_argument("--backend", choices=BACKENDS, default=None,
+    group.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                        help="eager (default), compile (torch.compile, compiled once per tile "
                        "shape), tensorrt (Torch-TensorRT, engines cached on disk), or auto "
                        "(the fastest on the device); falls back with a warning on failure")
@@ -45,6 +47,8 @@ def engine_options(args: argparse.Namespace) -> dict:
         raise ValueError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from ..engine.devices import resolve_device  # torch: only when a command runs
+
     resolve_device(args.device)
     options = {
         "tile_size": tile,
@@ -55,6 +59,8 @@ def engine_options(args: argparse.Namespace) -> dict:
     }
     backend = getattr(args, "backend", None)
     if backend is not None:  # only when asked for: not every engine path takes it yet
+        from ..engine.backends import normalize_backend
+
         options["backend"] = normalize_backend(backend)
     return options
 

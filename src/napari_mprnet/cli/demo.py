@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.tasks import TASKS
 from .common import add_engine_arguments, engine_options, fail
 
 __all__ = ["add_parser", "run_demo"]
 
 SAMPLES = ("cells", "natural")
-TASKS = ("denoise", "deblur", "derain")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

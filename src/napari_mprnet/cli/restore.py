@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.presets import TASKS
+from ..model.tasks import TASKS
 from .common import add_engine_arguments, engine_options, fail
 
 __all__ = ["add_parser", "collect_inputs", "output_paths", "read_image", "write_tiff"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .arch import MPRNetConfig
+from .tasks import TASKS
 
 #: Configurations of the officially released checkpoints, by task.
 OFFICIAL_PRESETS: dict[str, MPRNetConfig] = {
@@ -11,7 +12,7 @@ OFFICIAL_PRESETS: dict[str, MPRNetConfig] = {
     "derain": MPRNetConfig(n_feat=40, scale_unetfeats=20, scale_orsnetfeats=16),
 }
 
-TASKS: tuple[str, ...] = tuple(OFFICIAL_PRESETS)
+assert tuple(OFFICIAL_PRESETS) == TASKS
 
 
 def official_config(task: str) -> MPRNetConfig:
