@@ -1,4 +1,4 @@
-"""Screenshot for the documentation: the Fine-tune (MPRNet) widget after a short training run.
+"""Screenshot for the documentation: the Fine-tune widget after a short training run.
 
 Run headless with::
 
@@ -51,7 +51,7 @@ def main() -> int:
     viewer.layers.clear()
     viewer.add_image(_quadrants(clean), name="clean cells (quadrants)", visible=False)
     viewer.add_image(_quadrants(noisy), name="noisy cells (quadrants)")
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Fine-tune (MPRNet)")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Fine-tune")
     widget.input_combo.setCurrentText("noisy cells (quadrants)")
     widget.target_combo.setCurrentText("clean cells (quadrants)")
     widget.task_combo.setCurrentText("denoise")

@@ -1,4 +1,4 @@
-"""Screenshots for the documentation: the Restore (MPRNet) widget after a run, and the
+"""Screenshots for the documentation: the Restore widget after a run, and the
 Layers > Filter > Restore submenu.
 
 Run headless with::
@@ -101,7 +101,7 @@ def main() -> int:
     window.move(0, 0)
     app = QApplication.instance()
 
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore (MPRNet)")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore")
     _restore_and_grab(app, viewer, widget, "rainy", "rainy photo", "derain",
                       "restore_widget_derain.png")
     # noisy | clean reference | restored, side by side (left open for the menu shot)

@@ -1,4 +1,4 @@
-"""The Fine-tune (MPRNet) dock widget, driven like a user would, with a tiny base model."""
+"""The Fine-tune dock widget, driven like a user would, with a tiny base model."""
 
 from __future__ import annotations
 
@@ -144,8 +144,14 @@ def test_mismatched_shapes_notify(make_napari_viewer, qtbot, tiny_model_file, no
     assert widget.job is None
     assert notes and notes[-1][0] == "error"
     assert "(48, 48)" in notes[-1][1] and "(40, 48)" in notes[-1][1]
-    # the same layer twice, or a missing model file, are refused too
+    # picking the target's layer as input moves the target to another layer of that shape
     pick(widget, "a", "a")
+    assert (widget.input_combo.currentText(), widget.target_combo.currentText()) == ("c", "a")
+    # the same layer twice (set without signals), or a missing model file, are refused
+    for combo in (widget.input_combo, widget.target_combo):
+        combo.blockSignals(True)
+        combo.setCurrentText("a")
+        combo.blockSignals(False)
     assert widget.start() is None and "different layers" in notes[-1][1]
     pick(widget, "a", "c")
     widget.file_edit.setText(str(tiny_model_file) + ".missing")
@@ -215,7 +221,7 @@ def test_folders(make_napari_viewer, qtbot, tiny_model_file, tmp_path, notes):
 
 def test_opens_from_the_plugin_menu(make_napari_viewer):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Fine-tune (MPRNet)")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Fine-tune")
     assert isinstance(widget, fw.FinetuneWidget)
     assert widget.device_label.text().startswith("trains on ")
 
@@ -257,3 +263,26 @@ def test_plot_draws_points(qtbot):
     assert orange(image) > orange(empty) + 20  # the loss line was drawn
     plot.clear()
     assert plot.loss_points == [] and plot.psnr_points == []
+
+
+def test_plugin_sample_gives_noisy_input_and_clean_target(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-mprnet", "cells")
+    widget = FinetuneWidget(viewer)
+    assert (widget.input_combo.currentText(), widget.target_combo.currentText()) == (
+        "noisy cells", "clean cells")
+    widget.input_combo.setCurrentText("clean cells")  # the user swaps: never one layer twice
+    assert widget.target_combo.currentText() == "noisy cells"
+    viewer.add_image(np.zeros((8, 8)), name="unrelated")
+    assert widget.input_combo.currentText() == "clean cells"  # choices survive new layers
+    form = widget.layout().itemAt(0).layout()
+    labels = [form.itemAt(i, form.ItemRole.LabelRole) for i in range(form.rowCount())]
+    texts = [item.widget().text() for item in labels if item is not None and item.widget()]
+    assert "Validation fraction" in texts
+
+
+def test_trainer_messages_reach_the_status_line(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = FinetuneWidget(viewer)
+    widget._on_event({"message": "training on 3 planes for 10 steps on cpu"})
+    assert widget.status_label.text() == "training on 3 planes for 10 steps on cpu"

@@ -51,7 +51,7 @@ def test_restore_submenu_commands(manifest):
 
 def test_widget_and_samples(manifest):
     widgets = manifest.contributions.widgets
-    assert [w.display_name for w in widgets] == ["Restore (MPRNet)", "Fine-tune (MPRNet)"]
+    assert [w.display_name for w in widgets] == ["Restore", "Fine-tune"]
     keys = {sample.key for sample in manifest.contributions.sample_data}
     assert keys == {"cells", "natural", "blurred_cells", "blurred_natural", "rainy"}
 

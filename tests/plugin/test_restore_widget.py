@@ -1,4 +1,4 @@
-"""The Restore (MPRNet) dock widget, driven like a user would, with a tiny model file."""
+"""The Restore dock widget, driven like a user would, with a tiny model file."""
 
 from __future__ import annotations
 
@@ -248,5 +248,33 @@ def test_registered_weights_are_offered(make_napari_viewer, qtbot, tiny_model_fi
 
 def test_plugin_dock_widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore (MPRNet)")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore")
     assert isinstance(widget, RestoreWidget)
+
+
+def test_repeated_runs_keep_the_input_and_number_all_their_layers(make_napari_viewer, qtbot,
+                                                                   tiny_model_file, image):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.stages_check.setChecked(True)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert viewer.layers.selection.active.name == "cells (denoised)"  # napari selects it
+    assert widget.layer_combo.currentText() == "cells"  # the widget keeps the input
+    viewer.layers.selection.active = viewer.layers["cells (denoised, stage 2)"]
+    assert widget.layer_combo.currentText() == "cells"  # never follows to a result
+    assert run_and_wait(qtbot, widget) == "done"
+    assert [layer.name for layer in viewer.layers][4:] == [
+        "cells (denoised, stage 1) #2", "cells (denoised, stage 2) #2", "cells (denoised) #2"]
+    assert "#2" in widget.status_label.text()
+    viewer.layers.selection.active = viewer.layers["cells"]
+    widget.layer_combo.setCurrentText("cells (denoised)")  # the user may still pick a result
+    assert widget.selected_layer().name == "cells (denoised)"
+
+
+def test_opens_on_the_degraded_sample_layer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-mprnet", "cells")
+    viewer.layers.selection.active = None
+    widget = make_widget(viewer)
+    assert widget.layer_combo.currentText() == "noisy cells"

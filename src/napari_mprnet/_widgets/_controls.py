@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit
+from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit, QWidget
 
 from ..engine.devices import describe_device
 from .settings import WeightsChoice
 from .weights_registry import registered_weights
 
-__all__ = ["ERROR_STYLE", "fill_weights_combo", "show_device", "weights_choice"]
+__all__ = ["ERROR_STYLE", "alive", "fill_weights_combo", "show_device", "weights_choice"]
 
 ERROR_STYLE = "color: #e05050;"
+
+
+def alive(widget: QWidget) -> bool:
+    """Whether the Qt side of ``widget`` still exists (it may be closed during a run)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 def weights_choice(combo: QComboBox, file_edit: QLineEdit) -> WeightsChoice:

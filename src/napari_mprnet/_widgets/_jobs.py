@@ -19,6 +19,7 @@ from napari.utils import notifications, progress
 from .._layers import LayerSnapshot, make_layers
 from ..api import iter_restore
 from ..engine.runner import Progress
+from .layer_roles import run_names
 from .settings import RestoreSettings, WeightsChoice
 from .weights_registry import registered_weights
 
@@ -65,7 +66,7 @@ def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
         if choice.name not in models:
             raise ValueError(
                 f"the fine-tuned model {choice.name!r} is not available in this session; "
-                "choose other weights in the Restore (MPRNet) widget"
+                "choose other weights in the Restore widget"
             )
         return models[choice.name], f"fine-tuned: {choice.name}"
     return None, f"bundled {task} model"
@@ -203,6 +204,9 @@ class RestoreJob:
         self.adding_layers = True
         try:
             layers = make_layers(self.request.source, list(outcome), self.request.task)
+            taken = {layer.name for layer in self.viewer.layers}
+            for layer, name in zip(layers, run_names([lyr.name for lyr in layers], taken)):
+                layer.name = name  # a repeated run's layers all carry the same number
             # stage 1, stage 2, then the final image on top (and selected)
             for layer in reversed(layers):
                 self.viewer.add_layer(layer)

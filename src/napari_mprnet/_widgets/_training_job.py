@@ -1,4 +1,4 @@
-"""One fine-tuning run in a napari thread worker, for the *Fine-tune (MPRNet)* widget.
+"""One fine-tuning run in a napari thread worker, for the *Fine-tune* widget.
 
 No numerics here: the work is :func:`napari_mprnet.training.finetune`. Its per-step callback
 runs in the worker thread; it forwards every event to the Qt main thread through a queued

@@ -1,4 +1,4 @@
-"""The *Fine-tune (MPRNet)* dock widget: a thin Qt front end over
+"""The *Fine-tune* dock widget: a thin Qt front end over
 :func:`napari_mprnet.training.finetune`.
 
 It collects the training pairs (two Image layers, or two folders of TIFF files matched by
@@ -6,7 +6,7 @@ name), the base weights and the schedule, runs a
 :class:`~napari_mprnet._widgets._training_job.FinetuneJob` and plots the loss and
 validation PSNR live. The tuned model (also a stopped run's) is registered with
 :func:`~napari_mprnet._widgets.weights_registry.register_weights`, so it appears in the
-*Restore (MPRNet)* widget, and can be saved or exported to bioimage.io.
+*Restore* widget, and can be saved or exported to bioimage.io.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image
-from napari.qt.threading import create_worker
 from napari.utils import notifications
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -23,7 +21,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -33,12 +30,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import snapshot
-from ..model.presets import TASKS
-from ._controls import fill_weights_combo, show_device, weights_choice
+from ..model.tasks import TASKS
+from ._controls import alive, fill_weights_combo, show_device, weights_choice
 from ._jobs import resolve_weights
 from ._training_job import FinetuneJob, FinetuneRequest
-from .restore_widget import _MODEL_FILTER, _alive, available_devices
+from .finetune_data import FOLDERS, LAYERS, TrainingDataForm, row
+from .finetune_output import TunedModelOutput
+from .restore_widget import _MODEL_FILTER, available_devices
 from .settings import WeightsChoice
 from .training_plot import TrainingPlot
 from .weights_registry import register_weights, registry_events
@@ -46,19 +44,9 @@ from .weights_registry import register_weights, registry_events
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FinetuneWidget"]
+__all__ = ["FOLDERS", "LAYERS", "FinetuneWidget"]
 
-LAYERS, FOLDERS = "Image layers", "TIFF folders"
-_TITLE = "Fine-tune (MPRNet)"
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    return box
+_TITLE = "MPRNet fine-tune"
 
 
 class FinetuneWidget(QWidget):
@@ -86,32 +74,12 @@ class FinetuneWidget(QWidget):
         self.result: Any = None
         #: Name the last model was registered under.
         self.registered_name: str | None = None
-        self._image_layers: list[Image] = []
-        self._export_worker: Any = None
-
-        # ---- data
-        self.source_combo = QComboBox()
-        self.source_combo.addItems([LAYERS, FOLDERS])
-        self.input_combo = QComboBox()
-        self.input_combo.setToolTip("Degraded images (stacks contribute every plane)")
-        self.target_combo = QComboBox()
-        self.target_combo.setToolTip("Clean images, the same shape as the input layer")
-        self.input_dir_edit = QLineEdit()
-        self.input_dir_edit.setPlaceholderText("folder of degraded TIFF images")
-        self.target_dir_edit = QLineEdit()
-        self.target_dir_edit.setPlaceholderText("folder of clean TIFFs with the same names")
-        self.input_dir_button = QPushButton("Browse…")
-        self.target_dir_button = QPushButton("Browse…")
-        self.layers_box = QWidget()
-        layers_form = QFormLayout(self.layers_box)
-        layers_form.setContentsMargins(0, 0, 0, 0)
-        layers_form.addRow("Input", self.input_combo)
-        layers_form.addRow("Target", self.target_combo)
-        self.folders_box = QWidget()
-        folders_form = QFormLayout(self.folders_box)
-        folders_form.setContentsMargins(0, 0, 0, 0)
-        folders_form.addRow("Inputs", _row(self.input_dir_edit, self.input_dir_button))
-        folders_form.addRow("Targets", _row(self.target_dir_edit, self.target_dir_button))
+        # ---- data: layers or folders (proposed by meaning, see layer_roles)
+        self.data_form = TrainingDataForm(self.viewer)
+        form_widgets = ("source_combo", "input_combo", "target_combo", "input_dir_edit",
+                        "target_dir_edit", "layers_box", "folders_box")
+        for attribute in form_widgets:
+            setattr(self, attribute, getattr(self.data_form, attribute))
 
         # ---- model
         self.task_combo = QComboBox()
@@ -124,7 +92,7 @@ class FinetuneWidget(QWidget):
         self.file_edit = QLineEdit()
         self.file_edit.setPlaceholderText("path to a model file")
         self.browse_button = QPushButton("Browse…")
-        self.file_box = _row(self.file_edit, self.browse_button)
+        self.file_box = row(self.file_edit, self.browse_button)
 
         # ---- schedule
         self.steps_spin = QSpinBox()
@@ -152,7 +120,8 @@ class FinetuneWidget(QWidget):
         self.val_spin.setSingleStep(0.05)
         self.val_spin.setValue(0.1)
         self.val_spin.setToolTip(
-            "Fraction of whole planes held out for validation (needs at least 2 planes)"
+            "Fraction of the whole planes held out for validation, e.g. 0.10 = one plane in "
+            "ten (needs at least 2 planes; 0 = no validation)"
         )
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
@@ -180,8 +149,7 @@ class FinetuneWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Data", self.source_combo)
-        form.addRow(self.layers_box)
-        form.addRow(self.folders_box)
+        form.addRow(self.data_form)
         form.addRow("Task", self.task_combo)
         form.addRow("Base weights", self.weights_combo)
         form.addRow("", self.file_box)
@@ -189,76 +157,38 @@ class FinetuneWidget(QWidget):
         form.addRow("Patch size", self.patch_spin)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Learning rate", self.lr_spin)
-        form.addRow("Validation", self.val_spin)
+        form.addRow("Validation fraction", self.val_spin)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow("Model name", self.name_edit)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(_row(self.start_button, self.stop_button))
+        layout.addWidget(row(self.start_button, self.stop_button))
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.plot)
         layout.addWidget(self.status_label)
-        layout.addWidget(_row(self.save_button, self.export_button))
+        layout.addWidget(row(self.save_button, self.export_button))
         layout.addStretch(1)
 
+        self.output = TunedModelOutput(self, self.status_label, _TITLE,
+                                       self.export_finished.emit)
         self._fill_weights(WeightsChoice())
-        self._refresh_layers()
-        self._on_source_changed()
         self._update_device_label()
 
         # ---- connections
-        layers = self.viewer.layers
-        for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
-            emitter.connect(self._refresh_layers)
         registry_events.changed.connect(self._on_registry_changed)
-        self.source_combo.currentTextChanged.connect(self._on_source_changed)
         self.weights_combo.currentIndexChanged.connect(self._on_weights_changed)
         self.browse_button.clicked.connect(self._browse_model)
-        self.input_dir_button.clicked.connect(lambda: self._browse_folder(self.input_dir_edit))
-        self.target_dir_button.clicked.connect(lambda: self._browse_folder(self.target_dir_edit))
         self.device_combo.currentTextChanged.connect(self._update_device_label)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        self.save_button.clicked.connect(self._save_clicked)
-        self.export_button.clicked.connect(self._export_clicked)
+        self.save_button.clicked.connect(self.output.save_clicked)
+        self.export_button.clicked.connect(lambda: self.output.export_clicked(
+            self.registered_name))
 
-    # ------------------------------------------------------------------ layers / folders
-
-    def _refresh_layers(self, *_: Any) -> None:
-        if not _alive(self):
-            return
-        layers = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-        for layer in layers:
-            layer.events.name.disconnect(self._refresh_layers)
-            layer.events.name.connect(self._refresh_layers)
-        chosen = [self.selected_layer(combo) for combo in (self.input_combo, self.target_combo)]
-        self._image_layers = layers
-        for combo, current, fallback in zip((self.input_combo, self.target_combo), chosen,
-                                            (0, 1)):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([layer.name for layer in layers])
-            if current in layers:
-                combo.setCurrentIndex(layers.index(current))
-            elif layers:
-                combo.setCurrentIndex(min(fallback, len(layers) - 1))
-            combo.blockSignals(False)
-
-    def selected_layer(self, combo: QComboBox) -> Image | None:
-        index = combo.currentIndex()
-        layers = getattr(self, "_image_layers", [])
-        return layers[index] if 0 <= index < len(layers) else None
-
-    def _on_source_changed(self, *_: Any) -> None:
-        folders = self.source_combo.currentText() == FOLDERS
-        self.layers_box.setVisible(not folders)
-        self.folders_box.setVisible(folders)
-
-    def _browse_folder(self, edit: QLineEdit) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of TIFF images", edit.text())
-        if folder:
-            edit.setText(folder)
+    def selected_layer(self, combo: QComboBox) -> Any:
+        """The Image layer ``combo`` (input_combo or target_combo) shows, or None."""
+        return self.data_form.selected_layer(combo)
 
     # ------------------------------------------------------------------ weights / device
 
@@ -288,37 +218,9 @@ class FinetuneWidget(QWidget):
 
     # ------------------------------------------------------------------ running
 
-    def _data(self) -> tuple[Any, Any, str, str]:
-        """(inputs, targets, label, name) for the trainer; raises ValueError for the user."""
-        if self.source_combo.currentText() == FOLDERS:
-            folders = []
-            for what, edit in (("input", self.input_dir_edit), ("target", self.target_dir_edit)):
-                text = edit.text().strip()
-                if not text:
-                    raise ValueError(f"choose the {what} folder")
-                folder = Path(text).expanduser()
-                if not folder.is_dir():
-                    raise ValueError(f"the {what} folder '{folder}' does not exist")
-                folders.append(str(folder))
-            name = Path(folders[0]).name
-            return folders[0], folders[1], f"folder '{name}'", name
-        inp, tgt = self.selected_layer(self.input_combo), self.selected_layer(self.target_combo)
-        if inp is None or tgt is None:
-            raise ValueError("add an input and a target Image layer first")
-        if inp is tgt:
-            raise ValueError("choose different layers for the input and the target")
-        inp_snap, tgt_snap = snapshot(inp), snapshot(tgt)
-        in_shape, tgt_shape = tuple(inp_snap.data.shape), tuple(tgt_snap.data.shape)
-        if in_shape != tgt_shape:
-            raise ValueError(
-                f"the input layer '{inp.name}' has shape {in_shape} but the target layer "
-                f"'{tgt.name}' has shape {tgt_shape}; they must match pixel for pixel"
-            )
-        return inp_snap, tgt_snap, f"layer '{inp.name}'", inp.name
-
     def build_request(self) -> FinetuneRequest:
         """The request for the current choices; raises ValueError with a user message."""
-        inputs, targets, label, data_name = self._data()
+        inputs, targets, label, data_name = self.data_form.data()
         task = self.task_combo.currentText()
         model, model_label = resolve_weights(self._weights_choice(), task)
         if self.patch_spin.value() % 8:
@@ -369,7 +271,12 @@ class FinetuneWidget(QWidget):
             self.status_label.setText("Stopping after the current step…")
 
     def _on_event(self, event: dict) -> None:
-        if not _alive(self):
+        if not alive(self):
+            return
+        if "loss" not in event:  # what the trainer reports before and between steps
+            message = event.get("message")
+            if message:
+                self.status_label.setText(str(message))
             return
         step, steps = int(event["step"]), int(event["steps"])
         self.progress_bar.setRange(0, steps)
@@ -393,7 +300,7 @@ class FinetuneWidget(QWidget):
         return f"{request.task} on {request.data_name} ({job.result.steps_done} steps)"
 
     def _on_finished(self, job: FinetuneJob) -> None:
-        if not _alive(self):  # the widget was closed during the run
+        if not alive(self):  # the widget was closed during the run
             return
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
@@ -420,76 +327,19 @@ class FinetuneWidget(QWidget):
         )
         self.status_label.setText(
             f"{how} after {result.steps_done} steps in {job.seconds:.1f} s{psnr}. "
-            f"'{name}' is now in the Restore (MPRNet) weights list."
+            f"'{name}' is now in the Restore widget's weights list."
         )
         self.save_button.setEnabled(True)
         self.export_button.setEnabled(True)
-        notifications.show_info(f"{_TITLE}: model '{name}' registered for Restore (MPRNet)")
+        notifications.show_info(f"{_TITLE}: model '{name}' registered for the Restore widget")
         self.job_finished.emit(job.state)
 
     # ------------------------------------------------------------------ save / export
 
     def save_model_to(self, path: str | Path) -> Path | None:
         """Write the last result with its metadata (``.safetensors`` recommended)."""
-        from ..weights import save_model
-
-        if self.result is None:
-            notifications.show_warning(f"{_TITLE}: train a model first")
-            return None
-        try:
-            saved = save_model(self.result.model, path)
-        except (OSError, TypeError, ValueError) as err:
-            notifications.show_error(f"{_TITLE}: could not save the model: {err}")
-            return None
-        self.status_label.setText(f"Saved the model to {saved}")
-        return saved
-
-    def _save_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save fine-tuned model", "finetuned.safetensors",
-            "safetensors (*.safetensors);;PyTorch (*.pth)",
-        )
-        if path:
-            if not Path(path).suffix:
-                path += ".safetensors"
-            self.save_model_to(path)
+        return self.output.save_to(path)
 
     def export_to(self, path: str | Path) -> Any:
         """Export the last result as a bioimage.io package in a thread worker (returns it)."""
-        from ..bioimageio import export_bioimageio
-
-        if self.result is None:
-            notifications.show_warning(f"{_TITLE}: train a model first")
-            return None
-        model = self.result.model
-        name = self.registered_name or "MPRNet fine-tuned with napari-mprnet"
-        description = (model.metadata or {}).get("summary") or "MPRNet fine-tuned in napari"
-
-        def done(written: Any) -> None:
-            if _alive(self):
-                self.status_label.setText(f"Exported the bioimage.io package {written}")
-            notifications.show_info(f"{_TITLE}: wrote bioimage.io package {written}")
-            self.export_finished.emit(str(written))
-
-        def failed(error: Exception) -> None:
-            notifications.show_error(f"{_TITLE}: bioimage.io export failed: {error}")
-            self.export_finished.emit("")
-
-        worker = create_worker(export_bioimageio, model, path, name=name,
-                               description=description, _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-        self._export_worker = worker
-        self.status_label.setText(f"Exporting to {path}…")
-        worker.start()
-        return worker
-
-    def _export_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export to bioimage.io", "model.zip", "bioimage.io package (*.zip)"
-        )
-        if path:
-            if not path.lower().endswith(".zip"):
-                path += ".zip"
-            self.export_to(path)
+        return self.output.export_to(path, self.registered_name)

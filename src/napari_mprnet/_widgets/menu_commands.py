@@ -1,5 +1,5 @@
 """*Layers > Filter > Restore > Denoise / Deblur / Derain*: restore the selected Image layer
-with the last saved settings of the Restore (MPRNet) widget, in a thread worker.
+with the last saved settings of the Restore widget, in a thread worker.
 
 No type annotations are postponed here: napari injects the viewer into these commands by
 resolving the ``napari.viewer.Viewer`` annotation.

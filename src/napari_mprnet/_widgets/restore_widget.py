@@ -1,4 +1,4 @@
-"""The *Restore (MPRNet)* dock widget: a thin Qt front end over :mod:`napari_mprnet.api`.
+"""The *Restore* dock widget: a thin Qt front end over :mod:`napari_mprnet.api`.
 
 It only collects choices, starts a :class:`~napari_mprnet._widgets._jobs.RestoreJob` (a
 napari thread worker over :func:`napari_mprnet.api.iter_restore`) and shows its progress.
@@ -32,8 +32,9 @@ from qtpy.QtWidgets import (
 from .._layers import snapshot
 from ..model.presets import TASKS
 from ..pretrained import bundled_info
-from ._controls import fill_weights_combo, show_device, weights_choice
+from ._controls import alive, fill_weights_combo, show_device, weights_choice
 from ._jobs import RestoreJob, build_request
+from .layer_roles import is_result_layer, propose_input
 from .settings import PRECISIONS, RestoreSettings, WeightsChoice, load_settings, save_settings
 from .weights_registry import registry_events
 
@@ -58,15 +59,6 @@ def available_devices() -> list[str]:
     if mps is not None and mps.is_available():
         devices.append("mps")
     return devices
-
-
-def _alive(widget: QWidget) -> bool:
-    """Whether the Qt side of ``widget`` still exists."""
-    try:
-        widget.objectName()
-    except RuntimeError:
-        return False
-    return True
 
 
 class RestoreWidget(QWidget):
@@ -307,8 +299,7 @@ class RestoreWidget(QWidget):
         self.layer_combo.clear()
         self.layer_combo.addItems([layer.name for layer in layers])
         if current is None or current not in layers:
-            active = self.viewer.layers.selection.active
-            current = active if isinstance(active, Image) else (layers[-1] if layers else None)
+            current = propose_input(layers, self.viewer.layers.selection.active)
         if current is not None:
             self.layer_combo.setCurrentIndex(layers.index(current))
         self.layer_combo.blockSignals(False)
@@ -320,6 +311,8 @@ class RestoreWidget(QWidget):
         if self.job is not None and self.job.adding_layers:
             return  # keep the input chosen, rather than follow the new output layer
         active = event.value
+        if is_result_layer(active):
+            return  # never offer our own result for restoring again (the user may pick it)
         if isinstance(active, Image) and active in self._image_layers:
             self.layer_combo.setCurrentIndex(self._image_layers.index(active))
 
@@ -331,14 +324,14 @@ class RestoreWidget(QWidget):
             return None
         layer = self.selected_layer()
         if layer is None:
-            notifications.show_warning("Restore (MPRNet): add or select an Image layer first")
+            notifications.show_warning("MPRNet restore: add or select an Image layer first")
             return None
         settings = self.settings()
         save_settings(settings)
         try:
             request = build_request(snapshot(layer), settings)
         except (TypeError, ValueError) as err:
-            notifications.show_error(f"Restore (MPRNet): {err}")
+            notifications.show_error(f"MPRNet restore: {err}")
             return None
         self.job = RestoreJob(
             self.viewer, request, on_progress=self._on_progress, on_finished=self._on_finished
@@ -359,14 +352,14 @@ class RestoreWidget(QWidget):
             self.status_label.setText("Cancelling after the current tile batch…")
 
     def _on_progress(self, done: int, total: int) -> None:
-        if not _alive(self):
+        if not alive(self):
             return
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
         self.progressed.emit(done, total)
 
     def _on_finished(self, job: RestoreJob) -> None:
-        if not _alive(self):  # the widget was closed during the run
+        if not alive(self):  # the widget was closed during the run
             return
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
