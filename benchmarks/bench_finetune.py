@@ -5,9 +5,16 @@ peak memory of one does not hide the other's):
 
 - ``plain fp32``: the baseline, a bare loop (Adam + the paper's loss on pre-made random
   batches already on the device; no sampling, no autocast, no checks);
-- ``finetune``: :func:`napari_mprnet.training.trainer.finetune` on synthetic noisy/clean
-  images with the device defaults (bf16 autocast and channels-last on CUDA, fp32 on CPU),
-  including patch sampling, the non-finite guard and gradient clipping; no validation.
+- ``finetune fp32``: :func:`napari_mprnet.training.trainer.finetune` forced to fp32 and
+  NCHW (the CPU loop before bf16 training), on synthetic noisy/clean images, including patch
+  sampling, the non-finite guard and gradient clipping; no validation;
+- ``finetune``: the same with the device defaults (``precision="auto"``: bf16 autocast and
+  channels-last on CUDA and on CPUs with native bf16, fp32 elsewhere); batches are prepared
+  in a worker thread ahead of the step.
+
+``--quality N`` also trains the bundled configuration from the same initialisation for N
+steps in fp32 and with the defaults on the same synthetic denoising pairs, and scores both
+final models in fp32 on held-out pairs (validation PSNR after the same number of steps).
 
 Steps/s are measured after warm-up steps. Peak memory is ``torch.cuda.max_memory_allocated``
 on CUDA and the worker process's peak resident set size (``getrusage``) on CPU.
@@ -30,6 +37,7 @@ import time
 CONFIGS = {
     "tiny": {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "num_cab": 1},
     "small": {"n_feat": 32, "scale_unetfeats": 16, "scale_orsnetfeats": 16, "num_cab": 4},
+    "bundled": {"n_feat": 32, "scale_unetfeats": 16, "scale_orsnetfeats": 16, "num_cab": 2},
     "denoise": {"n_feat": 80, "scale_unetfeats": 48, "scale_orsnetfeats": 32, "num_cab": 8},
 }
 
@@ -87,10 +95,11 @@ def _worker(spec: dict) -> dict:
         def tick(event: dict) -> None:
             times.append(time.perf_counter())
 
+        forced = {"precision": "fp32", "channels_last": False} if spec["mode"] == "fp32" else {}
         result = finetune(list(noisy), list(clean), model=net, steps=total, patch_size=patch,
                           batch_size=batch, learning_rate=1e-4, device=spec["device"],
                           val_fraction=0, normalize="none", callback=tick,
-                          compile=spec.get("compile", False))
+                          compile=spec.get("compile", False), **forced)
         precision = result.precision + (" compiled" if spec.get("compile") else "")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -98,6 +107,43 @@ def _worker(spec: dict) -> dict:
     rate = (len(measured) - 1) / (measured[-1] - measured[0])
     return {"steps_per_s": rate, "peak_bytes": _peak_bytes(device), "precision": precision,
             "device": describe_device(device), "threads": torch.get_num_threads()}
+
+
+def _quality_worker(spec: dict) -> dict:
+    """Train from one initialisation for ``steps``; held-out PSNR of the result in fp32."""
+    import numpy as np
+    import torch
+
+    from napari_mprnet.model import MPRNet, MPRNetConfig
+    from napari_mprnet.training.degradations import PairGenerator
+    from napari_mprnet.training.metrics import psnr
+    from napari_mprnet.training.trainer import finetune
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    train = PairGenerator("denoise", "train", 96, 0, pool_size=16,
+                          pool_image_size=128).pairs(64)
+    val = PairGenerator("denoise", "val", 128, 0, pool_size=8, pool_image_size=128).pairs(8)
+    torch.manual_seed(0)
+    net = MPRNet(MPRNetConfig(**CONFIGS["bundled"]))
+    forced = {"precision": "fp32", "channels_last": False} if spec["mode"] == "fp32" else {}
+    started = time.perf_counter()
+    result = finetune(train[0], train[1], model=net, steps=spec["steps"], patch_size=64,
+                      batch_size=8, learning_rate=4e-4, device=spec["device"], val_fraction=0,
+                      normalize="none", seed=0, **forced)
+    elapsed = time.perf_counter() - started
+    model = result.model.float().eval()
+    scores = []
+    with torch.inference_mode():
+        for noisy, clean in zip(*val):
+            grey = noisy.ndim == 2
+            x = torch.from_numpy(noisy[None, None] if grey else noisy.transpose(2, 0, 1)[None])
+            x = x.expand(-1, 3, -1, -1) if grey else x
+            out = model(x.contiguous())[0][0].clamp(0, 1)
+            out = out.mean(0) if grey else out.permute(1, 2, 0)
+            scores.append(psnr(out.numpy(), clean))
+    return {"val_psnr": float(np.mean(scores)), "precision": result.precision,
+            "seconds": elapsed}
 
 
 def _run_worker(spec: dict) -> dict:
@@ -118,10 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time compile=True")
+    parser.add_argument("--configs", default=None,
+                        help="comma-separated configurations (default tiny,small[,denoise])")
+    parser.add_argument("--patch", type=int, help="patch side for every configuration")
+    parser.add_argument("--batch", type=int, help="batch size for every configuration")
+    parser.add_argument("--quality", type=int, default=0, metavar="STEPS",
+                        help="also compare held-out PSNR after STEPS steps, fp32 vs defaults")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        worker = _quality_worker if spec.get("quality") else _worker
+        print(json.dumps(worker(spec)))
         return 0
 
     import torch
@@ -130,18 +184,25 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    names = ["tiny", "small"] + (["denoise"] if args.full else [])
+    names = (args.configs.split(",") if args.configs
+             else ["tiny", "small"] + (["denoise"] if args.full else []))
     shapes = {  # (patch, batch) per configuration
         "tiny": (64, 4) if args.quick or not gpu else (128, 16),
         "small": (64, 2) if not gpu else ((64, 8) if args.quick else (128, 16)),
+        "bundled": (64, 8) if not gpu else (128, 16),
         "denoise": (64, 1) if not gpu else (128, 8 if args.quick else 16),
     }
+    for name in names:
+        if name not in CONFIGS:
+            parser.error(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
+        patch, batch = shapes[name]
+        shapes[name] = (args.patch or patch, args.batch or batch)
     steps = args.steps or (5 if args.quick else (40 if gpu else 10))
     warmup = 2 if args.quick else 5
     rows = []
     for name in names:
         patch, batch = shapes[name]
-        modes = [("plain", False), ("finetune", False)]
+        modes = [("plain", False), ("fp32", False), ("finetune", False)]
         if args.compile:
             modes.append(("finetune", True))
         base = None
@@ -162,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for name, patch, batch, mode, res, base in rows:
+        mode = "finetune32" if mode == "fp32" else mode
         if "error" in res:
             print(f"{name:8} {patch:5d} {batch:5d} {mode:10} failed: {res['error']}")
             continue
@@ -171,6 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8} {patch:5d} {batch:5d} {mode:10} {res['precision']:14} {rate:9.2f} "
               f"{rate * batch * patch * patch / 1e6:8.2f} {res['peak_bytes'] / 2**20:9.0f} "
               f"{ratio}")
+    if args.quality:
+        print(f"\nheld-out PSNR after {args.quality} steps (bundled config, patch 64, batch 8, "
+              "scored in fp32):")
+        for mode in ("fp32", "finetune"):
+            spec = {"quality": True, "mode": mode, "device": str(device), "threads": args.threads,
+                    "steps": args.quality}
+            res = _run_worker(spec)
+            if "error" in res:
+                print(f"  {mode:10} failed: {res['error']}")
+                continue
+            print(f"  {res['precision']:5} {res['val_psnr']:7.3f} dB  "
+                  f"({res['seconds']:.0f} s, {args.quality / res['seconds']:.3f} steps/s)")
     return 0
 
 

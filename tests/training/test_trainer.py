@@ -376,3 +376,38 @@ def test_bf16_autocast_and_channels_last_on_cpu():
     assert all(math.isfinite(h["loss"]) for h in result.history)
     with pytest.raises(ValueError, match="precision"):
         _small_run(steps=2, precision="fp8")
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    """None/"auto" train in bf16 + channels-last where the CPU has native bf16, fp32 without."""
+    seen = []
+    real_to = MPRNet.to
+
+    def spy_to(self, *args, **kwargs):
+        seen.append(kwargs.get("memory_format"))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(MPRNet, "to", spy_to)
+    monkeypatch.setenv("NAPARI_MPRNET_CPU_BF16", "1")
+    for precision in (None, "auto"):
+        result = _small_run(steps=2, precision=precision, val_every=2)
+        assert result.precision == "bf16" and result.metadata["provenance"]["precision"] == "bf16"
+    assert torch.channels_last in seen
+    seen.clear()
+    monkeypatch.setenv("NAPARI_MPRNET_CPU_BF16", "0")  # forced: a CPU without bf16
+    result = _small_run(steps=2, precision="auto", val_every=2)
+    assert result.precision == "fp32" and result.steps_done == 2
+    assert torch.channels_last not in seen
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+
+
+def test_bf16_training_keeps_fp32_master_weights_and_the_guard(monkeypatch):
+    from napari_mprnet.training import losses
+
+    result = _small_run(steps=2, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    monkeypatch.setattr(trainer, "mprnet_loss",
+                        lambda *a, **k: losses.mprnet_loss(*a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss is nan"):
+        _small_run(steps=2, precision="bf16")
+

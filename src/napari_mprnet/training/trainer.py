@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.devices import resolve_device
+from ..engine.devices import cpu_supports_bf16, resolve_device
 from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.runner import PRECISIONS, normalize_precision
 from ..model.arch import MPRNet
@@ -33,6 +33,7 @@ from . import distributed as _ddp
 from .data import PairSet, PatchSampler, center_crops, load_pairs, split_pairs
 from .losses import mprnet_loss
 from .metrics import psnr, ssim
+from .prefetch import BatchPrefetcher
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -220,11 +221,22 @@ def _check_args(args: dict) -> dict:
 
 
 def _choose_precision(precision: str | None, device: torch.device) -> str:
-    if precision is None:
+    """None/"auto": bf16 on CUDA (fp16 where bf16 is unsupported) and on CPUs that compute
+    bf16 natively (AVX512-BF16/AMX), fp32 elsewhere; otherwise the name, validated."""
+    if precision is None or (isinstance(precision, str) and precision.lower() == "auto"):
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and cpu_supports_bf16():
+            return "bf16"
         return "fp32"
     return normalize_precision(precision, device)
+
+
+def _choose_channels_last(channels_last: bool | None, device: torch.device, prec: str) -> bool:
+    """Default: on CUDA, and on a CPU training in bf16 (where it is measured faster)."""
+    if channels_last is not None:
+        return bool(channels_last)
+    return device.type == "cuda" or (device.type == "cpu" and prec == "bf16")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -453,9 +465,10 @@ def finetune(
         Checkpoint file (``.pt``), replaced atomically; read it with ``resume_from``.
     device : str
         "auto", "cpu", "cuda", "cuda:N" or "mps".
-    precision : {"fp32", "fp16", "bf16"}, optional
-        Autocast precision; default bf16 (fp16 with loss scaling where bf16 is unsupported)
-        on CUDA, fp32 elsewhere.
+    precision : {"auto", "fp32", "fp16", "bf16"}, optional
+        Autocast precision (the weights and the optimiser stay fp32). None or "auto": bf16
+        on CUDA (fp16 with loss scaling where bf16 is unsupported) and on CPUs that compute
+        bf16 natively (AVX512-BF16 or AMX), fp32 elsewhere.
     grad_clip : float or None
         Clip the gradient norm to this value (None or 0: no clipping).
     normalize : {"auto", "percentile", "range", "none"} or Normalization
@@ -472,7 +485,7 @@ def finetune(
         ``val_psnr``/``val_ssim`` after validation). Returning False or raising
         :class:`StopTraining` stops training after that step.
     channels_last : bool, optional
-        Channels-last memory format; default on CUDA.
+        Channels-last memory format; default on CUDA and when a CPU trains in bf16.
     compile : bool
         Train through ``torch.compile`` (falls back to eager mode if unavailable).
     distributed : bool, optional
@@ -514,7 +527,7 @@ def finetune(
         dev = ddp.device
     is_main = ddp is None or ddp.is_main
     prec = _choose_precision(precision, dev)
-    use_channels_last = dev.type == "cuda" if channels_last is None else bool(channels_last)
+    use_channels_last = _choose_channels_last(channels_last, dev, prec)
     if save_to is not None and Path(save_to).suffix.lower() not in (".safetensors", ".pth",
                                                                       ".pt"):
         raise ValueError(f"save_to must end in .safetensors (or .pth), got '{save_to}'")
@@ -588,6 +601,10 @@ def finetune(
             return contextlib.nullcontext()
         return torch.autocast(device_type=dev.type, dtype=autocast_dtype)
 
+    def val_autocast() -> contextlib.AbstractContextManager:
+        # on a CPU validation scores the fp32 model (cheap next to training; exact numbers)
+        return contextlib.nullcontext() if dev.type == "cpu" else autocast()
+
     trained: torch.nn.Module = net if ddp is None else ddp.wrap(net)
     forward: Callable = trained
     compiled = False
@@ -619,7 +636,7 @@ def finetune(
         start_step = int(ckpt["step"])
     elif val_crops:
         base_val["val_psnr"], base_val["val_ssim"] = _evaluate_shared(
-            net, val_crops, dev, autocast, use_channels_last, ddp
+            net, val_crops, dev, val_autocast, use_channels_last, ddp
         )
 
     run_args = {
@@ -631,13 +648,15 @@ def finetune(
         "world_size": 1 if ddp is None else ddp.world_size,
     }
     last_ckpt_step: int | None = start_step if ckpt is not None else None
+    #: the sampler's state after the last batch a step used (the worker draws ahead of it)
+    consumed = {"sampler": sampler.state_dict()}
 
     def write_checkpoint(step: int) -> None:
         nonlocal last_ckpt_step
         if ckpt_path is None:
             return
         ranks = None if ddp is None else ddp.gather({  # every rank's sampler and RNG state
-            "sampler": _plain(sampler.state_dict()), "torch_rng": torch.get_rng_state(),
+            "sampler": _plain(consumed["sampler"]), "torch_rng": torch.get_rng_state(),
         })
 
         def save() -> None:
@@ -654,7 +673,7 @@ def finetune(
                     "min_learning_rate": args["min_learning_rate"],
                 },
                 "scaler": scaler.state_dict() if use_scaler else {},
-                "sampler": _plain(sampler.state_dict()),
+                "sampler": _plain(consumed["sampler"]),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": list(torch.cuda.get_rng_state_all()) if dev.type == "cuda" else [],
                 "history": _plain(history),
@@ -700,70 +719,74 @@ def finetune(
             else None,
         )
 
-    for step in range(start_step + 1, steps + 1):
-        lr = learning_rate_at(step, steps, args["learning_rate"], args["min_learning_rate"],
-                              warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = sampler.sample()
-        x = x.to(dev, non_blocking=True)
-        y = y.to(dev, non_blocking=True)
-        if use_channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = y.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
-        try:
-            with autocast():
-                outputs = forward(x)
-        except Exception as err:
-            if not compiled:
-                raise
-            warnings.warn(f"torch.compile failed ({err}); training without it", stacklevel=2)
-            forward, compiled = trained, False
-            with autocast():
-                outputs = forward(x)
-        loss = mprnet_loss([o.float() for o in outputs], y, args["edge_weight"])
-        loss_value = float(loss.detach())
-        if ddp is not None:  # the mean over ranks: non-finite on every rank if on any
-            loss_value = ddp.mean(loss_value)
-        if not math.isfinite(loss_value):
-            raise diverged(step, f"loss is {loss_value}", lr)
-        scaler.scale(loss).backward()
-        if use_scaler:
-            scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if not math.isfinite(grad_norm) and not use_scaler:
-            raise diverged(step, f"gradient norm is {grad_norm}", lr)
-        scaler.step(optimizer)
-        scaler.update()
-
-        entry: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr,
-                                 "grad_norm": grad_norm}
-        if val_crops and (step % val_every == 0 or step == steps):
-            val_psnr, val_ssim = _evaluate_shared(net, val_crops, dev, autocast,
-                                                  use_channels_last, ddp)
-            entry["val_psnr"], entry["val_ssim"] = val_psnr, val_ssim
-            if best["val_psnr"] is None or val_psnr > best["val_psnr"]:
-                best = {"step": step, "val_psnr": val_psnr, "val_ssim": val_ssim}
-                best_state = _cpu_state(net)
-        history.append(entry)
-
-        if callback is not None and is_main:
-            event = {"steps": steps, **entry}
+    batches = BatchPrefetcher(sampler.sample, sampler.state_dict)
+    try:
+        for step in range(start_step + 1, steps + 1):
+            lr = learning_rate_at(step, steps, args["learning_rate"], args["min_learning_rate"],
+                                  warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            (x, y), consumed["sampler"] = batches.next()
+            x = x.to(dev, non_blocking=True)
+            y = y.to(dev, non_blocking=True)
+            if use_channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+                y = y.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
             try:
-                stopped = callback(event) is False
-            except StopTraining:
-                stopped = True
-            except BaseException:
-                if ddp is not None:
-                    ddp.share_stop(False, failed=True)
-                raise
-        if ddp is not None:
-            stopped = ddp.share_stop(stopped)
-        if ckpt_path is not None and (stopped or step % ckpt_every == 0 or step == steps):
-            write_checkpoint(step)
-        if stopped:
-            break
+                with autocast():
+                    outputs = forward(x)
+            except Exception as err:
+                if not compiled:
+                    raise
+                warnings.warn(f"torch.compile failed ({err}); training without it", stacklevel=2)
+                forward, compiled = trained, False
+                with autocast():
+                    outputs = forward(x)
+            loss = mprnet_loss([o.float() for o in outputs], y, args["edge_weight"])
+            loss_value = float(loss.detach())
+            if ddp is not None:  # the mean over ranks: non-finite on every rank if on any
+                loss_value = ddp.mean(loss_value)
+            if not math.isfinite(loss_value):
+                raise diverged(step, f"loss is {loss_value}", lr)
+            scaler.scale(loss).backward()
+            if use_scaler:
+                scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            if not math.isfinite(grad_norm) and not use_scaler:
+                raise diverged(step, f"gradient norm is {grad_norm}", lr)
+            scaler.step(optimizer)
+            scaler.update()
+
+            entry: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr,
+                                     "grad_norm": grad_norm}
+            if val_crops and (step % val_every == 0 or step == steps):
+                val_psnr, val_ssim = _evaluate_shared(net, val_crops, dev, val_autocast,
+                                                      use_channels_last, ddp)
+                entry["val_psnr"], entry["val_ssim"] = val_psnr, val_ssim
+                if best["val_psnr"] is None or val_psnr > best["val_psnr"]:
+                    best = {"step": step, "val_psnr": val_psnr, "val_ssim": val_ssim}
+                    best_state = _cpu_state(net)
+            history.append(entry)
+
+            if callback is not None and is_main:
+                event = {"steps": steps, **entry}
+                try:
+                    stopped = callback(event) is False
+                except StopTraining:
+                    stopped = True
+                except BaseException:
+                    if ddp is not None:
+                        ddp.share_stop(False, failed=True)
+                    raise
+            if ddp is not None:
+                stopped = ddp.share_stop(stopped)
+            if ckpt_path is not None and (stopped or step % ckpt_every == 0 or step == steps):
+                write_checkpoint(step)
+            if stopped:
+                break
+    finally:
+        batches.close()
 
     steps_done = step
     if stopped and history:
