@@ -14,6 +14,15 @@ fluorescence images drawn from the validation seeds. Fixed seeds throughout.
   Richardson-Lucy (30 iterations) and Wiener (balance 0.01), both given the true kernel.
 - derain: light and heavy synthetic rain on the held-out photographs (colour and grey).
 
+With ``--corpus DIR`` (a real-image corpus built by ``tools/build_corpus.py``) the held-out
+images are real instead: one 256-px crop per scene of the corpus's *benchmark* split (never
+trained on, never used for validation): photographs (grey for the noise rows, colour and grey
+for rain) and grey microscopy fields (8-bit widefield DNA fields with large dark backgrounds,
+a 9-bit FISH field, a brightfield field). Rows then also carry per-image results and the
+model's mean and worst difference to BM3D (dB). Poisson-Gaussian rows give BM3D the data after
+a generalised Anscombe transform (unit variance, sigma 1) and invert it with the closed-form
+unbiased inverse.
+
 Metrics are computed on results clipped to [0, 1] (data range 1); noisy inputs are fed to
 every method unclipped. The model runs as one whole-image tile ("model") and with
 ``--tile``-px tiles (overlap 32, or a quarter of smaller tiles); the "tiled - whole" column is the PSNR difference in dB.
@@ -22,6 +31,8 @@ every method unclipped. The model runs as one whole-image tile ("model") and wit
     python benchmarks/bench_quality.py --task all --markdown docs/quality.md
     python benchmarks/bench_quality.py --task deblur --weights my_deblur.safetensors
     python benchmarks/bench_quality.py --quick --json results.json   # or --json - (stdout)
+    python benchmarks/bench_quality.py --corpus ~/.cache/napari-mprnet/corpus \
+        --markdown docs/quality_denoise.md --pictures docs/images    # real held-out images
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ SEED = 2024
 TASKS = ("denoise", "deblur", "derain")
 DENOISE_SIGMAS = (15, 25, 50)
 PHOTON_LEVELS = (10, 30, 100, 300)
+REAL_SIGMAS = (5, 15, 25, 50)
+REAL_PHOTONS = (10, 30, 300, 1000)
 READ_NOISE = 2.0
 DEBLUR_KERNELS = {
     "gaussian s=2": {"kind": "gaussian", "sigma": 2.0},
@@ -100,6 +113,32 @@ def held_out_images(size: int, quick: bool) -> dict[str, list[tuple[str, np.ndar
     }
 
 
+def real_held_out_images(corpus: str, size: int, photos: int, fields: int
+                         ) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """One crop per scene of the corpus's benchmark split: the richest crop (gradient energy)
+    of the first ``photos`` photo scenes and ``fields`` grey microscopy fields (sorted ids)."""
+    from napari_mprnet.training.corpus import corpus_images
+
+    def per_scene(kind: str, count: int, grey_only: bool) -> list[tuple[str, np.ndarray]]:
+        best: dict[str, tuple[float, np.ndarray]] = {}
+        for arr, entry in corpus_images(corpus, "benchmark", kind, min_side=size):
+            if grey_only and arr.ndim == 3:
+                continue
+            energy = float(entry.get("gradient_energy", 0.0))
+            if entry["scene"] not in best or energy > best[entry["scene"]][0]:
+                best[entry["scene"]] = (energy, arr)
+        return [(scene, _centre_crop(best[scene][1], size).astype(np.float32))
+                for scene in sorted(best)[:count]]
+
+    colour = [(n, img) for n, img in per_scene("photo", photos * 2, False) if img.ndim == 3]
+    photo_list = per_scene("photo", photos, False)
+    return {
+        "photo grey": [(n, _grey(img).astype(np.float32)) for n, img in photo_list],
+        "photo colour": colour[: max(2, photos // 2)],
+        "microscopy": per_scene("microscopy", fields, True),
+    }
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -124,9 +163,28 @@ def nl_means(noisy: np.ndarray, _clean: np.ndarray, _info: dict) -> np.ndarray:
                             patch_distance=6, channel_axis=axis)
 
 
+def anscombe(counts: np.ndarray, read_noise: float) -> np.ndarray:
+    """Generalised Anscombe transform of photon counts plus Gaussian read noise (gain 1):
+    the result has a noise standard deviation of about 1."""
+    return 2.0 * np.sqrt(np.maximum(counts + 3.0 / 8.0 + read_noise**2, 0.0))
+
+
+def inverse_anscombe(value: np.ndarray, read_noise: float) -> np.ndarray:
+    """Closed-form approximation of the exact unbiased inverse of :func:`anscombe`."""
+    d = np.maximum(np.asarray(value, np.float64), 2.0 * np.sqrt(3.0 / 8.0))
+    r = np.sqrt(1.5)
+    out = 0.25 * d**2 + 0.25 * r / d - 11.0 / 8.0 / d**2 + 0.625 * r / d**3 - 0.125
+    return np.maximum(out - read_noise**2, 0.0)
+
+
 def bm3d_denoise(noisy: np.ndarray, _clean: np.ndarray, info: dict) -> np.ndarray:
     import bm3d
 
+    if "photons" in info:  # Poisson-Gaussian: BM3D on the variance-stabilised data
+        photons, read = info["photons"], info["read_noise"]
+        stabilised = anscombe(noisy * photons, read)
+        denoised = np.asarray(bm3d.bm3d(stabilised, sigma_psd=1.0), np.float64)
+        return (inverse_anscombe(denoised, read) / photons).astype(np.float32)
     sigma = info.get("sigma")
     if sigma is None:
         from skimage.restoration import estimate_sigma
@@ -173,6 +231,19 @@ def _shown_path(source: object) -> str:
         return str(path)
 
 
+def _model_from_checkpoint(path: str):
+    """The network of a ``finetune`` checkpoint: its best validated state, else its last."""
+    from napari_mprnet.model import MPRNet, MPRNetConfig
+    from napari_mprnet.training.trainer import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    net = MPRNet(MPRNetConfig(**ckpt["config"]))
+    net.load_state_dict(ckpt.get("best_state") or ckpt["model"])
+    net.metadata = {"task": ckpt.get("task"), "trained": True}
+    net.source = f"{path} (step {ckpt['step']}, best {ckpt.get('best', {}).get('step')})"
+    return net.eval()
+
+
 class ModelRunner:
     """Run a model whole-image and tiled; remembers the tiled - whole PSNR differences."""
 
@@ -180,7 +251,10 @@ class ModelRunner:
         from napari_mprnet.api import prepare_model
 
         self.task = task
-        self.model = prepare_model(weights or task, task)
+        if weights and str(weights).endswith(".pt"):  # a training checkpoint
+            self.model = _model_from_checkpoint(weights)
+        else:
+            self.model = prepare_model(weights or task, task)
         self.device = device
         self.tile = tile
         self.deltas: list[float] = []
@@ -204,8 +278,9 @@ class ModelRunner:
     def __call__(self, degraded: np.ndarray, clean: np.ndarray, _info: dict) -> np.ndarray:
         whole_tile = -(-max(degraded.shape[:2]) // 8) * 8
         whole = self._run(degraded, whole_tile)
-        tiled = self._run(degraded, self.tile)
-        self.deltas.append(_metrics(tiled, clean)[0] - _metrics(whole, clean)[0])
+        if self.tile:
+            tiled = self._run(degraded, self.tile)
+            self.deltas.append(_metrics(tiled, clean)[0] - _metrics(whole, clean)[0])
         return whole
 
 
@@ -216,6 +291,17 @@ def denoise_cases(images: dict, args: argparse.Namespace):
     from napari_mprnet.training import degradations as deg
 
     rng = np.random.default_rng(SEED)
+    if args.corpus:
+        for sigma in args.sigmas:
+            cases = [(name, clean, deg.gaussian_noise(clean, sigma / 255.0, rng),
+                      {"sigma": sigma / 255.0}) for name, clean in images["photo grey"]]
+            yield "photo grey", f"sigma {sigma:g}", cases
+        for photons in args.photons:
+            cases = [(name, clean, deg.poisson_gaussian(clean, photons, READ_NOISE, rng),
+                      {"photons": photons, "read_noise": READ_NOISE})
+                     for name, clean in images["microscopy"]]
+            yield "microscopy", f"{photons:g} photons", cases
+        return
     for sigma in args.sigmas:
         for group in ("natural grey", "dead leaves"):
             cases = []
@@ -238,7 +324,8 @@ def deblur_cases(images: dict, args: argparse.Namespace):
     for label, spec in DEBLUR_KERNELS.items():
         spec = dict(spec)
         kernel = deg.blur_kernel(spec.pop("kind"), **spec)
-        for group in ("natural grey", "fluorescence"):
+        for group in (("photo grey", "microscopy") if args.corpus
+                      else ("natural grey", "fluorescence")):
             cases = []
             for name, clean in images[group]:
                 blurred = deg.gaussian_noise(deg.blur(clean, kernel), DEBLUR_NOISE, rng)
@@ -251,7 +338,8 @@ def derain_cases(images: dict, args: argparse.Namespace):
 
     rng = np.random.default_rng(SEED + 2)
     for label, layers in RAIN_LEVELS.items():
-        for group in ("natural colour", "natural grey"):
+        for group in (("photo colour", "photo grey") if args.corpus
+                      else ("natural colour", "natural grey")):
             cases = []
             for name, clean in images[group]:
                 rained = clean
@@ -287,31 +375,91 @@ def _method_table(task: str, runner: ModelRunner | None, use_bm3d: bool) -> dict
 def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
     runner = None if args.no_model else ModelRunner(task, args.weights, args.device, args.tile)
     methods = _method_table(task, runner, not args.no_bm3d)
+    previous = _previous_rows(args.baselines_from)
     rows = []
+    kept: dict[tuple, dict] = {}
     for group, level, cases in CASES[task](images, args):
         row = {"task": task, "data": group, "level": level, "n": len(cases), "results": {}}
         if runner is not None:
             runner.deltas.clear()
+        names = [c[0] for c in cases]
         for method, fn in methods.items():
             if isinstance(fn, str):
                 row["results"][method] = {"status": fn}
                 continue
+            reused = previous.get((task, group, level, tuple(names)), {}).get(method)
+            if method != "model" and reused is not None and "per_image" in reused:
+                row["results"][method] = {**reused, "reused": True}
+                continue
             scores, started = [], time.perf_counter()
-            for _name, clean, degraded, info in cases:
+            for name, clean, degraded, info in cases:
                 out = degraded if fn is None else fn(degraded, clean, info)
-                scores.append(_metrics(np.asarray(out, np.float32), clean))
+                out = np.asarray(out, np.float32)
+                scores.append(_metrics(out, clean))
+                if f"{group} {level}" in args.picture_rows:
+                    kept.setdefault((group, level, name), {"clean": clean})[method] = out
             row["results"][method] = {
                 "psnr": float(np.mean([s[0] for s in scores])),
                 "ssim": float(np.mean([s[1] for s in scores])),
                 "seconds": time.perf_counter() - started,
             }
+            if args.corpus:
+                row["results"][method]["per_image"] = {
+                    name: round(sc[0], 3) for (name, *_), sc in zip(cases, scores)}
+        _versus_reference(row, "BM3D" if task == "denoise" else "Richardson-Lucy"
+                          if task == "deblur" else "input")
         if runner is not None and runner.deltas:
             row["tiled_minus_whole_db"] = float(np.mean(runner.deltas))
             row["tiled_minus_whole_max_abs_db"] = float(np.max(np.abs(runner.deltas)))
         rows.append(row)
         if not args.json_stdout:
             print(f"  {task:8s} {group:15s} {level:12s} done", file=sys.stderr, flush=True)
+    if args.pictures and kept:
+        _save_pictures(task, kept, rows, Path(args.pictures))
     return rows
+
+
+def _previous_rows(path: str | None) -> dict:
+    """Rows of an earlier real-image report, by (task, data, level, image names)."""
+    if not path:
+        return {}
+    report = json.loads(Path(path).read_text())
+    found = {}
+    for row in report["rows"]:
+        per = next((r["per_image"] for r in row["results"].values() if "per_image" in r), None)
+        if per is not None:
+            found[(row["task"], row["data"], row["level"], tuple(per))] = row["results"]
+    return found
+
+
+def _versus_reference(row: dict, reference: str) -> None:
+    """Mean and worst per-image PSNR difference model - reference (real-image mode)."""
+    model, ref = row["results"].get("model", {}), row["results"].get(reference, {})
+    if "per_image" not in model or "per_image" not in ref:
+        return
+    diffs = {n: model["per_image"][n] - ref["per_image"][n] for n in model["per_image"]}
+    worst = min(diffs, key=diffs.get)
+    row["versus"] = {"reference": reference, "mean_db": float(np.mean(list(diffs.values()))),
+                     "worst_db": float(diffs[worst]), "worst_image": worst}
+
+
+def _save_pictures(task: str, kept: dict, rows: list[dict], folder: Path) -> None:
+    """For each picture row: its worst image (model vs the reference) as a PNG strip
+    degraded | model | reference | clean, grey images shown with the same display range."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        worst = row.get("versus", {}).get("worst_image")
+        outs = kept.get((row["data"], row["level"], worst))
+        if outs is None:
+            continue
+        ref = row["versus"]["reference"]
+        panels = [outs["input"], outs["model"], outs.get(ref, outs["input"]), outs["clean"]]
+        high = max(float(np.percentile(outs["clean"], 99.8)), 1e-3)
+        strip = np.concatenate([np.clip(p / high, 0, 1) for p in panels], axis=1)
+        name = f"real_{task}_{row['data']}_{row['level']}".replace(" ", "_")
+        Image.fromarray((strip * 255).round().astype(np.uint8)).save(folder / f"{name}.png")
 
 
 # --------------------------------------------------------------------------- output
@@ -334,15 +482,23 @@ def markdown(report: dict) -> str:
         if not rows:
             continue
         methods = list(rows[0]["results"])
+        versus = rows[0].get("versus", {}).get("reference")
         lines.append(f"**{task}** - model: {report['models'].get(task, 'skipped')}")
         lines.append("")
-        header = ["data", "degradation", "n", *methods, f"tiled {report['tile']} - whole (dB)"]
+        header = ["data", "degradation", "n", *methods]
+        if versus:
+            header.append(f"model - {versus}: mean / worst (dB)")
+        header.append(f"tiled {report['tile']} - whole (dB)")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in rows:
             delta = r.get("tiled_minus_whole_db")
             cells = [r["data"], r["level"], str(r["n"])] + [_cell(r["results"][m])
                                                             for m in methods]
+            if versus:
+                v = r.get("versus")
+                cells.append(f"{v['mean_db']:+.2f} / {v['worst_db']:+.2f} ({v['worst_image']})"
+                             if v else "-")
             cells.append("-" if delta is None else f"{delta:+.3f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -357,12 +513,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="one image per group, 96 px (unless --size)")
     parser.add_argument("--size", type=int, help="image side (default 256, quick 96)")
-    parser.add_argument("--tile", type=int, default=128, help="tile size of the tiled run")
+    parser.add_argument("--tile", type=int, default=128,
+                        help="tile size of the tiled run (0: whole-image runs only)")
+    parser.add_argument("--baselines-from", metavar="JSON",
+                        help="reuse the baselines' results (not the model's) of the same rows "
+                        "and images from an earlier --corpus report written with --json")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sigmas", type=float, nargs="+", default=list(DENOISE_SIGMAS),
-                        help="Gaussian noise levels (/255) for denoise")
-    parser.add_argument("--photons", type=float, nargs="+", default=list(PHOTON_LEVELS),
-                        help="photon levels of the fluorescence rows for denoise")
+    parser.add_argument("--sigmas", type=float, nargs="+",
+                        help=f"Gaussian noise levels (/255) for denoise (default "
+                        f"{DENOISE_SIGMAS}; with --corpus {REAL_SIGMAS})")
+    parser.add_argument("--photons", type=float, nargs="+",
+                        help=f"photon levels of the fluorescence rows for denoise (default "
+                        f"{PHOTON_LEVELS}; with --corpus {REAL_PHOTONS})")
+    parser.add_argument("--corpus", metavar="DIR",
+                        help="real held-out images: the benchmark split of this corpus")
+    parser.add_argument("--photos", type=int, default=8, help="photographs per row (--corpus)")
+    parser.add_argument("--fields", type=int, default=4,
+                        help="microscopy fields per row (--corpus)")
+    parser.add_argument("--pictures", metavar="DIR",
+                        help="with --corpus: PNG strips (degraded | model | reference | clean) "
+                        "of the worst image of a few rows")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow on a CPU)")
     parser.add_argument("--no-model", action="store_true", help="baselines only")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
@@ -372,9 +542,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size = args.size or (96 if args.quick else 256)
     if args.size < 32:
         parser.error("--size must be >= 32")
-    if args.tile >= args.size:  # keep the tiled run tiled
+    if args.tile and args.tile >= args.size:  # keep the tiled run tiled
         args.tile = max(16, args.size // 2 // 8 * 8)
     args.json_stdout = args.json == "-"
+    real = args.corpus is not None
+    args.sigmas = args.sigmas or list(REAL_SIGMAS if real else DENOISE_SIGMAS)
+    args.photons = args.photons or list(REAL_PHOTONS if real else PHOTON_LEVELS)
+    args.picture_rows = (("photo grey sigma 25", "microscopy 300 photons",
+                          "microscopy defocus r=3", "photo colour heavy")
+                         if real and args.pictures else ())
     return args
 
 
@@ -382,7 +558,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    images = held_out_images(args.size, args.quick)
+    images = (real_held_out_images(args.corpus, args.size, args.photos, args.fields)
+              if args.corpus else held_out_images(args.size, args.quick))
     rows, models = [], {}
     for task in tasks:
         if not args.no_model:
@@ -390,7 +567,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.extend(run_task(task, args, images))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
+        "mode": ("real held-out images" if args.corpus else "quick" if args.quick
+                 else "full"),
         "size": args.size,
         "tile": args.tile,
         "seed": SEED,

@@ -12,6 +12,17 @@ safetensors with full provenance, and ``registry.json`` in the output folder is 
     python tools/train_defaults.py --task all --device cuda --minutes 10 --refresh 4
     python tools/train_defaults.py --task derain --dry-run          # build the data, print the plan
     python tools/train_defaults.py --tiny --steps 3 --out-dir /tmp/models   # smoke run
+    python tools/train_defaults.py --task denoise --corpus ~/.cache/napari-mprnet/corpus \
+        --init-from src/napari_mprnet/pretrained/denoise.safetensors --steps 8000 \
+        --checkpoint /work/train/denoise/checkpoint.pt --out-dir /work/train/denoise
+
+With ``--corpus`` (a folder built by ``tools/build_corpus.py``) the clean pool comes from real
+photographs and microscopy fields of the corpus's train split (plus a little procedural data,
+see ``CORPUS_FAMILIES``) and validation from its val split; its benchmark split is never read
+here. ``--checkpoint FILE`` writes a resumable checkpoint every ``--checkpoint-every`` steps
+and, when FILE exists at start, continues from it (same arguments: a killed run is restarted
+with the very same command). ``--stop-file FILE`` ends the run cleanly (model written) as soon
+as FILE exists.
 
 With ``--minutes`` and no ``--steps`` the number of steps is calibrated by a short timing probe
 so that the cosine schedule ends within the budget; the budget is also enforced (a clean stop
@@ -42,19 +53,26 @@ DEFAULT_CONFIG = {"n_feat": 32, "scale_unetfeats": 16, "scale_orsnetfeats": 16, 
 TINY_CONFIG = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "num_cab": 1}
 DEFAULT_STEPS = 20000
 PROBE_STEPS = 12
+#: Training mix with --corpus: mostly real images, some procedural variety.
+CORPUS_FAMILIES = {"photo": 0.5, "microscopy": 0.35, "fluorescence": 0.1, "dead_leaves": 0.05}
+#: Validation mix with --corpus (real images of the corpus's val split only).
+CORPUS_VAL_FAMILIES = {"photo": 0.6, "microscopy": 0.4}
 
 
 def _family_weights(text: str) -> dict[str, float]:
     """Parse ``natural=0.6,dead_leaves=0.2`` into a family -> weight dict."""
+    from napari_mprnet.training.corpus import REAL_FAMILIES
     from napari_mprnet.training.synthetic import FAMILIES
 
+    known = (*FAMILIES, *REAL_FAMILIES)
     weights: dict[str, float] = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
         name = name.strip()
-        if name not in FAMILIES:
+        if name not in known:
             raise argparse.ArgumentTypeError(
-                f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+                f"unknown family {name!r}; choose from {', '.join(known)} (the last two "
+                "need --corpus)")
         try:
             weights[name] = float(value)
         except ValueError:
@@ -105,6 +123,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-from", type=Path, metavar="MODEL",
                    help="continue training from this model file (same configuration, one "
                    "task) instead of a fresh network; its provenance is kept in the new file")
+    p.add_argument("--corpus", type=Path, metavar="DIR",
+                   help="real-image corpus built by tools/build_corpus.py: train on its train "
+                   "split, validate on its val split")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="resumable checkpoint, written every --checkpoint-every steps; "
+                   "continued from when it exists (rerun the same command after a kill)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--stop-file", type=Path, metavar="FILE",
+                   help="stop cleanly (model and checkpoint written) once this file exists")
     p.add_argument("--out-dir", type=Path, default=PACKAGE_DIR,
                    help="where {task}.safetensors and registry.json go (default: the package)")
     p.add_argument("--dry-run", action="store_true",
@@ -131,6 +158,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.refresh < 1:
         p.error("--refresh must be >= 1")
     args.tasks = list(TASKS) if args.task == "all" else [args.task]
+    if args.corpus is not None:
+        from napari_mprnet.training.corpus import read_manifest
+
+        args.corpus = args.corpus.expanduser()
+        try:
+            read_manifest(args.corpus)
+        except ValueError as err:
+            p.error(str(err))
+        args.families = args.families or dict(CORPUS_FAMILIES)
+    elif args.families and set(args.families) - {"natural", "dead_leaves", "fluorescence"}:
+        p.error("the families photo and microscopy need --corpus")
+    if args.checkpoint is not None and len(args.tasks) != 1:
+        p.error("--checkpoint belongs to one run: give a single --task")
+    if args.checkpoint is not None and not args.steps:
+        p.error("--checkpoint needs --steps (a resumed run must plan the same schedule)")
     if args.init_from is not None and len(args.tasks) != 1:
         p.error("--init-from continues one model: give a single --task")
     return args
@@ -202,6 +244,34 @@ def _continued_model(path: Path, config: dict, task: str):
     return model, origin
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path``, None when there is none yet."""
+    if not path.exists():
+        return None
+    from napari_mprnet.training.trainer import load_checkpoint
+
+    return int(load_checkpoint(path)["step"])
+
+
+def _corpus_summary(folder: Path) -> dict:
+    """What the provenance records about the corpus: sources, licences, counts per split."""
+    from napari_mprnet.training.corpus import read_manifest
+
+    manifest = read_manifest(folder)
+    sources: dict[str, dict] = {}
+    for entry in manifest["entries"]:
+        if entry["split"] == "benchmark":
+            continue
+        package = (f"{entry['registry']}:{entry['package']}=={entry['version']}"
+                   if {"registry", "package", "version"} <= set(entry) else None)
+        src = sources.setdefault(entry.get("source", "?"), {
+            "package": package, "licence": entry.get("licence"), "kind": entry["kind"],
+            "crops": 0})
+        src["crops"] += 1
+    return {"builder": "tools/build_corpus.py", "counts": manifest["counts"],
+            "sources": sources}
+
+
 def _finetune_kwargs(args: argparse.Namespace, steps: int, seed: int) -> dict:
     return {
         "steps": steps, "patch_size": args.patch_size, "batch_size": args.batch_size,
@@ -237,9 +307,13 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     seed = args.seed * 100 + task_index
     started = time.perf_counter()
     gen = PairGenerator(task, "train", args.crop, seed, pool_size=args.pool_size,
-                        pool_image_size=args.pool_image_size, families=args.families)
+                        pool_image_size=args.pool_image_size, families=args.families,
+                        corpus=args.corpus)
+    val_kwargs = ({"families": dict(CORPUS_VAL_FAMILIES), "corpus": args.corpus}
+                  if args.corpus is not None else {})
     val_gen = PairGenerator(task, "val", args.val_size, seed, pool_size=max(args.val_pairs, 1),
-                            pool_image_size=max(args.val_size, args.pool_image_size // 2))
+                            pool_image_size=max(args.val_size, args.pool_image_size // 2),
+                            **val_kwargs)
     val = val_gen.pairs(args.val_pairs)
     train = gen.pairs(args.pairs)
     data_seconds = time.perf_counter() - started
@@ -263,6 +337,8 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
         "minutes": args.minutes, "out": str(args.out_dir / f"{task}.safetensors"),
         "init_from": str(args.init_from) if args.init_from else None,
         "families": args.families or FAMILIES,
+        "corpus": str(args.corpus) if args.corpus else None,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
     }
     try:
         import napari_mprnet.training.trainer as trainer_module
@@ -288,9 +364,21 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     result = None
     out_of_time = False
     with tempfile.TemporaryDirectory(prefix=f"train_{task}_") as tmp:
-        ckpt = Path(tmp) / "checkpoint.pt"
+        ckpt = args.checkpoint or Path(tmp) / "checkpoint.pt"
+        persistent = args.checkpoint is not None
+        resumed_at = _checkpoint_step(ckpt) if persistent else None
+        first_chunk = 0
+        if resumed_at is not None:  # continue a killed run: replay its data refreshes
+            first_chunk = next((i for i, b in enumerate(bounds) if b > resumed_at),
+                               len(bounds) - 1)
+            for _ in range(first_chunk):
+                train = gen.pairs(args.pairs)
+            print(f"[{task}] resuming from {ckpt} at step {resumed_at}", file=sys.stderr,
+                  flush=True)
         for chunk, end in enumerate(bounds):
-            if chunk > 0:
+            if chunk < first_chunk:
+                continue
+            if chunk > first_chunk:
                 train = gen.pairs(args.pairs)
 
             def callback(event: dict, end: int = end) -> bool:
@@ -299,7 +387,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
                     extra = (f" val {event['val_psnr']:.2f} dB" if "val_psnr" in event else "")
                     print(f"[{task}] step {event['step']}/{steps} loss {event['loss']:.4f} "
                           f"lr {event['lr']:.2e}{extra}", file=sys.stderr, flush=True)
-                if budget.left() <= 0:
+                if budget.left() <= 0 or (args.stop_file and args.stop_file.exists()):
                     out_of_time = True
                     raise StopTraining
                 return not (event["step"] >= end and end < steps)
@@ -307,9 +395,10 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
             result = finetune(
                 train[0], train[1], model=model, val_inputs=val[0], val_targets=val[1],
                 **_finetune_kwargs(args, steps, seed), callback=callback,
-                checkpoint_path=ckpt if len(bounds) > 1 else None,
-                checkpoint_every=steps if len(bounds) > 1 else None,
-                resume_from=ckpt if chunk > 0 else None,
+                checkpoint_path=ckpt if len(bounds) > 1 or persistent else None,
+                checkpoint_every=(args.checkpoint_every if persistent
+                                  else steps if len(bounds) > 1 else None),
+                resume_from=ckpt if chunk > 0 or resumed_at is not None else None,
             )
             if out_of_time:
                 break
@@ -319,7 +408,9 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     provenance = {
         "script": SCRIPT_NAME, "script_version": SCRIPT_VERSION, "seed": seed,
         "data": {
-            "families": args.families or FAMILIES, "natural_train": list(NATURAL_TRAIN),
+            "families": args.families or FAMILIES,
+            "corpus": _corpus_summary(args.corpus) if args.corpus else None,
+            "natural_train": list(NATURAL_TRAIN),
             "natural_val": list(NATURAL_VAL), "train_pairs_per_refresh": args.pairs,
             "refreshes": args.refresh, "crop": args.crop, "pool_size": args.pool_size,
             "pool_image_size": args.pool_image_size, "val_pairs": args.val_pairs,
@@ -350,8 +441,11 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     cfg = args.config
     summary = (
         f"default {task} model (MPRNet n_feat {cfg['n_feat']}, {n_params / 1e6:.1f} M params), "
-        f"trained {total_steps} steps on synthetic data; held-out validation PSNR "
-        f"{result.best_val_psnr:.2f} dB (degraded input {val_input_psnr:.2f} dB)"
+        f"trained {total_steps} steps on "
+        f"{'real and synthetic' if args.corpus else 'synthetic'} data; " + (
+            f"held-out validation PSNR {result.best_val_psnr:.2f} dB (degraded input "
+            f"{val_input_psnr:.2f} dB)" if result.best_val_psnr is not None
+            else "not validated (stopped before the first validation)")
     )
     metadata = {"task": task, "trained": True, "summary": summary,
                 "normalization": result.metadata.get("normalization"),

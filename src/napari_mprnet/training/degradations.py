@@ -445,6 +445,9 @@ class PairGenerator:
         and :meth:`sample` returns tensors.
     families : dict, optional
         Family weights of the clean pool.
+    corpus : path, optional
+        A real-image corpus for the families ``photo`` and ``microscopy``
+        (:mod:`~napari_mprnet.training.corpus`).
     """
 
     def __init__(
@@ -460,6 +463,7 @@ class PairGenerator:
         channels: int = 3,
         device: Any = None,
         families: dict[str, float] | None = None,
+        corpus: Any = None,
     ) -> None:
         from .synthetic import clean_image_pool
 
@@ -476,7 +480,8 @@ class PairGenerator:
         side = int(pool_image_size or max(2 * self.size, 256))
         if side < self.size:
             raise ValueError(f"pool_image_size ({side}) must be >= size ({self.size})")
-        images = clean_image_pool(split, side, pool_size, seed, families=families)
+        images = clean_image_pool(split, side, pool_size, seed, families=families,
+                                  corpus=corpus)
         self.grey = np.array([img.ndim == 2 for img in images])
         self.pool = np.stack(
             [np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img for img in images]

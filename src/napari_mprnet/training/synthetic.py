@@ -346,6 +346,7 @@ def clean_image_pool(
     seed: int = 0,
     *,
     families: dict[str, float] | None = None,
+    corpus: str | None = None,
     return_info: bool = False,
 ) -> list[np.ndarray] | tuple[list[np.ndarray], list[dict]]:
     """A deterministic mix of clean images from all families.
@@ -363,6 +364,10 @@ def clean_image_pool(
         Base seed.
     families : dict, optional
         Family -> weight; default :data:`FAMILIES`. A family with weight 0 is never drawn.
+        With ``corpus``, also the real families ``photo`` and ``microscopy``.
+    corpus : path, optional
+        A real-image corpus (:mod:`~napari_mprnet.training.corpus`): real families are
+        cropped from its crops of this split that are at least ``size`` px.
     return_info : bool
         Also return one dict per image (family, source name or kind, colour).
 
@@ -374,10 +379,14 @@ def clean_image_pool(
     """
     _check_split(split)
     height, width = _check_size(size)
+    from .corpus import REAL_FAMILIES, corpus_images
+
     weights = dict(FAMILIES if families is None else families)
-    unknown = set(weights) - set(FAMILIES)
-    if unknown or not weights or sum(weights.values()) <= 0:
-        raise ValueError(f"families must map some of {list(FAMILIES)} to weights, got {families}")
+    known = list(FAMILIES) + (list(REAL_FAMILIES) if corpus is not None else [])
+    if set(weights) - set(known) or not weights or sum(weights.values()) <= 0:
+        raise ValueError(f"families must map some of {known} to weights, got {families}")
+    real = {kind: corpus_images(corpus, split, kind, min_side=max(height, width))
+            for kind in REAL_FAMILIES if weights.get(kind, 0) > 0}
     names = list(weights)
     probs = np.array([weights[n] for n in names], np.float64)
     probs /= probs.sum()
@@ -390,6 +399,10 @@ def clean_image_pool(
         if family == "natural":
             source = natural_names[int(rng.integers(len(natural_names)))]
             img = _random_crop(natural[source], height, width, rng)
+        elif family in real:
+            crop, entry = real[family][int(rng.integers(len(real[family])))]
+            source = entry["crop_id"]
+            img = _random_crop(crop, height, width, rng)
         elif family == "dead_leaves":
             source = "dead_leaves"
             img = dead_leaves((height, width), rng, color=bool(rng.random() < 0.7))
