@@ -212,25 +212,10 @@ def blind_spot_loss(
 ) -> Tensor:
     """The paper's Charbonnier loss summed over the stages, at masked pixels only.
 
-    Parameters
-    ----------
-    stages : sequence of torch.Tensor
-        Stage outputs of the network applied to the *masked* input, each like ``noisy``.
-    noisy : torch.Tensor
-        The unmasked noisy patches (B, C, H, W): the targets at the masked pixels.
-    mask : torch.Tensor
-        (B, 1, H, W) from :func:`mask_batch`.
-    eps : float
-        Charbonnier constant.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar.
+    ``stages`` are the network's outputs for the *masked* input (a list, finest first),
+    ``noisy`` the unmasked patches (B, C, H, W) and ``mask`` (B, 1, H, W) from
+    :func:`mask_batch`; returns a scalar tensor.
     """
-    if isinstance(stages, Tensor):
-        raise TypeError("stages must be a sequence of tensors (one per stage), not one tensor")
-    stages = list(stages)
-    if not stages:
-        raise ValueError("stages is empty: need at least one stage output")
+    if isinstance(stages, Tensor) or not len(stages):
+        raise TypeError("stages must be a non-empty sequence of tensors (one per stage)")
     return sum(masked_charbonnier(s, noisy, mask, eps) for s in stages)
