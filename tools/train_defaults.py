@@ -130,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resumable checkpoint, written every --checkpoint-every steps; "
                    "continued from when it exists (rerun the same command after a kill)")
     p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--val-every", type=int,
+                   help="validate every this many steps (default: about 20 times per run)")
     p.add_argument("--stop-file", type=Path, metavar="FILE",
                    help="stop cleanly (model and checkpoint written) once this file exists")
     p.add_argument("--out-dir", type=Path, default=PACKAGE_DIR,
@@ -279,7 +281,7 @@ def _finetune_kwargs(args: argparse.Namespace, steps: int, seed: int) -> dict:
         "warmup_steps": args.warmup_steps, "device": args.device, "precision": args.precision,
         "normalize": "none", "seed": seed, "compile": args.compile,
         # about 20 validations per run; short (smoke) runs validate only at the end
-        "val_every": max(1, steps // 20) if steps >= 40 else steps,
+        "val_every": args.val_every or (max(1, steps // 20) if steps >= 40 else steps),
     }
 
 
