@@ -10,13 +10,8 @@ import tifffile
 import torch
 
 from napari_mprnet.engine.normalize import Normalization, choose_normalization
-from napari_mprnet.training.data import (
-    PairSet,
-    PatchSampler,
-    center_crops,
-    load_pairs,
-    split_pairs,
-)
+from napari_mprnet.training.data import PairSet, load_pairs, split_pairs
+from napari_mprnet.training.sampling import PatchSampler, center_crops
 
 
 def _rand(shape, seed=0):

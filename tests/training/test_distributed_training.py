@@ -27,9 +27,9 @@ import torch.multiprocessing as mp
 from napari_mprnet import weights
 from napari_mprnet.cli import main
 from napari_mprnet.model import MPRNet, MPRNetConfig
-from napari_mprnet.training import data as data_module
+from napari_mprnet.training import checkpoints, objectives
 from napari_mprnet.training import distributed as ddp
-from napari_mprnet.training import trainer
+from napari_mprnet.training import sampling as sampling_module
 from napari_mprnet.training.trainer import TrainingDiverged, finetune, load_checkpoint
 from napari_mprnet.weights import load_model, save_model
 
@@ -153,8 +153,8 @@ def _worker(rank: int, world: int, root: str) -> None:
                             rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))  # a hang fails instead
     writes: list[str] = []
-    real_ckpt_save, real_model_save = trainer._atomic_torch_save, weights.save_model
-    real_sample, real_loss = data_module.PatchSampler.sample, trainer.mprnet_loss
+    real_ckpt_save, real_model_save = checkpoints.atomic_torch_save, weights.save_model
+    real_sample, real_loss = sampling_module.PatchSampler.sample, objectives.mprnet_loss
     first_batches: list[str] = []
 
     def counting_ckpt_save(obj, path):
@@ -171,9 +171,9 @@ def _worker(rank: int, world: int, root: str) -> None:
             first_batches.append(hashlib.sha256(x.numpy().tobytes()).hexdigest())
         return x, y
 
-    trainer._atomic_torch_save = counting_ckpt_save
+    checkpoints.atomic_torch_save = counting_ckpt_save
     weights.save_model = counting_model_save
-    data_module.PatchSampler.sample = recording_sample
+    sampling_module.PatchSampler.sample = recording_sample
     try:
         noisy, clean = _pairs(6, seed=1)
         common = {
@@ -212,14 +212,14 @@ def _worker(rank: int, world: int, root: str) -> None:
             loss = real_loss(stages, target, edge_weight)
             return loss * float("nan") if rank == 1 and calls["n"] == 3 else loss
 
-        trainer.mprnet_loss = nan_on_rank1
+        objectives.mprnet_loss = nan_on_rank1
         try:
             finetune(inputs, targets, checkpoint_path=root_path / "nan.pt", **common)
             report["nan"] = "no error"
         except TrainingDiverged as err:
             report["nan"] = f"{err.step}|{err}"
         finally:
-            trainer.mprnet_loss = real_loss
+            objectives.mprnet_loss = real_loss
         # a single-process checkpoint cannot continue on 2 processes
         try:
             finetune(inputs, targets, resume_from=root_path / "single.pt",
@@ -231,8 +231,8 @@ def _worker(rank: int, world: int, root: str) -> None:
         report["error"] = traceback.format_exc()
         raise
     finally:
-        trainer._atomic_torch_save, weights.save_model = real_ckpt_save, real_model_save
-        data_module.PatchSampler.sample = real_sample
+        checkpoints.atomic_torch_save, weights.save_model = real_ckpt_save, real_model_save
+        sampling_module.PatchSampler.sample = real_sample
         report["writes"] = writes
         (root_path / f"rank{rank}.json").write_text(json.dumps(report))
         dist.destroy_process_group()

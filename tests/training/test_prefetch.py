@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mprnet.training.data import PairSet, PatchSampler
+from napari_mprnet.training.data import PairSet
 from napari_mprnet.training.prefetch import BatchPrefetcher
+from napari_mprnet.training.sampling import PatchSampler
 
 
 def _sampler(seed: int = 3) -> PatchSampler:

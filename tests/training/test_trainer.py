@@ -12,7 +12,7 @@ import torch
 import napari_mprnet
 from napari_mprnet import api
 from napari_mprnet.model import MPRNet, MPRNetConfig
-from napari_mprnet.training import trainer
+from napari_mprnet.training import objectives
 from napari_mprnet.training.metrics import psnr
 from napari_mprnet.training.trainer import (
     FinetuneResult,
@@ -174,7 +174,7 @@ def test_checkpoint_is_readable_with_weights_only(tmp_path):
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch):
-    real_loss = trainer.mprnet_loss
+    real_loss = objectives.mprnet_loss
     calls = {"n": 0}
 
     def flaky(stages, target, edge_weight=0.05):
@@ -182,7 +182,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
         loss = real_loss(stages, target, edge_weight)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(trainer, "mprnet_loss", flaky)
+    monkeypatch.setattr(objectives, "mprnet_loss", flaky)
     ckpt = tmp_path / "c.pt"
     with pytest.raises(TrainingDiverged) as info:
         _small_run(checkpoint_path=ckpt, checkpoint_every=2)
@@ -406,7 +406,7 @@ def test_bf16_training_keeps_fp32_master_weights_and_the_guard(monkeypatch):
 
     result = _small_run(steps=2, precision="bf16")
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
-    monkeypatch.setattr(trainer, "mprnet_loss",
+    monkeypatch.setattr(objectives, "mprnet_loss",
                         lambda *a, **k: losses.mprnet_loss(*a, **k) * float("nan"))
     with pytest.raises(TrainingDiverged, match="loss is nan"):
         _small_run(steps=2, precision="bf16")

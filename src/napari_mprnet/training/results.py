@@ -1,0 +1,152 @@
+"""What fine-tuning returns and reports: the result, its errors, the model's metadata."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
+from ..model.arch import MPRNet
+from ..model.presets import TASKS
+
+__all__ = [
+    "FinetuneResult",
+    "StopTraining",
+    "TrainingDiverged",
+    "describe_source",
+    "normalization_meta",
+    "provenance",
+    "task_of",
+]
+
+
+class StopTraining(Exception):
+    """Raise from a ``finetune`` callback to stop cleanly after the current step."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or gradient became NaN/infinite; training stopped.
+
+    Attributes
+    ----------
+    step : int
+        The step at which it happened.
+    checkpoint_path : str or None
+        The last good checkpoint (never overwritten by the diverged state).
+    """
+
+    def __init__(self, message: str, step: int, checkpoint_path: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint_path = checkpoint_path
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    Attributes
+    ----------
+    model : MPRNet
+        The best model by validation PSNR (the last one without validation), in eval mode,
+        with ``model.metadata`` describing the training (normalisation, provenance).
+    history : list of dict
+        One entry per step: ``step``, ``loss``, ``lr``, ``grad_norm``; steps with validation
+        also carry ``val_psnr`` and ``val_ssim``.
+    best_val_psnr : float or None
+        Best validation PSNR (dB); None without validation planes.
+    stopped : bool
+        True when a callback stopped training early.
+    steps_done : int
+        Optimisation steps completed (including those of a resumed run).
+    """
+
+    model: MPRNet
+    history: list[dict] = field(default_factory=list)
+    best_val_psnr: float | None = None
+    stopped: bool = False
+    steps_done: int = 0
+    best_val_ssim: float | None = None
+    best_step: int | None = None
+    base_val_psnr: float | None = None
+    base_val_ssim: float | None = None
+    final_loss: float | None = None
+    n_train: int = 0
+    n_val: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    elapsed_s: float = 0.0
+    metadata: dict = field(default_factory=dict)
+    saved_to: str | None = None
+    checkpoint_path: str | None = None
+    world_size: int = 1
+    rank: int = 0
+
+
+def task_of(model: Any, base: MPRNet) -> str:
+    """The task of the base model: its metadata's, the task name given, else denoise."""
+    task = (getattr(base, "metadata", None) or {}).get("task")
+    if isinstance(task, str) and task:
+        return task
+    if isinstance(model, str) and model in TASKS:
+        return model
+    return "denoise"
+
+
+def normalization_meta(norm: Normalization, requested: Any) -> dict:
+    """The normalisation as stored with the model (and what the user asked for)."""
+    meta = norm.to_dict()
+    if norm.mode == "percentile":
+        meta["percentiles"] = list(DEFAULT_PERCENTILES)
+    meta["requested"] = requested if isinstance(requested, str) else "given"
+    return meta
+
+
+def describe_source(model: Any, base: MPRNet) -> str:
+    """A short description of where the base model came from."""
+    source = getattr(base, "source", None)
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model) if source is None else f"{os.fspath(model)} ({source})"
+    return str(source) if source else "MPRNet object"
+
+
+def provenance(args: dict, *, steps_done: int, stopped: bool, device: torch.device,
+               precision: str, history: list[dict], best: dict, base_val: dict, n_train: int,
+               n_val: int, world_size: int, objective: dict) -> dict:
+    """The training record stored in the fine-tuned model's metadata."""
+    val_entries = [h for h in history if "val_psnr" in h]
+    return {
+        "finetuned": True,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "steps": steps_done,
+        "steps_planned": args["steps"],
+        "stopped_early": stopped,
+        "patch_size": args["patch_size"],
+        "batch_size": args["batch_size"],
+        "learning_rate": args["learning_rate"],
+        "min_learning_rate": args["min_learning_rate"],
+        "warmup_steps": args["warmup_steps"],
+        "edge_weight": args["edge_weight"],
+        "grad_clip": args["grad_clip"],
+        "seed": args["seed"],
+        "objective": objective,
+        "device": str(device),
+        "precision": precision,
+        "final_loss": history[-1]["loss"] if history else None,
+        "base_val_psnr": base_val["val_psnr"],
+        "base_val_ssim": base_val["val_ssim"],
+        "best_val_psnr": best["val_psnr"],
+        "best_val_ssim": best["val_ssim"],
+        "best_step": best["step"],
+        "final_val_psnr": val_entries[-1]["val_psnr"] if val_entries else None,
+        "final_val_ssim": val_entries[-1]["val_ssim"] if val_entries else None,
+        "n_train_planes": n_train,
+        "n_val_planes": n_val,
+        "world_size": world_size,
+        "global_batch_size": args["batch_size"] * world_size,
+        "torch_version": torch.__version__,
+    }
