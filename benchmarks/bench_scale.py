@@ -68,8 +68,8 @@ def run_one(n_workers: int, args: argparse.Namespace, weights: Path, source: Pat
     from distributed import Client
 
     from napari_mprnet import restore
+    from napari_mprnet.io.zarr import write_zarr
     from napari_mprnet.scale.distributed import local_cluster, worker_load_counts
-    from napari_mprnet.scale.zarr_io import write_zarr
 
     gpus = args.device.startswith("cuda")
     cluster = local_cluster(n_workers, gpus=gpus)

@@ -71,3 +71,23 @@ def test_demo_command_names_the_degradation(tmp_path, tiny_model, capsys):
                  "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert "PSNR blurred" in out and "PSNR gain" in out and "sample: cells" in out
+
+
+def test_demo_leaves_no_untracked_folder_in_a_checkout(tmp_path, tiny_model, monkeypatch):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(Path(__file__).parents[1] / ".gitignore", checkout / ".gitignore")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
+    monkeypatch.chdir(checkout)
+    assert main(["demo", "--device", "cpu", "--weights", str(weights)]) == 0
+    assert (checkout / "mprnet-demo" / "cells_restored.tif").exists()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=checkout, capture_output=True, text=True, check=True).stdout
+    assert status.split() == ["??", ".gitignore"]

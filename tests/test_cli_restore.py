@@ -94,11 +94,17 @@ def test_inputs_are_never_replaced(tmp_path, weights):
 
 def test_bad_file_is_reported_and_the_batch_continues(tmp_path, images, weights, capsys):
     (images / "broken.tif").write_bytes(b"not a tiff")
+    header = (images / "stack.tif").read_bytes()[:8]
+    (images / "a_corrupt.tif").write_bytes(header + bytes(range(256)) * 8)  # garbage after it
+    (images / "b_truncated.png").write_bytes((images / "photo.png").read_bytes()[:40])
     out = tmp_path / "out"
     assert _run(images, "missing.tif", "--weights", weights, "-o", out) == 1
     err = capsys.readouterr().err
     assert "broken.tif" in err and "missing.tif" in err
-    assert "restored 3 of 4 file(s)" in err and "2 failure(s)" in err
+    lines = err.strip().splitlines()
+    for name in ("a_corrupt.tif", "b_truncated.png", "broken.tif"):
+        assert len([line for line in lines if name in line]) == 1
+    assert "restored 3 of 6 file(s)" in err and "4 failure(s)" in err
     assert (out / "stack_denoised.tif").exists()
     assert "Traceback" not in err
 
@@ -142,3 +148,172 @@ def test_integer_inputs_are_clipped_to_their_range_unless_asked(tmp_path, weight
     raw = tifffile.imread(tmp_path / "raw" / "photo_denoised.tif")
     assert raw.min() < 0 or raw.max() > 255  # the untrained net overshoots: the clip was real
     np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))
+
+
+def _tiny_tiffs(folder, names, shape=(24, 24)):
+    rng = np.random.default_rng(5)
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        data = (rng.random(shape) * 255).astype(np.uint8)
+        if name.endswith(".png"):
+            import imageio.v3 as iio
+
+            iio.imwrite(folder / name, data)
+        else:
+            tifffile.imwrite(folder / name, data)
+
+
+def test_colliding_names_get_distinct_outputs(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    _tiny_tiffs(src, ["a/x.tif", "b/x.tif", "c/y.tif", "c/y.tiff", "c/y.png"])
+    out = tmp_path / "out"
+    assert _run(src / "a" / "x.tif", src / "b" / "x.tif", src / "c", "--weights", weights,
+                "-o", out, "--overwrite") == 0
+    assert "restored 5 of 5 file(s)" in capsys.readouterr().err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.tif"))
+    assert written == ["a/x_denoised.tif", "b/x_denoised.tif", "y_png_denoised.tif",
+                       "y_tif_denoised.tif", "y_tiff_denoised.tif"]
+    assert not np.array_equal(tifffile.imread(out / "a" / "x_denoised.tif"),
+                              tifffile.imread(out / "b" / "x_denoised.tif"))
+
+
+def test_a_batch_that_still_collides_is_refused_before_computing(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    _tiny_tiffs(src, ["y.tif", "y_tif.tif"])  # y.tif + y_tif.tif + y.TIF style clashes
+    (src / "y.TIF").write_bytes((src / "y.tif").read_bytes())
+    out = tmp_path / "out"
+    assert _run(src, "--weights", weights, "-o", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "same output" in err[0] and "y_tif_denoised.tif" in err[0]
+    assert not list(out.glob("*.tif"))
+
+
+def test_two_runs_at_once_never_replace_each_others_outputs(tmp_path, tiny_model):
+    import os
+    import re
+    from pathlib import Path
+
+    import torch
+
+    import napari_mprnet
+    from napari_mprnet import MPRNet, restore
+
+    src = tmp_path / "in"
+    names = [f"im{i}.tif" for i in range(4)]
+    _tiny_tiffs(src, names, shape=(32, 32))
+    torch.manual_seed(1)
+    other = MPRNet(tiny_model.config).eval()
+    models = [save_model(m, tmp_path / f"m{i}.safetensors") for i, m in
+              enumerate((tiny_model, other))]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(napari_mprnet.__file__).parents[1])}
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", "napari_mprnet.cli", "restore", str(src), "-o", str(out),
+         "--weights", str(m), "--device", "cpu", "--tile-size", "32", "--tile-overlap", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for m in models]
+    reports = [run.communicate(timeout=600) for run in runs]
+    done = [int(re.search(r"restored (\d+) of 4", err).group(1)) for _, err in reports]
+    assert sum(done) == 4, reports  # every output written once, by one of the two runs
+    for (stdout, _), model, run in zip(reports, models, runs):
+        assert run.returncode == (0 if stdout.count(" -> ") == 4 else 1)
+        for line in stdout.splitlines():
+            source, target = line.split(" -> ")
+            expected = restore(tifffile.imread(source), model=str(model), device="cpu",
+                               tile_size=32, tile_overlap=8)
+            np.testing.assert_allclose(tifffile.imread(target), expected, atol=1e-4)
+    assert sorted(p.name for p in out.iterdir()) == [f"im{i}_denoised.tif" for i in range(4)]
+
+
+def test_skip_existing_resumes_a_batch_and_completes_stage_sets(tmp_path, images, weights,
+                                                               capsys):
+    out = tmp_path / "out"
+    assert _run(images, "--weights", weights, "-o", out, "--stages") == 0
+    capsys.readouterr()
+    kept = (out / "rgb_denoised.tif").read_bytes()
+    (out / "stack_denoised_stage1.tif").unlink()  # as if killed before the set was complete
+    assert _run(images, "--weights", weights, "-o", out, "--stages") == 1
+    assert "--skip-existing" in capsys.readouterr().err
+    assert _run(images, "--weights", weights, "-o", out, "--stages", "--skip-existing") == 0
+    err = capsys.readouterr().err
+    assert "restored 1 of 3 file(s)" in err and "(1 outputs written)" in err
+    assert "2 skipped" in err
+    assert (out / "stack_denoised_stage1.tif").exists()
+    assert (out / "rgb_denoised.tif").read_bytes() == kept
+
+
+def test_a_stage_set_is_committed_as_a_unit(tmp_path, images, weights, monkeypatch, capsys):
+    from napari_mprnet.io import tiff
+
+    real = tiff.write_tiff
+    calls = []
+
+    def failing_third(path, data, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(tiff, "write_tiff", failing_third)
+    out = tmp_path / "out"
+    assert _run(images / "stack.tif", "--weights", weights, "-o", out, "--stages") == 1
+    assert "Input/output error" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # neither the final nor stage 2 nor a temporary
+
+
+def test_stale_temporaries_are_removed_by_the_next_run(tmp_path, images, weights, capsys):
+    from napari_mprnet.io import atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f"{atomic.TEMP_PREFIX}999999999-{atomic._host()}-00c0ffee.rgb_denoised.tif"
+    stale.write_bytes(b"half-written by a killed run")
+    assert _run(images / "rgb.tif", "--weights", weights, "-o", out) == 0
+    assert not stale.exists() and "interrupted run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["rgb_denoised.tif"]
+
+
+def test_disk_full_says_so_on_one_line(tmp_path, images, weights, monkeypatch, capsys):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", full)
+    out = tmp_path / "out"
+    assert _run(images, "--weights", weights, "-o", out) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 3 and all("disk full" in line for line in err)
+    assert list(out.iterdir()) == []
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path, images, weights, capsys):
+    (tmp_path / "file").write_text("in the way")
+    assert _run(images, "--weights", weights, "-o", tmp_path / "file" / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create the output folder" in err[0]
+
+
+def test_imagej_hyperstack_and_ome_tiff_come_back_with_their_metadata(tmp_path, weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(7)
+    tifffile.imwrite(src / "hs.tif", (rng.random((2, 2, 2, 24, 24)) * 4000).astype(np.uint16),
+                     imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 3.0})
+    tifffile.imwrite(src / "cells.ome.tif", rng.random((2, 24, 24)).astype(np.float32),
+                     ome=True, metadata={"axes": "CYX", "PhysicalSizeX": 0.2,
+                                         "PhysicalSizeY": 0.2,
+                                         "Channel": {"Name": ["DAPI", "GFP"]}})
+    out = tmp_path / "out"
+    assert _run(src, "--weights", weights, "-o", out, "--output-dtype", "same") == 0
+    with tifffile.TiffFile(out / "hs_denoised.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TZCYX"
+        assert tif.series[0].dtype == np.uint16
+        meta = tif.imagej_metadata
+        assert (meta["spacing"], meta["unit"], meta["finterval"]) == (0.5, "um", 3.0)
+        assert tif.pages[0].resolution == pytest.approx((4.0, 4.0))
+    with tifffile.TiffFile(out / "cells_denoised.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "CYX"
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert pixels["PhysicalSizeX"] == 0.2 and [c["Name"] for c in pixels["Channel"]] == [
+        "DAPI", "GFP"]

@@ -90,3 +90,26 @@ def test_integer_zarr_is_clipped_like_the_in_memory_path(tmp_path, weights):
     assert clipped.min() >= 0 and clipped.max() <= 255 and (raw.min() < 0 or raw.max() > 255)
     np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))
     np.testing.assert_array_equal(clipped, restore(image, model=weights, **FAST_API))
+
+
+def test_ome_zarr_in_ome_zarr_out(tmp_path, weights):
+    group = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
+    axes = [{"name": "z", "type": "space", "unit": "micrometer"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    scale = [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [
+        {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}]}
+    level = group.create_array("0", shape=(2, 40, 40), chunks=(1, 20, 20), dtype="f4",
+                               dimension_names=["z", "y", "x"])
+    level[:] = np.random.default_rng(2).random((2, 40, 40)).astype("f4")
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "img.ome.zarr"), "-o", str(out), "--weights",
+                 weights, *ENGINE]) == 0
+    written = zarr.open_group(str(out / "img_denoised.ome.zarr"), mode="r")
+    multiscale = written.attrs["ome"]["multiscales"][0]
+    assert multiscale["axes"] == axes
+    assert multiscale["datasets"] == [{"path": "0", "coordinateTransformations": scale}]
+    assert written["0"].metadata.dimension_names == ("z", "y", "x")
+    np.testing.assert_array_equal(written["0"][:], restore(level[:], model=weights, axes="ZYX",
+                                                           **FAST_API))

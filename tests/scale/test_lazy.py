@@ -131,7 +131,7 @@ def test_normalisation_is_fitted_once_and_shared(tiny_model):
 
 def test_zarr_round_trip_streams_chunk_by_chunk(tiny_model, tmp_path):
     zarr = pytest.importorskip("zarr")
-    from napari_mprnet.scale.zarr_io import is_zarr_path, open_zarr, write_zarr
+    from napari_mprnet.io.zarr import is_zarr_path, open_zarr, write_zarr
 
     image = _image((2, 100, 90), seed=5)
     source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape,
@@ -156,7 +156,7 @@ def test_zarr_round_trip_streams_chunk_by_chunk(tiny_model, tmp_path):
 
 def test_ome_zarr_group_is_read_with_its_axes(tmp_path):
     zarr = pytest.importorskip("zarr")
-    from napari_mprnet.scale.zarr_io import open_zarr
+    from napari_mprnet.io.zarr import open_zarr
 
     group = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
     group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}],

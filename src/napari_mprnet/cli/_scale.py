@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ._batch import Job, parse_output_dtype, write_outputs
 
 __all__ = ["add_scale_arguments", "cluster_client", "parse_chunk_size", "restore_lazily"]
 
@@ -83,31 +83,38 @@ def cluster_client(args: argparse.Namespace) -> Iterator[Any]:
             cluster.close()
 
 
-def _output_dtype(args: argparse.Namespace, dtype: np.dtype) -> np.dtype:
-    if args.output_dtype == "same":
-        return np.dtype(dtype)
+def _read_zarr(path: Path):
+    from ..io.image import UnreadableImageError
+    from ..io.zarr import read_zarr
+
     try:
-        return np.dtype(args.output_dtype)
-    except TypeError:
-        raise ValueError(f"unknown --output-dtype {args.output_dtype!r}") from None
+        return read_zarr(path)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the reader is "unreadable"
+        raise UnreadableImageError(f"cannot read {path.name} as a zarr store "
+                                   f"({type(err).__name__}: {err})") from None
 
 
-def restore_lazily(path: Path, args: argparse.Namespace, options: dict,
-                   targets: list[Path]) -> list[Path]:
+def restore_lazily(job: Job, targets: list[Path], args: argparse.Namespace,
+                   options: dict) -> None:
     """Restore one input through the lazy path: zarr in -> zarr out (streamed), or an image
-    file on the cluster in ``args.client`` -> TIFF."""
+    file on the cluster in ``args.client`` -> TIFF. Writes the ``targets`` of ``job``."""
     import dask
     import dask.array as da
 
+    from ..io.image import read_image
+    from ..io.zarr import is_zarr_path, write_zarr
     from ..scale.lazy import restore_dask
-    from ..scale.zarr_io import is_zarr_path, open_zarr, write_zarr
-    from .restore import read_image, write_tiff
 
     client = getattr(args, "client", None)
-    if is_zarr_path(path):
-        data, file_axes = open_zarr(path)
+    zarr_input = is_zarr_path(job.source)
+    if zarr_input:
+        image = _read_zarr(job.source)
+        data, file_axes = image.data, image.axes
     else:
-        array, file_axes = read_image(path)
+        image = read_image(job.source)
+        array, file_axes = image.data, image.axes
         known = (args.axes or file_axes or "").upper()
         if len(known) != array.ndim:
             from ..engine.axes import infer_axes
@@ -119,7 +126,7 @@ def restore_lazily(path: Path, args: argparse.Namespace, options: dict,
     axes = args.axes or file_axes
     results = restore_dask(
         data, task=args.task, model=args.weights, stages=args.stages, axes=axes,
-        output_dtype=_output_dtype(args, data.dtype), clip=args.clip,
+        output_dtype=parse_output_dtype(args.output_dtype, data.dtype), clip=args.clip,
         chunk_size=parse_chunk_size(args.chunk_size),
         client=client, **options,
     )
@@ -134,10 +141,11 @@ def restore_lazily(path: Path, args: argparse.Namespace, options: dict,
 
         progress = ProgressBar(out=sys.stderr)
     with progress:
-        if is_zarr_path(path):
-            meta = {"napari_mprnet": {"task": args.task, "source": str(path)}}
-            return write_zarr(results, targets, axes, overwrite=args.overwrite, attrs=meta)
+        if zarr_input:
+            meta = {"napari_mprnet": {"task": args.task, "source": str(job.source)}}
+            chosen = [(t, r) for t, r in zip(job.targets, results) if t in targets]
+            write_zarr([r for _, r in chosen], [t for t, _ in chosen], axes,
+                       overwrite=args.overwrite, attrs=meta, like=image)
+            return
         computed = dask.compute(*results)
-    for target, result in zip(targets, computed):
-        write_tiff(target, result, axes)
-    return targets
+    write_outputs(job, targets, list(computed), image, axes, args.overwrite)

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="model file instead of the bundled model of the task")
     parser.add_argument("-o", "--out", type=Path, default=Path("mprnet-demo"),
-                        help="folder for the results (default: ./mprnet-demo)")
+                        help="folder for the results, replaced files of an earlier demo "
+                        "(default: ./mprnet-demo, ignored by git in a checkout)")
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -83,13 +84,15 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
     if out is not None:
         import imageio.v3 as iio
 
-        from .restore import write_tiff
+        from ..io import atomic_write_bytes, write_tiff
 
         out.mkdir(parents=True, exist_ok=True)
         for name, image in ((label, degraded), ("restored", restored), ("clean", clean)):
-            write_tiff(out / f"{sample}_{name}.tif", image, None)
-        iio.imwrite(out / f"{sample}_{label}_restored_clean.png",
-                    _side_by_side([degraded, restored, clean], low, high))
+            write_tiff(out / f"{sample}_{name}.tif", image, overwrite=True)
+        picture = _side_by_side([degraded, restored, clean], low, high)
+        atomic_write_bytes(out / f"{sample}_{label}_restored_clean.png",
+                           lambda tmp: iio.imwrite(tmp, picture, extension=".png"),
+                           overwrite=True)
     return report
 
 

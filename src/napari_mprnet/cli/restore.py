@@ -1,36 +1,39 @@
-"""``napari-mprnet restore``: restore TIFF/PNG/JPEG files, folders and globs in batch."""
+"""``napari-mprnet restore``: restore TIFF/PNG/JPEG files, zarr stores, folders and globs."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
-import os
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..model.tasks import TASKS
+from ._batch import Job, collect_inputs, parse_output_dtype, plan_jobs, write_outputs
 from .common import add_engine_arguments, engine_options, fail
 
-__all__ = ["add_parser", "collect_inputs", "output_paths", "read_image", "write_tiff"]
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_KNOWN_AXES = "TZCYXS"
+__all__ = ["add_parser", "run"]
 
 DESCRIPTION = """\
 Restore images with MPRNet. INPUT may be files, folders (every .tif/.tiff/.png/.jpg/.jpeg
-directly inside) or glob patterns (quote them: 'data/*.tif'). Each result is written to
-OUT/<name>_<task>ed.tif as float32 TIFF (or the input's dtype with --output-dtype same),
-keeping the input's TIFF axes metadata; with --stages also <name>_<task>ed_stage2.tif and
-_stage1.tif. Files are written atomically (a temporary file, then a rename); existing
-outputs are never replaced without --overwrite and inputs are never replaced at all.
-A file that fails is reported on one line and the batch goes on; the exit status is 1 if
-any file failed."""
+directly inside), zarr stores or glob patterns (quote them: 'data/*.tif').
+
+Each result is written to OUT/<name>_<task>ed.tif as float32 (or the input's dtype with
+--output-dtype same); with --stages also <name>_<task>ed_stage2.tif and _stage1.tif.
+An ImageJ hyperstack gives an ImageJ hyperstack (axes, pixel size, z spacing, unit, frame
+interval kept), an OME-TIFF an OME-TIFF (<name>_denoised.ome.tif, physical sizes and channel
+names kept), an OME-Zarr an OME-Zarr (axes and scale kept), any other TIFF keeps its axes.
+Results of integer inputs are clipped to the input dtype's range (--no-clip keeps them).
+
+Nothing is ever lost or replaced: every input gets its own outputs (inputs that would share
+a name get distinct ones: y.tif + y.png -> y_tif_denoised.tif + y_png_denoised.tif; a/x.tif +
+b/x.tif -> OUT/a/..., OUT/b/...); each output (or --stages set) is written to a temporary
+file and committed only when complete, and never over an existing file, even one another
+run created meanwhile, unless --overwrite. --skip-existing resumes a batch. A file that
+fails is reported on one line and the batch goes on; the exit status is 1 if any failed."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,128 +68,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="integer inputs: keep result values outside the input dtype's "
                         "range (by default a uint8 input gives values in 0..255, a uint16 "
                         "input 0..65535, even as float32)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="skip inputs whose outputs all exist (resume a batch); a "
+                          "--stages set with files missing is completed, existing files kept")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
-def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand files, folders and globs; return the image files and the problems found."""
-    files: list[Path] = []
-    problems: list[str] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if _is_zarr(path):
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append(f"{pattern}: folder holds no .tif/.tiff/.png/.jpg images")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        elif glob.has_magic(pattern):
-            found = sorted(Path(p) for p in glob.glob(pattern)
-                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append(f"{pattern}: no image matches this pattern")
-            files.extend(found)
-        else:
-            problems.append(f"{pattern}: no such file or folder")
-    unique = list(dict.fromkeys(p.resolve() for p in files))
-    return unique, problems
-
-
-def _tiff_axes(path: Path, ndim: int) -> str | None:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        axes = tif.series[0].axes.upper()
-    if len(axes) != ndim:
-        return None
-    spare = [letter for letter in "TZC" if letter not in axes]
-    mapped = []
-    for letter in axes:
-        if letter in _KNOWN_AXES:
-            mapped.append(letter)
-        elif spare:
-            mapped.append(spare.pop(0))  # e.g. tifffile's generic Q/I axes
-        else:
-            return None
-    return "".join(mapped)
-
-
-def read_image(path: Path) -> tuple[np.ndarray, str | None]:
-    """Read an image file; return the data and its axes if the file records them."""
-    if path.suffix.lower() in _TIFF_SUFFIXES:
-        import tifffile
-
-        data = tifffile.imread(path)
-        return data, _tiff_axes(path, data.ndim)
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path)), None
-
-
-def output_paths(source: Path, out_dir: Path, task: str, stages: bool) -> list[Path]:
-    """Output files for ``source``: final, then stage 2 and stage 1 when asked."""
-    from ..api import TASK_SUFFIX
-
-    stem = f"{source.stem}_{TASK_SUFFIX[task]}"
-    names = [stem] + ([f"{stem}_stage2", f"{stem}_stage1"] if stages else [])
-    suffix = ".zarr" if _is_zarr(source) else ".tif"
-    return [out_dir / f"{name}{suffix}" for name in names]
-
-
-def _is_zarr(path: Path) -> bool:
-    from ..scale.zarr_io import is_zarr_path
-
-    return is_zarr_path(path)
-
-
-def write_tiff(path: Path, data: np.ndarray, axes: str | None) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, rename)."""
-    import tifffile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        rgb = axes is not None and axes.endswith("S") and data.shape[-1] in (3, 4)
-        tifffile.imwrite(tmp, data, photometric="rgb" if rgb else "minisblack",
-                         metadata={"axes": axes} if axes else {})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _restore_file(path: Path, args: argparse.Namespace, model, options: dict, inputs: set[Path],
-                  bar_factory) -> list[Path]:
+def _restore_job(job: Job, targets: list[Path], args: argparse.Namespace, model, options: dict,
+                 bar_factory) -> None:
     from ..api import iter_restore
     from ..engine.runner import drive
+    from ..io.image import read_image
+    from ..io.zarr import is_zarr_path
 
-    targets = output_paths(path, args.out, args.task, args.stages)
-    for target in targets:
-        if target.resolve() in inputs:
-            raise ValueError(f"output {target} would replace an input file; choose another --out")
-        if target.exists() and not args.overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-    if _is_zarr(path) or getattr(args, "client", None) is not None:
+    if is_zarr_path(job.source) or getattr(args, "client", None) is not None:
         from ._scale import restore_lazily
 
-        return restore_lazily(path, args, options, targets)
-    data, file_axes = read_image(path)
-    axes = args.axes or file_axes
-    if args.output_dtype == "same":
-        output_dtype = data.dtype
-    else:
-        try:
-            output_dtype = np.dtype(args.output_dtype)
-        except TypeError:
-            raise ValueError(f"unknown --output-dtype {args.output_dtype!r}") from None
-    bar = bar_factory(path.name)
+        restore_lazily(job, targets, args, options)
+        return
+    image = read_image(job.source)
+    data = image.data
+    axes = args.axes or image.axes
+    output_dtype = parse_output_dtype(args.output_dtype, data.dtype)
+    bar = bar_factory(job.source.name)
     try:
         results = drive(
             iter_restore(data, args.task, model, stages=args.stages, axes=axes,
@@ -199,9 +106,7 @@ def _restore_file(path: Path, args: argparse.Namespace, model, options: dict, in
         from ..engine.axes import infer_axes
 
         axes = infer_axes(data.shape)
-    for target, result in zip(targets, results):
-        write_tiff(target, result, axes)
-    return targets
+    write_outputs(job, targets, results, image, axes, args.overwrite)
 
 
 class _Bar:
@@ -225,9 +130,41 @@ class _Bar:
             self._bar.close()
 
 
+def _prepare_folders(jobs: list[Job], out: Path) -> str | None:
+    """Create the output folders and clear stale temporaries; return a problem, if any."""
+    from ..io.atomic import remove_stale_temporaries
+
+    folders = dict.fromkeys([out] + [t.parent for job in jobs for t in job.targets])
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            return f"cannot create the output folder {folder}: {err.strerror or err}"
+        if not folder.is_dir():
+            return f"the output folder {folder} is not a folder"
+        for stale in remove_stale_temporaries(folder):
+            print(f"removed {stale.name}, left by an interrupted run", file=sys.stderr)
+    return None
+
+
+def _pending(job: Job, args: argparse.Namespace, inputs: set[Path]) -> list[Path]:
+    """The job's outputs to write; raises for outputs that must not be written."""
+    for target in job.targets:
+        if target.resolve() in inputs:
+            raise ValueError(f"output {target} would replace an input file; choose another --out")
+    existing = job.existing()
+    if args.overwrite or not existing:
+        return list(job.targets)
+    if args.skip_existing:
+        return [t for t in job.targets if t not in existing]
+    names = ", ".join(str(t) for t in existing)
+    raise FileExistsError(f"{names} exist(s); pass --overwrite to replace or --skip-existing "
+                          "to keep")
+
+
 def run(args: argparse.Namespace) -> int:
     """Restore every input; return 0, or 1 if any file failed."""
-    from ..api import prepare_model
+    from ..api import TASK_SUFFIX, prepare_model
 
     files, problems = collect_inputs(args.inputs)
     for problem in problems:
@@ -236,12 +173,19 @@ def run(args: argparse.Namespace) -> int:
         return fail("no input images found")
     try:
         options = engine_options(args)
+        parse_output_dtype(args.output_dtype, np.dtype("float32"))
+        jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages)
+    except (ValueError, TypeError) as err:
+        return fail(str(err))
+    problem = _prepare_folders(jobs, args.out)
+    if problem:
+        return fail(problem)
+    try:
         model = prepare_model(args.weights, args.task)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return fail(str(err))
-    args.out.mkdir(parents=True, exist_ok=True)
     inputs = set(files)
-    failures = len(problems)
+    failures, skipped, done, written = len(problems), 0, 0, 0
     start = time.perf_counter()
     from ._scale import cluster_client
 
@@ -251,18 +195,41 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         return fail(str(err))
     with scale:
-        for path in files:
+        for job in jobs:
             try:
-                written = _restore_file(path, args, model, options, inputs,
-                                        lambda name: _Bar(name, args.quiet))
-            except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as err:
+                targets = _pending(job, args, inputs)
+                if not targets:
+                    skipped += 1
+                    continue
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    _restore_job(job, targets, args, model, options,
+                                 lambda name: _Bar(name, args.quiet))
+                for warning in caught:
+                    print(f"warning: {job.source.name}: {warning.message}", file=sys.stderr)
+            except Exception as err:  # noqa: BLE001 - one line per failed file, batch goes on
                 failures += 1
-                print(f"error: {path}: {err}", file=sys.stderr)
+                print(f"error: {job.source}: {_describe(err)}", file=sys.stderr)
                 continue
+            done += 1
+            written += len(targets)
             if not args.quiet:
-                print(f"{path} -> {', '.join(str(p) for p in written)}")
-    done = len(files) - (failures - len(problems))
+                print(f"{job.source} -> {', '.join(str(p) for p in targets)}")
     elapsed = time.perf_counter() - start
-    print(f"restored {done} of {len(files)} file(s) in {elapsed:.1f} s"
-          + (f"; {failures} failure(s)" if failures else ""), file=sys.stderr)
+    summary = f"restored {done} of {len(files)} file(s) in {elapsed:.1f} s"
+    if args.stages:
+        summary += f" ({written} outputs written)"
+    if skipped:
+        summary += f"; {skipped} skipped (outputs exist)"
+    if failures:
+        summary += f"; {failures} failure(s)"
+    print(summary, file=sys.stderr)
     return 1 if failures else 0
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a failure: the message, or the exception type when it has none."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, (ValueError, TypeError, OSError)) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

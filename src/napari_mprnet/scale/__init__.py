@@ -3,7 +3,7 @@
 - :mod:`.lazy`: ``restore_dask``, seam-free Y/X chunking (exactly the whole-plane result);
 - :mod:`.models`: picklable model handles, one load per process;
 - :mod:`.distributed`: worker plugins (device pinning, weights sent once), local clusters;
-- :mod:`.zarr_io`: zarr / OME-Zarr input and streamed zarr output.
+- zarr / OME-Zarr reading and streamed writing live in :mod:`napari_mprnet.io.zarr`.
 
 ``distributed`` and ``zarr`` are optional (``pip install napari-mprnet[dask]``).
 """
