@@ -262,7 +262,8 @@ def test_tensorrt_compiles_the_fixed_shape_and_caches_on_disk(tiny_model, monkey
     monkeypatch.setitem(sys.modules, "torch_tensorrt", trt)
     monkeypatch.setenv("NAPARI_MPRNET_CACHE", str(tmp_path))
     planes = _planes(h=40, w=40)  # 4 tiles of 32 px in batches of 3 (last one padded)
-    runner = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt")
+    runner = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt",
+                         precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendFallbackWarning)
         result = runner.run(planes)
@@ -280,14 +281,16 @@ def test_tensorrt_compiles_the_fixed_shape_and_caches_on_disk(tiny_model, monkey
     assert key["precision"] == "fp32" and key["device"] == "cpu"
 
     clear_compiled_cache()  # as in a new process: the engine comes from disk
-    again = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt")
+    again = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt",
+                        precision="fp32")
     np.testing.assert_allclose(again.run(planes)[0], result[0], atol=1e-6)
     assert len(trt.calls["compile"]) == 1 and len(trt.calls["load"]) == 1
     assert again.backend.stats["disk_loads"] == 1
 
     with torch.no_grad():
         tiny_model.tail.weight.mul_(1.01)  # other weights: another engine
-    other = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt")
+    other = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt",
+                        precision="fp32")
     other.run(planes)
     assert len(trt.calls["compile"]) == 2 and len(list((tmp_path / "tensorrt").glob("*.ep"))) == 2
 
@@ -372,7 +375,7 @@ def test_pipelined_loop_backs_off_on_out_of_memory(tiny_model, monkeypatch, fake
 def test_asynchronous_copy_path_with_fake_cuda_events(tiny_model, monkeypatch):
     """The CUDA branches (pinned staging ring, copy events, host blending one batch behind)
     driven on CPU: pinned buffers become plain ones and events are recorded fakes."""
-    from napari_mprnet.engine import runner as runner_module
+    from napari_mprnet.engine import staging as staging_module
 
     events = {"recorded": 0, "waited": 0}
 
@@ -385,7 +388,7 @@ def test_asynchronous_copy_path_with_fake_cuda_events(tiny_model, monkeypatch):
 
     pins = []
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
-    monkeypatch.setattr(runner_module, "_host_buffer",
+    monkeypatch.setattr(staging_module, "host_buffer",
                         lambda shape, pin: pins.append(pin) or torch.zeros(shape))
     monkeypatch.setattr(TiledRunner, "_async_copies", True)
     planes = _planes(2, h=72, w=56)  # 2 x 6 tiles: 4 batches of 3

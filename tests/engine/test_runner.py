@@ -9,13 +9,16 @@ import torch
 
 from napari_mprnet.engine import devices
 from napari_mprnet.engine.devices import describe_device, resolve_device
+from napari_mprnet.engine.planning import plan_tiles
 from napari_mprnet.engine.runner import (
     Progress,
     TiledRunner,
+    drive,
     is_out_of_memory,
     normalize_precision,
     pad_to_multiple,
 )
+from napari_mprnet.engine.tiling import TileGrid
 
 
 def _planes(n=1, h=96, w=80, seed=0):
@@ -122,7 +125,9 @@ def test_pad_to_multiple_reflects_and_replicates():
 
 def test_precision_names():
     cpu = torch.device("cpu")
-    assert normalize_precision(None, cpu) == "fp32"
+    native = devices.cpu_supports_bf16()
+    assert normalize_precision(None, cpu) == normalize_precision("auto", cpu) \
+        == ("bf16" if native else "fp32")
     assert normalize_precision(None, torch.device("cuda")) == "fp16"
     assert normalize_precision("bfloat16", cpu) == "bf16"
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
@@ -198,3 +203,108 @@ def test_cpu_threads_policy(monkeypatch):
     with devices.using_cpu_threads(1) as used:
         assert used == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """A CPU that reports native bf16 (whatever this one reports)."""
+    monkeypatch.delenv(devices.BF16_ENV, raising=False)
+    monkeypatch.setattr(devices, "_cpu_has_native_bf16", lambda: True)
+
+
+def test_cpu_auto_precision_is_bf16_channels_last_where_native(native_bf16, tiny_model):
+    runner = TiledRunner(tiny_model, "cpu", tile_size=48, tile_overlap=8)
+    assert runner.precision == "bf16" and runner.channels_last
+    assert runner.backend.autocast_dtype == torch.bfloat16
+    assert TiledRunner(tiny_model, "cpu", precision="auto").precision == "bf16"
+    planes = _planes()
+    auto = runner.run(planes)[0]
+    fp32 = TiledRunner(tiny_model, "cpu", "fp32", tile_size=48, tile_overlap=8).run(planes)[0]
+    difference = np.abs(auto - fp32).max()
+    assert 0 < difference < 0.02  # bf16 arithmetic ran, and stayed close
+
+
+def test_cpu_without_native_bf16_falls_back_to_fp32(monkeypatch, tiny_model):
+    monkeypatch.delenv(devices.BF16_ENV, raising=False)
+    monkeypatch.setattr(devices, "_cpu_has_native_bf16", lambda: False)
+    runner = TiledRunner(tiny_model, "cpu", tile_size=48, tile_overlap=8)
+    assert runner.precision == "fp32" and runner.backend.autocast_dtype is None
+    planes = _planes()
+    explicit = TiledRunner(tiny_model, "cpu", "fp32", tile_size=48, tile_overlap=8)
+    np.testing.assert_array_equal(runner.run(planes)[0], explicit.run(planes)[0])
+    assert describe_device("cpu").endswith(", fp32)")
+    # an explicit bf16 is still honoured (emulated, slower, but what was asked for)
+    assert TiledRunner(tiny_model, "cpu", "bf16").precision == "bf16"
+
+
+def test_a_model_that_loses_accuracy_in_bf16_runs_in_fp32(native_bf16, monkeypatch,
+                                                          tiny_model):
+    from napari_mprnet.engine import precision
+
+    agreement = precision.bf16_agreement_db(tiny_model)
+    assert precision.MIN_BF16_AGREEMENT_DB <= agreement < 200
+    monkeypatch.setattr(precision, "MIN_BF16_AGREEMENT_DB", agreement + 1)
+    assert TiledRunner(tiny_model, "cpu").precision == "fp32"
+    assert TiledRunner(tiny_model, "cpu", precision="bf16").precision == "bf16"
+    monkeypatch.setattr(precision, "MIN_BF16_AGREEMENT_DB", agreement - 1)
+    assert TiledRunner(tiny_model, "cpu").precision == "bf16"
+    tiny_model.metadata = {"cpu_bf16": False}  # a per-model flag in the weights' metadata
+    assert TiledRunner(tiny_model, "cpu").precision == "fp32"
+
+
+def test_bf16_agreement_is_rechecked_when_the_weights_change(tiny_model):
+    from napari_mprnet.engine import precision
+
+    before = precision.bf16_agreement_db(tiny_model)
+    assert precision.bf16_agreement_db(tiny_model) == before  # cached
+    with torch.no_grad():
+        for parameter in tiny_model.parameters():
+            parameter.mul_(8.0)  # huge activations: bf16 rounding shows
+    assert precision.bf16_agreement_db(tiny_model) != before
+
+
+def test_cpu_plan_gives_small_units_on_large_planes(tiny_model):
+    runner = TiledRunner(tiny_model, "cpu")
+    tile, batch = runner.plan(2048, 2048)
+    units = len(TileGrid.plan(2048, 2048, tile, runner._overlap(tile)))
+    assert batch == 1 and tile <= 384 and units >= 16
+    overlap_cost = units * tile * tile / 2048**2
+    assert overlap_cost < 1.2  # the extra pixels computed in the overlaps
+    # an accelerator with room keeps big tiles in batches
+    tile_gpu, batch_gpu = plan_tiles(2048, 2048, 1, tile_size="auto", tile_overlap=32,
+                                     batch_size=None, budget_bytes=40 * 2**30,
+                                     pixel_bytes=runner._bytes_per_pixel(),
+                                     device=torch.device("cuda"))
+    assert tile_gpu > 384 and batch_gpu > 1
+
+
+def test_progress_reports_tiles_pixels_and_time_left(tiny_model):
+    runner = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, batch_size=4)
+    seen = []
+    steps = list(runner.iter_run(_planes(2)))
+    assert [s.tiles_done for s in steps] == [4, 8, 12, 16, 20, 24]
+    assert {s.tiles_total for s in steps} == {24} and {s.pixels_total for s in steps} == {
+        24 * 32 * 32}
+    assert steps[0].pixels_done == 4 * 32 * 32 and steps[-1].fraction == 1.0
+    assert steps[0].eta_s is not None and steps[0].eta_s >= 0 and steps[-1].eta_s == 0
+    assert Progress(1, 2).eta_s is None
+    assert steps[0].describe().startswith("4/24 tiles, 0.0 of 0.0 Mpix, ")
+    assert drive(runner.iter_run(_planes(1)), on_step=seen.append)[0].shape == (1, 96, 80, 3)
+    assert [s.tiles_done for s in seen] == [4, 8, 12]
+
+
+def test_cpu_runs_use_the_runner_threads_and_restore_the_caller_s(monkeypatch, tiny_model):
+    original = TiledRunner.forward_tiles
+    during = []
+
+    def forward(self, tiles, stages):
+        during.append(torch.get_num_threads())
+        return original(self, tiles, stages)
+
+    monkeypatch.setattr(TiledRunner, "forward_tiles", forward)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    TiledRunner(tiny_model, "cpu", tile_size=48, tile_overlap=8, threads=wanted).run(_planes())
+    assert set(during) == {wanted} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        TiledRunner(tiny_model, "cpu", threads=0)

@@ -98,7 +98,7 @@ def _restore_job(job: Job, targets: list[Path], args: argparse.Namespace, model,
         results = drive(
             iter_restore(data, args.task, model, stages=args.stages, axes=axes,
                          output_dtype=output_dtype, clip=args.clip, **options),
-            progress=bar.update_to,
+            on_step=bar.update,
         )
     finally:
         bar.close()
@@ -110,19 +110,21 @@ def _restore_job(job: Job, targets: list[Path], args: argparse.Namespace, model,
 
 
 class _Bar:
-    """A tqdm bar driven by ``(done, total)`` callbacks (or nothing when quiet)."""
+    """A tqdm bar in tiles, with the time left from the first tile on (or nothing when
+    quiet), driven by the engine's :class:`~napari_mprnet.engine.progress.Progress`."""
 
     def __init__(self, name: str, quiet: bool) -> None:
         self._bar = None
         if not quiet:
             from tqdm import tqdm
 
-            self._bar = tqdm(desc=name, unit="batch", leave=False, file=sys.stderr)
+            self._bar = tqdm(desc=name, unit="tile", leave=False, file=sys.stderr)
 
-    def update_to(self, done: int, total: int) -> None:
+    def update(self, step) -> None:
         if self._bar is not None:
-            self._bar.total = total
-            self._bar.n = done
+            self._bar.total = step.tiles_total or step.total
+            self._bar.n = step.tiles_done or step.done
+            self._bar.set_postfix_str(step.describe().split(", ", 1)[-1], refresh=False)
             self._bar.refresh()
 
     def close(self) -> None:

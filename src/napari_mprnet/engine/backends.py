@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .precision import PRECISIONS
+
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -70,7 +72,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "eager", "compile", "tensorrt")
 #: Environment variable overriding the on-disk cache folder.
 CACHE_ENV = "NAPARI_MPRNET_CACHE"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Keys ``backend_options`` may hold.
 OPTION_KEYS = {
     "mode": "torch.compile mode (default None; 'reduce-overhead' with cuda_graphs)",

@@ -1,10 +1,11 @@
 """Running a model over stacks of planes, tile batch by tile batch.
 
 The runner takes normalised planes ``(P, H, W, c)``, cuts every plane into the tiles of a
-:class:`~napari_mprnet.engine.tiling.TileGrid`, runs the tiles in batches and adds each
-result, multiplied by its blending weight, into float32 output buffers the size of the
-input. Peak memory is therefore the tile batch's activations plus the output buffers,
-whatever the image size.
+:class:`~napari_mprnet.engine.tiling.TileGrid` (sizes from :mod:`.planning`), runs the tiles
+in batches (gathered by :mod:`.staging`) and adds each result, multiplied by its blending
+weight, into float32 output buffers the size of the input (:mod:`.accumulation`). Peak
+memory is therefore the tile batch's activations plus the output buffers, whatever the
+image size.
 
 Each padded tile batch goes through a backend (:mod:`.backends`: eager, torch.compile or
 Torch-TensorRT); compiled backends get batches of one fixed shape (a short last batch is
@@ -13,7 +14,8 @@ background thread into pinned staging buffers while the current one runs, copies
 non-blocking, and tiles are blended on the GPU into one buffer per plane when that fits
 (otherwise on the host, one batch behind). The pipelined loop is device-agnostic and can be
 forced on CPU (``pipeline=True``, ``accumulate="device"``); the default CPU loop is the
-plain one.
+plain one, one tile at a time, channels-last, in bf16 autocast where the CPU has native
+bf16 (:mod:`.precision`), with every physical core (:func:`.devices.cpu_threads`).
 
 :meth:`TiledRunner.iter_run` is a generator that yields a :class:`Progress` after every tile
 batch, so a caller can show progress and stop the work between batches; its return value
@@ -25,19 +27,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..model.arch import MPRNet
-from .backends import PRECISIONS, Backend, is_out_of_memory, make_backend, resolve_backend
-from .devices import device_memory_bytes, resolve_device
-from .tiling import Tile, TileGrid, validate_tiling
+from .accumulation import Accumulator, DeviceAccumulator, HostAccumulator, blend
+from .backends import Backend, is_out_of_memory, make_backend, resolve_backend
+from .devices import device_memory_bytes, resolve_device, using_cpu_threads
+from .planning import (
+    MIN_TILE,
+    bytes_per_pixel,
+    memory_budget,
+    plan_tiles,
+    tile_overlap_for,
+)
+from .precision import PRECISIONS, choose_precision, default_precision, normalize_precision
+from .progress import Progress, Tally, drive
+from .staging import Staging, gather, pad_to_multiple
+from .tiling import TileGrid, validate_tiling
 
 __all__ = [
     "ACCUMULATE",
@@ -45,75 +55,18 @@ __all__ = [
     "Progress",
     "TiledRunner",
     "default_precision",
+    "drive",
     "is_out_of_memory",
+    "normalize_precision",
     "pad_to_multiple",
 ]
 
 log = logging.getLogger(__name__)
 
-_PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-#: Smallest tile the out-of-memory back-off will shrink to.
-MIN_TILE = 64
-#: Largest tile "auto" picks: bigger tiles barely reduce the overlap overhead.
-MAX_AUTO_TILE = 1024
-#: Bytes of live activations per pixel and feature channel during a no-grad forward,
-#: measured on CPU for fp32 (benchmarks/bench_restore.py prints the actual peak).
-_BYTES_PER_PIXEL_FEATURE = 4 * 14
 #: Where blended tiles are summed: "auto" (on the GPU when the output fits), "host", "device".
 ACCUMULATE = ("auto", "host", "device")
 #: Largest share of free device memory the device-side output buffers may take.
 _DEVICE_ACCUMULATE_SHARE = 0.25
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a run has got: ``done`` of ``total`` tile batches."""
-
-    done: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-def default_precision(device: torch.device) -> str:
-    """fp16 autocast on CUDA, fp32 elsewhere."""
-    return "fp16" if device.type == "cuda" else "fp32"
-
-
-def normalize_precision(precision: str | None, device: torch.device) -> str:
-    """Validate a precision name (fp32/fp16/bf16, or None for the device's default)."""
-    if precision is None:
-        return default_precision(device)
-    if not isinstance(precision, str):
-        raise TypeError(f"precision must be a string such as 'fp32', got {precision!r}")
-    name = _PRECISION_ALIASES.get(precision.lower(), precision.lower())
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of fp32, fp16, bf16")
-    return name
-
-
-def pad_to_multiple(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    """Pad ``(N, C, H, W)`` at the bottom/right to multiples of ``multiple``.
-
-    Reflect padding where the image is large enough, replicate otherwise.
-    Returns the padded tensor and the original height and width.
-    """
-    h, w = batch.shape[-2:]
-    pad_h = (-h) % multiple
-    pad_w = (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return batch, h, w
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(batch, (0, pad_w, 0, pad_h), mode=mode), h, w
-
-
-def _available_host_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
 
 
 class TiledRunner:
@@ -125,16 +78,19 @@ class TiledRunner:
         The network (moved to ``device``; put in eval mode).
     device : str or torch.device
         "auto", "cpu", "cuda", "cuda:N" or "mps".
-    precision : {"fp32", "fp16", "bf16"}, optional
-        Autocast precision; default fp16 on CUDA and fp32 elsewhere.
+    precision : {"auto", "fp32", "fp16", "bf16"}, optional
+        Autocast precision. "auto"/None: fp16 on CUDA; on a CPU bf16 where it computes bf16
+        natively and the model agrees with its fp32 self in bf16
+        (:func:`~napari_mprnet.engine.precision.choose_precision`), else fp32.
     tile_size : int or "auto"
-        Tile edge in pixels (>= 16); "auto" chooses from the device's free memory.
+        Tile edge in pixels (>= 16); "auto" chooses from the device and its free memory
+        (on a CPU at most 384 px, so that progress and cancelling come every second or so).
     tile_overlap : int
         Overlap between neighbouring tiles in pixels.
     batch_size : int, optional
-        Tiles per forward pass; default chosen from free memory.
+        Tiles per forward pass; default chosen from free memory (1 on a CPU).
     channels_last : bool, optional
-        Use the channels-last memory format (default: on GPUs).
+        Use the channels-last memory format (default: on GPUs and CPUs).
     backend : {"eager", "compile", "tensorrt", "auto"}
         How tile batches run (see :mod:`napari_mprnet.engine.backends`); compiled backends
         get batches of one fixed shape. "auto": the fastest available on the device.
@@ -147,6 +103,10 @@ class TiledRunner:
         Overlap data movement with compute: tile batches gathered on a background thread
         into (pinned, on CUDA) staging buffers, non-blocking copies. Default: on CUDA, or
         when ``accumulate="device"``.
+    threads : int, optional
+        torch CPU threads during a CPU run (restored afterwards); default
+        :func:`~napari_mprnet.engine.devices.cpu_threads` (every physical core unless the
+        caller chose a count).
     """
 
     def __init__(
@@ -162,21 +122,23 @@ class TiledRunner:
         backend_options: dict | None = None,
         accumulate: str = "auto",
         pipeline: bool | None = None,
+        threads: int | None = None,
     ) -> None:
         if not isinstance(model, MPRNet):
             raise TypeError(f"model must be an MPRNet, got {type(model).__name__}")
         self.device = resolve_device(device)
-        self.precision = normalize_precision(precision, self.device)
+        normalize_precision(precision, self.device)  # a wrong name fails before any work
         if tile_size != "auto":
             validate_tiling(tile_size, tile_overlap)
         elif not isinstance(tile_overlap, int) or isinstance(tile_overlap, bool):
             raise TypeError(f"tile_overlap must be an integer, got {tile_overlap!r}")
         elif tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        for name, value in (("batch_size", batch_size), ("threads", threads)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if accumulate not in ACCUMULATE:
             raise ValueError(f"accumulate must be one of {', '.join(ACCUMULATE)}, "
                              f"got {accumulate!r}")
@@ -186,8 +148,12 @@ class TiledRunner:
         self.batch_size = batch_size
         self.accumulate = accumulate
         self.pipeline = pipeline
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.threads = threads
+        if channels_last is None:
+            channels_last = self.device.type in ("cuda", "cpu")
+        self.channels_last = channels_last
         self.model = model.to(self.device).eval()
+        self.precision = choose_precision(precision, self.device, self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.backend: Backend = make_backend(backend_name, self.model, self.device,
@@ -196,41 +162,20 @@ class TiledRunner:
     # ------------------------------------------------------------------ sizing
 
     def _budget_bytes(self) -> int:
-        memory = device_memory_bytes(self.device)
-        if memory is not None:
-            free, _total = memory
-            return int(free * 0.6)
-        return int(min(_available_host_bytes() * 0.5, 4 * 2**30))
+        return memory_budget(self.device)
 
     def _bytes_per_pixel(self) -> int:
-        cfg = self.model.config
-        width = max(cfg.n_feat + cfg.scale_orsnetfeats, cfg.n_feat + 2 * cfg.scale_unetfeats)
-        scale = 0.5 if self.precision != "fp32" and self.device.type != "cpu" else 1.0
-        return int(_BYTES_PER_PIXEL_FEATURE * width * scale)
+        return bytes_per_pixel(self.model.config, self.precision, self.device)
 
     def plan(self, height: int, width: int, n_planes: int = 1) -> tuple[int, int]:
         """Tile size and batch size to use for planes of ``height`` x ``width``."""
-        pixels_budget = max(self._budget_bytes() // self._bytes_per_pixel(), 16 * 16)
-        if self.tile_size == "auto":
-            edge = math.isqrt(pixels_budget) // 8 * 8
-            largest = max(MIN_TILE, min(MAX_AUTO_TILE, edge))
-            overlap = self._overlap(largest)
-            # as few tiles as the budget allows, then the smallest tile giving that count
-            tile = max(_balanced_tile(length, largest, overlap) for length in (height, width))
-            tile = max(tile, overlap + 8, 16)
-        else:
-            tile = int(self.tile_size)
-        if self.batch_size is not None:
-            return tile, self.batch_size
-        tile_pixels = _round_up(min(tile, height), 8) * _round_up(min(tile, width), 8)
-        tiles_total = n_planes * len(TileGrid.plan(height, width, tile, self._overlap(tile)))
-        batch = max(1, min(pixels_budget // tile_pixels, 16, tiles_total))
-        if self.device.type == "cpu":
-            batch = 1  # on CPU a bigger batch only costs memory
-        return tile, batch
+        return plan_tiles(height, width, n_planes, tile_size=self.tile_size,
+                          tile_overlap=self.tile_overlap, batch_size=self.batch_size,
+                          budget_bytes=self._budget_bytes(),
+                          pixel_bytes=self._bytes_per_pixel(), device=self.device)
 
     def _overlap(self, tile: int) -> int:
-        return self.tile_overlap if self.tile_overlap < tile else tile // 4
+        return tile_overlap_for(tile, self.tile_overlap)
 
     # ------------------------------------------------------------------ running
 
@@ -276,19 +221,22 @@ class TiledRunner:
             )
         n_planes, height, width, _ = planes.shape
         tile, batch_size = self.plan(height, width, n_planes)
-        while True:
-            try:
-                return (yield from self._run_grid(planes, stages, tile, batch_size))
-            except _ShrinkTiles:
-                new_tile = max(MIN_TILE, (tile // 2) // 8 * 8)
-                if new_tile >= tile or new_tile <= self._overlap(new_tile):
-                    raise MemoryError(
-                        f"out of memory even with {tile}x{tile} tiles one at a time on "
-                        f"{self.device}; use a smaller model, device='cpu', or free memory"
-                    ) from None
-                log.warning("out of memory with %d px tiles: restarting with %d px tiles",
-                            tile, new_tile)
-                tile, batch_size = new_tile, 1
+        threads = using_cpu_threads(self.threads) if self.device.type == "cpu" \
+            else contextlib.nullcontext()
+        with threads:
+            while True:
+                try:
+                    return (yield from self._run_grid(planes, stages, tile, batch_size))
+                except _ShrinkTiles:
+                    new_tile = max(MIN_TILE, (tile // 2) // 8 * 8)
+                    if new_tile >= tile or new_tile <= self._overlap(new_tile):
+                        raise MemoryError(
+                            f"out of memory even with {tile}x{tile} tiles one at a time on "
+                            f"{self.device}; use a smaller model, device='cpu', or free memory"
+                        ) from None
+                    log.warning("out of memory with %d px tiles: restarting with %d px tiles",
+                                tile, new_tile)
+                    tile, batch_size = new_tile, 1
 
     #: Pinned buffers, events and non-blocking copies in the pipelined loop (None: on CUDA).
     _async_copies: bool | None = None
@@ -307,6 +255,18 @@ class TiledRunner:
         needed = n_outputs * math.prod(plane_shape) * 4
         return needed <= memory[0] * _DEVICE_ACCUMULATE_SHARE
 
+    def _back_off(self, error: Exception, batch_size: int) -> int:
+        """After ``error`` in a batch: re-raise it unless it is out-of-memory; else the
+        halved batch size, or :class:`_ShrinkTiles` when one tile did not fit."""
+        if not is_out_of_memory(error):
+            raise error
+        self._release_cached_memory()
+        if batch_size == 1:
+            raise _ShrinkTiles() from None
+        batch_size = max(1, batch_size // 2)
+        log.warning("out of memory: retrying with %d tiles per batch", batch_size)
+        return batch_size
+
     def _run_grid(
         self, planes: np.ndarray, stages: bool, tile: int, batch_size: int
     ) -> Generator[Progress, None, list[np.ndarray]]:
@@ -316,35 +276,22 @@ class TiledRunner:
         grid = TileGrid.plan(height, width, tile, self._overlap(tile))
         work = [(p, t) for p in range(n_planes) for t in grid.tiles()]
         outputs = [np.zeros(planes.shape, np.float32) for _ in range(3 if stages else 1)]
-        total = math.ceil(len(work) / batch_size)
-        done_batches = 0
-        start = 0
-        while start < len(work):
-            chunk = work[start:start + batch_size]
+        tally = Tally(work, batch_size)
+        while tally.tiles < len(work):
+            chunk = work[tally.tiles:tally.tiles + batch_size]
             try:
-                tiles = _gather(planes, chunk)
+                tiles = gather(planes, chunk)
                 if self.backend.fixed_shape and len(chunk) < batch_size:
                     # compiled backends: every batch the same shape (dummy tiles at the end)
                     filler = np.zeros((batch_size - len(chunk), *tiles.shape[1:]), tiles.dtype)
                     tiles = np.concatenate([tiles, filler])
                 results = self.forward_tiles(tiles, stages)
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
-                self._release_cached_memory()
-                if batch_size > 1:
-                    batch_size = max(1, batch_size // 2)
-                    log.warning("out of memory: retrying with %d tiles per batch", batch_size)
-                    total = done_batches + math.ceil((len(work) - start) / batch_size)
-                    continue
-                raise _ShrinkTiles() from None
-            for (p, t), *per_stage in zip(chunk, *results):
-                weight = t.weight()[..., None]
-                for out, result in zip(outputs, per_stage):
-                    out[p][t.slices] += weight * result
-            start += len(chunk)
-            done_batches += 1
-            yield Progress(done_batches, total)
+            except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
+                batch_size = self._back_off(error, batch_size)
+                tally.rebatch(batch_size)
+                continue
+            blend(outputs, chunk, results)
+            yield tally.advance(chunk)
         return outputs
 
     def _run_grid_pipelined(
@@ -364,18 +311,17 @@ class TiledRunner:
         asynchronous = self.device.type == "cuda" if self._async_copies is None \
             else self._async_copies
         if self._accumulate_on_device((height, width, channels), n_out):
-            sink: _Accumulator = _DeviceAccumulator(outputs, self.device)
+            sink: Accumulator = DeviceAccumulator(outputs, self.device)
         else:
-            sink = _HostAccumulator(outputs, self.device, asynchronous)
-        staging = _Staging(tile_shape, asynchronous)
+            sink = HostAccumulator(outputs, self.device, asynchronous)
+        staging = Staging(tile_shape, asynchronous)
         fixed = self.backend.fixed_shape
-        total = math.ceil(len(work) / batch_size)
-        done_batches = 0
-        start = 0
+        tally = Tally(work, batch_size)
         prefetched: tuple[tuple[int, int], Future] | None = None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mprnet-tiles")
         try:
-            while start < len(work):
+            while tally.tiles < len(work):
+                start = tally.tiles
                 chunk = work[start:start + batch_size]
                 if prefetched is not None and prefetched[0] == (start, batch_size):
                     host = prefetched[1].result()
@@ -394,25 +340,16 @@ class TiledRunner:
                         prefetched = ((following, batch_size),
                                       pool.submit(staging.fill, planes, upcoming, batch_size))
                     results = self.forward_batch(batch.permute(0, 3, 1, 2), stages)
-                except Exception as error:
-                    if not is_out_of_memory(error):
-                        raise
-                    if prefetched is not None:
+                except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
+                    if prefetched is not None and is_out_of_memory(error):
                         prefetched[1].result()
                         prefetched = None
-                    self._release_cached_memory()
-                    if batch_size > 1:
-                        batch_size = max(1, batch_size // 2)
-                        log.warning("out of memory: retrying with %d tiles per batch",
-                                    batch_size)
-                        total = done_batches + math.ceil((len(work) - start) / batch_size)
-                        continue
-                    raise _ShrinkTiles() from None
+                    batch_size = self._back_off(error, batch_size)
+                    tally.rebatch(batch_size)
+                    continue
                 sink.add(chunk, results)
                 del batch, results
-                start += len(chunk)
-                done_batches += 1
-                yield Progress(done_batches, total)
+                yield tally.advance(chunk)
             sink.finish()
         finally:
             if prefetched is not None:
@@ -432,187 +369,3 @@ class TiledRunner:
 
 class _ShrinkTiles(Exception):
     """Internal signal: even one tile does not fit; restart with smaller tiles."""
-
-
-def _balanced_tile(length: int, largest: int, overlap: int) -> int:
-    """Smallest tile (multiple of 8) covering ``length`` with as few tiles as ``largest``
-    tiles would need."""
-    if length <= largest:
-        return _round_up(length, 8)
-    count = math.ceil((length - overlap) / (largest - overlap))
-    return min(largest, _round_up(math.ceil((length + (count - 1) * overlap) / count), 8))
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _gather(planes: np.ndarray, chunk: list[tuple[int, Tile]]) -> np.ndarray:
-    return np.stack([planes[p][t.slices] for p, t in chunk])
-
-
-def _host_buffer(shape: tuple[int, ...], pin: bool) -> torch.Tensor:
-    """A zeroed float32 host tensor, in page-locked memory if ``pin`` (CUDA only)."""
-    return torch.zeros(shape, dtype=torch.float32, pin_memory=pin)
-
-
-class _Staging:
-    """A ring of two host buffers ``(B, h, w, c)`` that tile batches are gathered into:
-    pinned memory on CUDA (so host-to-device copies are asynchronous), plain elsewhere.
-    A buffer is refilled only once the copy that last read it has finished."""
-
-    def __init__(self, tile_shape: tuple[int, int, int], pin: bool) -> None:
-        self.tile_shape = tile_shape
-        self.pin = pin
-        self._buffers: list[torch.Tensor] = []
-        self._events: dict[int, torch.cuda.Event] = {}
-        self._batch: int | None = None
-        self._next = 0
-
-    def fill(self, planes: np.ndarray, chunk: list[tuple[int, Tile]],
-             batch_size: int) -> torch.Tensor:
-        """Gather ``chunk``'s tiles into the next buffer (rows past the chunk hold dummy
-        tiles); return the whole buffer."""
-        if batch_size != self._batch:
-            self._buffers = [_host_buffer((batch_size, *self.tile_shape), self.pin)
-                             for _ in range(2)]
-            self._events = {}
-            self._batch, self._next = batch_size, 0
-        index = self._next
-        self._next = (index + 1) % len(self._buffers)
-        event = self._events.pop(index, None)
-        if event is not None:
-            event.synchronize()
-        view = self._buffers[index].numpy()
-        for row, (p, t) in enumerate(chunk):
-            view[row] = planes[p][t.slices]
-        return self._buffers[index]
-
-    def copied(self, buffer: torch.Tensor) -> None:
-        """Note that a (non-blocking) copy reading ``buffer`` has just been queued."""
-        if not self.pin:
-            return
-        for index, candidate in enumerate(self._buffers):
-            if candidate is buffer:
-                event = torch.cuda.Event()
-                event.record()
-                self._events[index] = event
-
-
-class _Accumulator:
-    """Blends tile results ``(B, c, h, w)`` (device tensors) into the outputs."""
-
-    def __init__(self, outputs: list[np.ndarray], device: torch.device) -> None:
-        self.outputs = outputs
-        self.device = device
-
-    def add(self, chunk: list[tuple[int, Tile]], results: list[torch.Tensor]) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Complete every pending addition."""
-
-
-class _HostAccumulator(_Accumulator):
-    """Blend on the host, one batch behind: a batch's results are copied back
-    asynchronously (into pinned buffers on CUDA) and blended while the next batch runs."""
-
-    def __init__(self, outputs: list[np.ndarray], device: torch.device,
-                 asynchronous: bool) -> None:
-        super().__init__(outputs, device)
-        self.asynchronous = asynchronous
-        self._pending = None
-        self._slots: list[list[torch.Tensor]] = [[], []]
-        self._slot = 0
-
-    def _pinned(self, slot: int, index: int, shape: torch.Size) -> torch.Tensor:
-        buffers = self._slots[slot]
-        if index >= len(buffers) or buffers[index].shape != shape:
-            buffers[index:index + 1] = [_host_buffer(tuple(shape), pin=True)]
-        return buffers[index]
-
-    def add(self, chunk: list[tuple[int, Tile]], results: list[torch.Tensor]) -> None:
-        staged = []
-        for index, result in enumerate(results):
-            source = result[:len(chunk)].permute(0, 2, 3, 1)
-            if self.asynchronous:
-                target = self._pinned(self._slot, index, source.shape)
-                target.copy_(source, non_blocking=True)
-            else:
-                target = source.to("cpu").contiguous()
-            staged.append(target)
-        event = None
-        if self.asynchronous:
-            event = torch.cuda.Event()
-            event.record()
-        self._slot = 1 - self._slot
-        previous, self._pending = self._pending, (chunk, staged, event)
-        if previous is not None:
-            self._blend(*previous)
-
-    def _blend(self, chunk, staged, event) -> None:
-        if event is not None:
-            event.synchronize()
-        arrays = [tensor.numpy() for tensor in staged]
-        for row, (p, t) in enumerate(chunk):
-            weight = t.weight()[..., None]
-            for out, array in zip(self.outputs, arrays):
-                out[p][t.slices] += weight * array[row]
-
-    def finish(self) -> None:
-        if self._pending is not None:
-            self._blend(*self._pending)
-            self._pending = None
-
-
-class _DeviceAccumulator(_Accumulator):
-    """Blend on the device into one ``(c, H, W)`` float32 buffer per output, copied back to
-    the host when the work moves on to the next plane."""
-
-    def __init__(self, outputs: list[np.ndarray], device: torch.device) -> None:
-        super().__init__(outputs, device)
-        height, width, channels = outputs[0].shape[1:]
-        self.buffers = [torch.zeros((channels, height, width), dtype=torch.float32,
-                                    device=device) for _ in outputs]
-        self.plane: int | None = None
-        self._profiles: dict[tuple[str, int, int], torch.Tensor] = {}
-
-    def _profile(self, axis: str, start: int, values: np.ndarray) -> torch.Tensor:
-        key = (axis, start, len(values))
-        if key not in self._profiles:
-            self._profiles[key] = torch.from_numpy(values).to(self.device)
-        return self._profiles[key]
-
-    def add(self, chunk: list[tuple[int, Tile]], results: list[torch.Tensor]) -> None:
-        for row, (p, t) in enumerate(chunk):
-            if p != self.plane:
-                self._flush()
-                self.plane = p
-            weight = (self._profile("y", t.y, t.weight_y)[:, None]
-                      * self._profile("x", t.x, t.weight_x)[None, :])
-            rows, cols = t.slices
-            for buffer, result in zip(self.buffers, results):
-                buffer[:, rows, cols] += result[row] * weight
-
-    def _flush(self) -> None:
-        if self.plane is None:
-            return
-        for out, buffer in zip(self.outputs, self.buffers):
-            out[self.plane] = buffer.permute(1, 2, 0).cpu().numpy()
-            buffer.zero_()
-
-    def finish(self) -> None:
-        self._flush()
-        self.plane = None
-
-
-def drive(generator: Iterator, progress=None):
-    """Exhaust a progress generator, forwarding ``(done, total)`` to ``progress``;
-    return the generator's return value."""
-    while True:
-        try:
-            step = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step.done, step.total)
