@@ -15,7 +15,9 @@ noise per channel a network learns to average the copies and fails on real grey 
 Random degradation models (:func:`sample_params`, :func:`degrade`)
 ------------------------------------------------------------------
 denoise
-    Half of the images: Gaussian noise, sigma uniform in [0, 50]/255 (blind). The other half:
+    Half of the images: Gaussian noise, sigma = 50/255 * u^1.5 with u uniform (blind; in
+    [0, 50]/255, low noise drawn more often than high so that nearly clean images keep
+    their detail). The other half:
     Poisson-Gaussian noise of a photon-counting camera, photons at intensity 1 log-uniform in
     [5, 1000], Gaussian read noise uniform in [0, 4] photons (electrons) rms.
 deblur

@@ -24,7 +24,9 @@ def sample_params(task: str, rng: np.random.Generator) -> dict[str, Any]:
     model = DEGRADATION_MODEL[task]
     if task == "denoise":
         if rng.random() < model["gaussian_fraction"]:
-            return {"noise": "gaussian", "sigma": float(rng.uniform(*model["gaussian_sigma"]))}
+            lo, hi = model["gaussian_sigma"]
+            u = float(rng.random()) ** model.get("gaussian_sigma_power", 1.0)
+            return {"noise": "gaussian", "sigma": lo + (hi - lo) * u}
         return {
             "noise": "poisson_gaussian",
             "photons": _loguniform(rng, *model["poisson_photons_loguniform"]),
