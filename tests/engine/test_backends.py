@@ -79,9 +79,9 @@ def test_auto_picks_eager_off_cuda_and_the_fastest_on_cuda(monkeypatch):
     assert resolve_backend("auto", torch.device("cpu")) == "eager"
     assert resolve_backend("auto", torch.device("mps")) == "eager"
     assert resolve_backend("eager", torch.device("cuda")) == "eager"
-    monkeypatch.setattr(backends, "tensorrt_available", lambda: False)
+    monkeypatch.setattr(backends.selection, "tensorrt_available", lambda: False)
     assert resolve_backend("auto", torch.device("cuda")) == "compile"
-    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    monkeypatch.setattr(backends.selection, "tensorrt_available", lambda: True)
     assert resolve_backend("auto", torch.device("cuda")) == "tensorrt"
 
 
