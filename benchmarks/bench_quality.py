@@ -375,7 +375,7 @@ def _method_table(task: str, runner: ModelRunner | None, use_bm3d: bool) -> dict
 def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
     runner = None if args.no_model else ModelRunner(task, args.weights, args.device, args.tile)
     methods = _method_table(task, runner, not args.no_bm3d)
-    previous = _previous_rows(args.baselines_from)
+    previous = _previous_rows(args.baselines_from, args)
     rows = []
     kept: dict[tuple, dict] = {}
     for group, level, cases in CASES[task](images, args):
@@ -419,11 +419,21 @@ def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
     return rows
 
 
-def _previous_rows(path: str | None) -> dict:
-    """Rows of an earlier real-image report, by (task, data, level, image names)."""
+def _cases_key(args: argparse.Namespace) -> dict:
+    """What fixes the degraded inputs (noise is drawn in sequence over all rows)."""
+    return {"corpus": str(args.corpus), "size": args.size, "photos": args.photos,
+            "fields": args.fields, "sigmas": list(args.sigmas), "photons": list(args.photons)}
+
+
+def _previous_rows(path: str | None, args: argparse.Namespace) -> dict:
+    """Rows of an earlier real-image report made with the same inputs, by (task, data,
+    level, image names)."""
     if not path:
         return {}
     report = json.loads(Path(path).read_text())
+    if report.get("cases") != _cases_key(args):
+        raise SystemExit(f"--baselines-from {path}: made with other inputs "
+                         f"({report.get('cases')}); rerun with the same options")
     found = {}
     for row in report["rows"]:
         per = next((r["per_image"] for r in row["results"].values() if "per_image" in r), None)
@@ -488,7 +498,8 @@ def markdown(report: dict) -> str:
         header = ["data", "degradation", "n", *methods]
         if versus:
             header.append(f"model - {versus}: mean / worst (dB)")
-        header.append(f"tiled {report['tile']} - whole (dB)")
+        if report["tile"]:
+            header.append(f"tiled {report['tile']} - whole (dB)")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in rows:
@@ -499,7 +510,8 @@ def markdown(report: dict) -> str:
                 v = r.get("versus")
                 cells.append(f"{v['mean_db']:+.2f} / {v['worst_db']:+.2f} ({v['worst_image']})"
                              if v else "-")
-            cells.append("-" if delta is None else f"{delta:+.3f}")
+            if report["tile"]:
+                cells.append("-" if delta is None else f"{delta:+.3f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(f"Total runtime {report['runtime_s']:.1f} s on {report['machine']}.")
@@ -573,6 +585,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tile": args.tile,
         "seed": SEED,
         "tasks": tasks,
+        "cases": _cases_key(args),
         "models": models,
         "machine": f"{platform.machine()} {platform.system()}, device {args.device}",
         "rows": rows,

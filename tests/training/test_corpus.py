@@ -253,3 +253,51 @@ def test_train_defaults_on_a_corpus_stops_and_resumes_from_its_checkpoint(tmp_pa
     assert "real and synthetic" in model.metadata["summary"]
     with pytest.raises(SystemExit):  # real families need a corpus
         script.main(["--tiny", "--dry-run", "--families", "photo=1"])
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_quality_corpus",
+                                                  ROOT / "benchmarks" / "bench_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generalised_anscombe_inverse_is_unbiased():
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    for rate in (3.0, 20.0, 300.0):
+        counts = rng.poisson(rate, 200000) + 2.0 * rng.standard_normal(200000)
+        stabilised = bench.anscombe(counts, 2.0)
+        assert stabilised.std() == pytest.approx(1.0, abs=0.08)  # variance stabilised
+        assert bench.inverse_anscombe(stabilised.mean(), 2.0) == pytest.approx(rate, rel=0.03)
+
+
+def test_bench_quality_on_a_corpus_reports_per_image_and_reuses_baselines(tmp_path):
+    pytest.importorskip("torch")
+    bench = _bench()
+    corpus_dir = tmp_path / "corpus"
+    images = [_image(f"p/{i}", f"p/{i}", img=_texture(i, (64, 64))) for i in range(2)]
+    images.append(_image("m/f", "m/f", "microscopy", _texture(7, (64, 64))))
+    crops = [c for img in images for c in prep.tile_crops(img, 64, min_side=64)]
+    prep.write_corpus(corpus_dir, crops, {"p/0": "benchmark", "p/1": "benchmark",
+                                          "m/f": "benchmark"})
+    common = ["--corpus", str(corpus_dir), "--size", "64", "--tile", "0", "--photos", "2",
+              "--fields", "1", "--sigmas", "25", "--photons", "30", "--no-bm3d"]
+    first = bench.main([*common, "--json", str(tmp_path / "a.json")])
+    rows = first["rows"]
+    assert [(r["data"], r["level"], r["n"]) for r in rows] == [
+        ("photo grey", "sigma 25", 2), ("microscopy", "30 photons", 1)]
+    per = rows[0]["results"]["NL-means"]["per_image"]
+    assert set(per) == {"p/0", "p/1"}
+    assert np.mean(list(per.values())) == pytest.approx(rows[0]["results"]["NL-means"]["psnr"],
+                                                       abs=1e-3)
+    second = bench.main([*common, "--baselines-from", str(tmp_path / "a.json")])
+    again = second["rows"][0]["results"]
+    assert again["NL-means"].get("reused") and "reused" not in again["model"]
+    assert again["NL-means"]["psnr"] == rows[0]["results"]["NL-means"]["psnr"]
+    assert again["model"]["psnr"] == pytest.approx(rows[0]["results"]["model"]["psnr"],
+                                                   abs=1e-4)
+    with pytest.raises(SystemExit, match="other inputs"):
+        bench.main([*common[:-3], "15", "--photons", "30", "--no-bm3d", "--baselines-from",
+                    str(tmp_path / "a.json")])
