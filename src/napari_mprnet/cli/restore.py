@@ -160,8 +160,9 @@ def _pending(job: Job, args: argparse.Namespace, inputs: set[Path]) -> list[Path
     if args.skip_existing:
         return [t for t in job.targets if t not in existing]
     names = ", ".join(str(t) for t in existing)
-    raise FileExistsError(f"{names} exist(s); pass --overwrite to replace or --skip-existing "
-                          "to keep")
+    verb = "exists" if len(existing) == 1 else "exist"
+    raise FileExistsError(f"{names} already {verb}; pass --overwrite to replace, or "
+                          "--skip-existing to keep and go on")
 
 
 def run(args: argparse.Namespace) -> int:
