@@ -228,9 +228,12 @@ def atomic_output(target: str | os.PathLike, *, overwrite: bool = False,
         os.mkdir(tmp, 0o777)
     else:
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = tmp.stat().st_mode & 0o777  # a new file's permissions: the kernel applied the umask
     try:
         try:
             yield tmp
+            if tmp.stat().st_mode & 0o777 != mode:  # a writer that recreated the file (0o600)
+                os.chmod(tmp, mode)
             if fsync:
                 _fsync(tmp)
         except Exception as err:
