@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from safetensors.torch import load_file as _load_safetensors
 from safetensors.torch import save_file as _save_safetensors
 
 from .engine.devices import resolve_device
+from .io.atomic import atomic_output
 from .model.arch import MPRNet, MPRNetConfig
 
 __all__ = ["FORMAT_NAME", "infer_config", "load_model", "load_state_dict", "save_model"]
@@ -375,9 +375,7 @@ def save_model(
             tensor = tensor.to(dtype)
         state[key] = tensor.clone().contiguous()  # unshare the common PReLU
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp_name:
         if suffix in _SAFETENSORS_SUFFIXES:
             header = {
                 "format": FORMAT_NAME,
@@ -385,14 +383,7 @@ def save_model(
                 "config": json.dumps(config),
                 "metadata": json.dumps(merged),
             }
-            _save_safetensors(state, tmp_name, metadata=header)
+            _save_safetensors(state, str(tmp_name), metadata=header)
         else:
             torch.save({"state_dict": state, "config": config, "metadata": merged}, tmp_name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return path
