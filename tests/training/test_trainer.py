@@ -167,7 +167,9 @@ def test_checkpoint_is_readable_with_weights_only(tmp_path):
     assert data["sampler"]["bit_generator"] == "PCG64"
     assert data["args"]["patch_size"] == 32
     assert len(data["history"]) == 4
-    assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
+    from napari_mprnet.io.atomic import is_temporary
+
+    assert not [p for p in ckpt.parent.iterdir() if is_temporary(p)]
 
 
 # --------------------------------------------------------------------------- guards

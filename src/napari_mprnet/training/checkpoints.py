@@ -8,13 +8,14 @@ the best weights so far and the settings that define the training trajectory.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..io.atomic import atomic_output
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -59,14 +60,8 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
