@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .io.atomic import atomic_output
 from .model import arch as _arch
 from .model.arch import MPRNet
 
@@ -559,14 +560,8 @@ def export_bioimageio(
              **files}
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for member, data in files.items():
-                archive.writestr(member, data)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_output(path, overwrite=overwrite) as tmp_name, \
+            zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
     return path
