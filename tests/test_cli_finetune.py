@@ -111,3 +111,24 @@ def test_unpaired_folders(folders, tmp_path, capsys):
     status = main(_args(folders, tmp_path / "m.safetensors"))
     err = capsys.readouterr().err
     assert status == 2 and "unpaired files" in err and "img2.tif" in err
+
+
+def test_unusable_outputs_and_checkpoints_fail_before_training(folders, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    cases = [
+        (_args(folders, blocker / "m.safetensors"), "save_to"),
+        (_args(folders, tmp_path / "m.safetensors", "--checkpoint", str(blocker / "c.pt")),
+         "checkpoint_path"),
+        (_args(folders, tmp_path / "m.safetensors", "--resume", str(empty)), "is empty"),
+    ]
+    for args, message in cases:
+        status = main(args)
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert status == 2, err
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert "fine-tuning" not in err  # no progress bar: no step ran
+    assert not (tmp_path / "m.safetensors").exists()

@@ -401,6 +401,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
                 checkpoint_every=(args.checkpoint_every if persistent
                                   else steps if len(bounds) > 1 else None),
                 resume_from=ckpt if chunk > 0 or resumed_at is not None else None,
+                resume_other_data=chunk > first_chunk,  # pairs regenerated for this chunk
             )
             if out_of_time:
                 break

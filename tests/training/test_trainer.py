@@ -413,3 +413,110 @@ def test_bf16_training_keeps_fp32_master_weights_and_the_guard(monkeypatch):
     with pytest.raises(TrainingDiverged, match="loss is nan"):
         _small_run(steps=2, precision="bf16")
 
+
+
+# --------------------------------------------------------------------------- checkpoint safety
+
+
+def _rewrite(path, change) -> None:
+    """Load a checkpoint, change it, store it again with a matching checksum."""
+    from napari_mprnet.training.checkpoints import content_checksum
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    change(data)
+    data["checksum"] = content_checksum(data)
+    torch.save(data, path)
+
+
+def test_unwritable_outputs_fail_before_the_first_step(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    steps_run = []
+    for kwargs, name in (
+        ({"save_to": blocker / "sub" / "m.safetensors"}, "save_to"),
+        ({"checkpoint_path": blocker / "c.pt"}, "checkpoint_path"),
+        ({"save_to": "/proc/napari-mprnet-test/m.safetensors"}, "save_to"),
+        ({"checkpoint_path": tmp_path}, "checkpoint_path"),
+    ):
+        with pytest.raises(ValueError, match=name) as info:
+            _small_run(steps=2, callback=steps_run.append, **kwargs)
+        assert "\n" not in str(info.value)
+    assert steps_run == []  # refused before training, so nothing trained is lost
+
+
+def test_damaged_checkpoints_are_refused_with_one_line(tmp_path):
+    import zipfile
+
+    ckpt = tmp_path / "c.pt"
+    _small_run(steps=4, checkpoint_path=ckpt)
+    assert load_checkpoint(ckpt)["checksum"]
+    clean = ckpt.read_bytes()
+    # a flipped byte inside the largest stored tensor: torch itself loads it without notice
+    with zipfile.ZipFile(ckpt) as archive:
+        record = max((info for info in archive.infolist() if "/data/" in info.filename),
+                     key=lambda info: info.file_size)
+    with open(ckpt, "rb") as handle:
+        handle.seek(record.header_offset + 26)
+        name_len, extra_len = np.frombuffer(handle.read(4), dtype="<u2")
+    start = record.header_offset + 30 + int(name_len) + int(extra_len)
+    for offset in (start, start + record.file_size // 2, start + record.file_size - 1):
+        damaged = bytearray(clean)
+        damaged[offset] ^= 0xFF
+        ckpt.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match="is damaged: its checksum") as info:
+            _small_run(steps=4, resume_from=ckpt)
+        assert str(ckpt) in str(info.value) and "\n" not in str(info.value)
+    # bytes flipped anywhere else: still one ValueError naming the file, never a traceback
+    for offset in (0, 100, len(clean) // 3, len(clean) - 30):
+        damaged = bytearray(clean)
+        damaged[offset] ^= 0xFF
+        ckpt.write_bytes(bytes(damaged))
+        try:
+            load_checkpoint(ckpt)
+        except ValueError as err:
+            assert str(ckpt) in str(err) and "\n" not in str(err)
+    ckpt.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\)"):
+        _small_run(steps=4, resume_from=ckpt)
+
+
+def test_resume_refuses_other_data_and_steps_beyond(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _small_run(steps=4, checkpoint_path=ckpt)
+    data = load_checkpoint(ckpt)["data"]
+    assert data["train_planes"] + data["val_planes"] == 4 and len(data["sha256"]) == 64
+    noisy, clean = synthetic_pairs(4, size=48, seed=2)  # same counts and shapes, other pixels
+    options = {"model": _tiny(), "steps": 4, "patch_size": 32, "batch_size": 2,
+               "learning_rate": 1e-3, "device": "cpu", "normalize": "none", "val_every": 6}
+    with pytest.raises(ValueError, match="trained on other data") as info:
+        finetune(list(noisy), list(clean), resume_from=ckpt, **options)
+    assert "sha256" in str(info.value) and "\n" not in str(info.value)
+    resumed = finetune(list(noisy), list(clean), resume_from=ckpt, resume_other_data=True,
+                       **options)
+    assert resumed.steps_done == 4
+    same_noisy, same_clean = synthetic_pairs(4, size=48, seed=1)  # the run's planes, one fewer
+    with pytest.raises(ValueError, match="trained on other data"):
+        finetune(list(same_noisy[:3]), list(same_clean[:3]), resume_from=ckpt, **options)
+    _rewrite(ckpt, lambda d: d.update(step=9))
+    with pytest.raises(ValueError, match="at step 9, beyond this run's 4 steps"):
+        _small_run(steps=4, resume_from=ckpt)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("optimizer"), "'optimizer' is missing"),
+        (lambda d: d.update(history="many"), "'history' is a str, not a list"),
+        (lambda d: d.update(model={"nonsense": torch.zeros(2)}), "does not fit this run"),
+        (lambda d: d["optimizer"].update(state={0: {"exp_avg": 1}}), "does not fit this run"),
+        (lambda d: d.update(sampler={"bit_generator": "MT"}), "does not fit this run"),
+        (lambda d: d.update(normalization={"mode": 3}), "does not fit this run"),
+    ],
+)
+def test_malformed_checkpoint_contents_give_one_line(tmp_path, change, message):
+    ckpt = tmp_path / "c.pt"
+    _small_run(steps=4, checkpoint_path=ckpt)
+    _rewrite(ckpt, change)
+    with pytest.raises(ValueError, match=message) as info:
+        _small_run(steps=4, resume_from=ckpt)
+    assert str(ckpt) in str(info.value) and "\n" not in str(info.value)

@@ -8,6 +8,7 @@ target's intensities in the same scale it sees the input in; the map is stored w
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import tifffile
 
 from napari_mprnet.engine.normalize import Normalization, choose_normalization
 
-__all__ = ["PairSet", "load_pairs", "split_pairs"]
+__all__ = ["PairSet", "fingerprint", "load_pairs", "split_pairs"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Above this many input values, the normalisation is fitted on a strided sample
@@ -299,3 +300,25 @@ def split_pairs(pairs: PairSet, val_fraction: float, seed: int = 0) -> tuple[Pai
     val_idx = sorted(int(i) for i in order[:n_val])
     train_idx = sorted(int(i) for i in order[n_val:])
     return pairs.subset(train_idx), pairs.subset(val_idx)
+
+
+def fingerprint(train: PairSet, val: PairSet) -> dict:
+    """What identifies the training data: plane counts, shapes and a SHA-256 of every plane.
+
+    Stored in fine-tuning checkpoints, so that a resumed run can refuse other data. The hash
+    covers the normalised inputs and targets of both sets, in order.
+    """
+    digest = hashlib.sha256()
+    shapes: dict[str, int] = {}
+    for planes in (train.inputs, train.targets, val.inputs, val.targets):
+        digest.update(b"|")
+        for plane in planes:
+            plane = np.ascontiguousarray(plane)
+            digest.update(f"{plane.dtype}{plane.shape}".encode())
+            digest.update(plane.reshape(-1).view(np.uint8))
+    for plane in train.inputs + val.inputs:
+        key = "x".join(map(str, plane.shape))
+        shapes[key] = shapes.get(key, 0) + 1
+    return {"train_planes": len(train), "val_planes": len(val),
+            "shapes": [[shape, count] for shape, count in sorted(shapes.items())],
+            "sha256": digest.hexdigest()}

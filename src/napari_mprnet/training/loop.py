@@ -22,10 +22,11 @@ from .objectives import Batch, Objective
 from .precision import MixedPrecision
 from .prefetch import BatchPrefetcher
 from .results import StopTraining, TrainingDiverged
+from .sampling import PatchSampler
 from .schedule import Schedule
 from .validation import Validator
 
-__all__ = ["RunState", "StepLoop", "compile_forward"]
+__all__ = ["RunState", "StepLoop", "compile_forward", "restore_state"]
 
 Callback = Callable[[dict], Any]
 
@@ -44,6 +45,26 @@ class RunState:
     sampler: dict = field(default_factory=dict)
     stopped: bool = False
     last_checkpoint: int | None = None
+
+
+def restore_state(ckpt: dict, optimizer: torch.optim.Optimizer, amp: MixedPrecision,
+                  sampler: PatchSampler, session: Any, device: torch.device) -> RunState:
+    """Put the optimiser, sampler and RNGs where the checkpoint left them."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    amp.load_scaler_state(ckpt.get("scaler"))
+    own = ckpt["ranks"][session.rank] if session is not None else ckpt
+    sampler.load_state_dict(own["sampler"])
+    torch.set_rng_state(own["torch_rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng"):
+        try:
+            torch.cuda.set_rng_state_all(list(ckpt["cuda_rng"]))
+        except (RuntimeError, IndexError):
+            pass
+    step = int(ckpt["step"])
+    return RunState(step=step, history=[dict(entry) for entry in ckpt["history"]],
+                    best=dict(ckpt["best"]), best_state=ckpt.get("best_state") or None,
+                    base_val=dict(ckpt.get("base_val", RunState().base_val)),
+                    sampler=sampler.state_dict(), last_checkpoint=step)
 
 
 def compile_forward(module: torch.nn.Module) -> Callable | None:

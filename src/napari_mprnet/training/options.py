@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 
 from .schedule import default_warmup
 
-__all__ = ["check_args"]
+__all__ = ["check_args", "check_writable"]
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -88,3 +90,29 @@ def check_args(args: dict) -> dict:
         raise TypeError(f"seed must be an integer, got {args['seed']!r}")
     out["seed"] = int(args["seed"])
     return out
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any training, a file location that could not be written at the end.
+
+    The nearest existing folder above ``path`` must be writable (missing folders are created
+    when the file is written), and ``path`` must not be a folder or a read-only file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} '{path}' is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} '{path}' is read-only; choose another file or change its "
+                         "permissions")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{what} '{path}': '{folder}' is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".napari-mprnet-probe.", dir=folder)
+    except OSError as err:
+        raise ValueError(f"{what} '{path}' cannot be written ({err.strerror or err} in "
+                         f"'{folder}'); choose a writable location") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -34,13 +34,15 @@ from .checkpoints import (
     SCHEDULE_ARGS,
     Checkpointer,
     check_resume,
+    check_same_data,
+    from_checkpoint,
     load_checkpoint,
     plain,
 )
-from .data import PairSet, load_pairs, split_pairs
-from .loop import Callback, RunState, StepLoop
+from .data import PairSet, fingerprint, load_pairs, split_pairs
+from .loop import Callback, RunState, StepLoop, restore_state
 from .objectives import Objective, Supervised
-from .options import check_args
+from .options import check_args, check_writable
 from .precision import MixedPrecision, choose_channels_last, choose_precision
 from .prefetch import BatchPrefetcher
 from .results import (
@@ -87,26 +89,6 @@ def _base_network(model: Any) -> tuple[MPRNet, MPRNet]:
     return base, copy.deepcopy(base).to("cpu")
 
 
-def _restore(ckpt: dict, net: MPRNet, optimizer: torch.optim.Optimizer, amp: MixedPrecision,
-             sampler: PatchSampler, session: Any, device: torch.device) -> RunState:
-    """Put the optimiser, sampler and RNGs where the checkpoint left them."""
-    optimizer.load_state_dict(ckpt["optimizer"])
-    amp.load_scaler_state(ckpt.get("scaler"))
-    own = ckpt["ranks"][session.rank] if session is not None else ckpt
-    sampler.load_state_dict(own["sampler"])
-    torch.set_rng_state(own["torch_rng"])
-    if device.type == "cuda" and ckpt.get("cuda_rng"):
-        try:
-            torch.cuda.set_rng_state_all(list(ckpt["cuda_rng"]))
-        except (RuntimeError, IndexError):
-            pass
-    step = int(ckpt["step"])
-    return RunState(step=step, history=[dict(entry) for entry in ckpt["history"]],
-                    best=dict(ckpt["best"]), best_state=ckpt.get("best_state") or None,
-                    base_val=dict(ckpt.get("base_val", RunState().base_val)),
-                    sampler=sampler.state_dict(), last_checkpoint=step)
-
-
 @_ddp.with_process_group
 def finetune(
     inputs: Any,
@@ -138,6 +120,7 @@ def finetune(
     compile: bool = False,
     distributed: bool | None = None,
     objective: Objective | None = None,
+    resume_other_data: bool = False,
 ) -> FinetuneResult:
     """Fine-tune an MPRNet on paired degraded/clean images.
 
@@ -186,7 +169,9 @@ def finetune(
         Write the resulting model (``.safetensors`` recommended) with its metadata.
     resume_from : str or path, optional
         Continue from a checkpoint written by an earlier call with the same data and
-        settings; the continued run follows the same trajectory.
+        settings; the continued run follows the same trajectory. A damaged checkpoint (its
+        checksum does not match), one written for other data (plane counts, shapes, hash)
+        or settings, or one beyond ``steps`` is refused with a ValueError that says why.
     callback : callable, optional
         Called after every step with a dict (``step``, ``steps``, ``loss``, ``lr``, plus
         ``val_psnr``/``val_ssim`` after validation). Returning False or raising
@@ -207,6 +192,9 @@ def finetune(
         What each batch is trained towards and with which loss
         (:mod:`napari_mprnet.training.objectives`); default
         ``Supervised(edge_weight=edge_weight)``: the paper's loss on (degraded, clean) pairs.
+    resume_other_data : bool
+        Resume although the training data differ from the checkpoint's (e.g. training pairs
+        regenerated between chunks of one schedule).
 
     Returns
     -------
@@ -215,7 +203,8 @@ def finetune(
     Raises
     ------
     ValueError
-        Invalid arguments (naming the argument), unusable data, mismatched checkpoints.
+        Invalid arguments (naming the argument), unusable data, mismatched checkpoints,
+        ``save_to`` or ``checkpoint_path`` not writable (checked before training).
     TrainingDiverged
         The loss or gradient became NaN/infinite (a ``FloatingPointError``).
     """
@@ -245,17 +234,26 @@ def finetune(
     if save_to is not None and Path(save_to).suffix.lower() not in (".safetensors", ".pth",
                                                                       ".pt"):
         raise ValueError(f"save_to must end in .safetensors (or .pth), got '{save_to}'")
+    if save_to is not None:
+        check_writable(Path(save_to), "save_to")
+    if ckpt_path is not None:
+        check_writable(ckpt_path, "checkpoint_path")
 
     ckpt = load_checkpoint(resume_from) if resume_from is not None else None
     normalize_arg: Any = normalize
     if ckpt is not None:
-        check_resume(ckpt, {**args, "objective": plain(objective.describe())}, world_size)
-        normalize_arg = Normalization.from_dict(ckpt["normalization"])
+        check_resume(ckpt, {**args, "objective": plain(objective.describe())}, world_size,
+                     path=resume_from)
+        normalize_arg = from_checkpoint(resume_from, Normalization.from_dict,
+                                         ckpt["normalization"])
 
     # ---------------------------------------------------------------- data and model
     train, val = _load_data(inputs, targets, val_inputs, val_targets, normalize_arg,
                             args["val_fraction"], args["seed"])
     norm = train.normalization
+    data_print = fingerprint(train, val) if ckpt is not None or ckpt_path is not None else None
+    if ckpt is not None and not resume_other_data:
+        check_same_data(ckpt, data_print, path=resume_from)
     base, net = _base_network(model)
     task = task_of(model, base)
     base_source = describe_source(model, base)
@@ -268,7 +266,7 @@ def finetune(
                 f"{ckpt.get('config')}, but the base model is {net.config.to_dict()}; "
                 "pass the same base model as the interrupted run"
             )
-        net.load_state_dict(ckpt["model"])
+        from_checkpoint(resume_from, net.load_state_dict, ckpt["model"])
     net = net.to(dev)
     if use_channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -298,7 +296,7 @@ def finetune(
         "steps": steps, "config": net.config.to_dict(), "normalization": norm.to_dict(),
         "normalization_meta": normalization_meta(norm, normalize), "task": task,
         "base_model": base_source, "args": plain(run_args), "n_train": len(train),
-        "n_val": len(val),
+        "n_val": len(val), "data": data_print,
     }, ddp)
     loop = StepLoop(net=net, trained=net if ddp is None else ddp.wrap(net), optimizer=optimizer,
                     amp=amp, objective=objective, schedule=schedule, validator=validator,
@@ -308,7 +306,8 @@ def finetune(
 
     # ---------------------------------------------------------------- run
     if ckpt is not None:
-        state = _restore(ckpt, net, optimizer, amp, sampler, ddp, dev)
+        state = from_checkpoint(resume_from, restore_state, ckpt, optimizer, amp, sampler, ddp,
+                                dev)
     else:
         state = RunState(sampler=sampler.state_dict())
         if validator:
