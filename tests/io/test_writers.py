@@ -44,3 +44,14 @@ def test_save_model_leaves_the_umask_alone(tmp_path, tiny_model, umask_untouchab
     with pytest.raises(FileExistsError):
         save_model(tiny_model, tmp_path / "m.pth", overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth", "m.safetensors"]
+
+
+def test_settings_are_saved_atomically_and_read_back(tmp_path, umask_untouchable):
+    from napari_mprnet._widgets.settings import RestoreSettings, load_settings, save_settings
+
+    path = tmp_path / "cfg" / "settings.json"
+    save_settings(RestoreSettings(), path)
+    save_settings(RestoreSettings(), path)  # the second save replaces the first
+    assert load_settings(path) == RestoreSettings()
+    assert [p.name for p in path.parent.iterdir()] == ["settings.json"]
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io.atomic import atomic_write_bytes
 from ..model.presets import TASKS
 
 __all__ = [
@@ -135,8 +136,7 @@ def save_settings(settings: RestoreSettings, path: Path | None = None) -> None:
     path = settings_path() if path is None else Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(settings.to_dict(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(settings.to_dict(), indent=1).encode("utf-8"),
+                           overwrite=True)
     except OSError as err:
         log.warning("could not save napari-mprnet settings to %s: %s", path, err)
