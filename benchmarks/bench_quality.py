@@ -388,7 +388,9 @@ def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
                 row["results"][method] = {"status": fn}
                 continue
             reused = previous.get((task, group, level, tuple(names)), {}).get(method)
-            if method != "model" and reused is not None and "per_image" in reused:
+            pictured = f"{group} {level}" in args.picture_rows  # needs every output
+            if method != "model" and reused is not None and "per_image" in reused and (
+                    not pictured):
                 row["results"][method] = {**reused, "reused": True}
                 continue
             scores, started = [], time.perf_counter()
