@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 __all__ = ["LayerSnapshot", "is_napari_layer", "output_name", "restore_layer", "snapshot"]
 
 _STAGE_LABELS = (None, "stage 2", "stage 1")
@@ -62,7 +60,7 @@ def snapshot(layer: Any) -> LayerSnapshot:
 
 def output_name(name: str, task: str, stage: str | None = None) -> str:
     """E.g. ``"cells (denoised)"`` or ``"cells (denoised, stage 1)"``."""
-    from .api import TASK_SUFFIX
+    from .engine.pipeline import TASK_SUFFIX
 
     label = TASK_SUFFIX.get(task, task)
     return f"{name} ({label}, {stage})" if stage else f"{name} ({label})"
@@ -92,22 +90,19 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[An
 
 
 def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
-                  task: str = "denoise", **options: Any) -> Any:
+                  task: str = "denoise", model: Any = None, **options: Any) -> Any:
     """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
-    from . import _lazy
-    from .api import iter_restore
-    from .engine.runner import drive
+    from .engine.pipeline import Restorer, check_progress
+    from .scale import lazy
 
+    check_progress(progress)
     source = snapshot(layer)
-    if _lazy.is_dask_array(source.data):
-        results = _lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,
-                                     task=task, **options)
+    if lazy.is_dask_array(source.data):
+        results = lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,
+                               task=task, model=model, **options)
         results = results if stages else [results]
     else:
-        results = drive(
-            iter_restore(np.asarray(source.data), axes=axes, rgb=source.rgb, stages=stages,
-                         task=task, **options),
-            progress,
-        )
+        restorer = Restorer(model, task, stages=stages, **options)
+        results = restorer.run(source.data, axes, source.rgb, progress)
     layers = make_layers(source, results, task)
     return layers if stages else layers[0]

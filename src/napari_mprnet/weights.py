@@ -8,6 +8,13 @@ Formats read by :func:`load_model`:
   with or without ``module.`` prefixes and extra entries such as ``epoch``/``optimizer``,
   and plain state dicts. They are read with ``torch.load(weights_only=True)``, which never
   executes code stored in the file.
+
+Every problem with a file (unreadable bytes, malformed or wrong-type configuration or metadata,
+tensors without data, NaN or infinite weights, impossible stored normalisation) is one
+``ValueError`` naming the file and what is wrong.
+
+The names "denoise", "deblur" and "derain" always mean the bundled, checksummed models; a local
+file of such a name is used only when given as a path (``"./denoise"``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,19 +34,17 @@ from safetensors.torch import save_file as _save_safetensors
 
 from .engine.devices import resolve_device
 from .io.atomic import atomic_output
-from .model.arch import MPRNet, MPRNetConfig
+from .model.arch import MPRNet
+from .model.from_state import infer_config, model_from_state_dict, strip_prefixes
 
-__all__ = ["FORMAT_NAME", "infer_config", "load_model", "load_state_dict", "save_model"]
+__all__ = ["FORMAT_NAME", "infer_config", "load_model", "load_state_dict", "model_file",
+           "save_model"]
 
 FORMAT_NAME = "napari-mprnet"
 FORMAT_VERSION = "1"
 _SAFETENSORS_SUFFIXES = (".safetensors",)
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
-
-
-class _FileError(ValueError):
-    pass
 
 
 def _fail(path: Path | str, problem: str) -> ValueError:
@@ -105,21 +111,6 @@ def _extract_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], 
     return tensors, extras
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    prefixes = ("module.", "_orig_mod.", "model.")
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    changed = True
-        out[key] = value
-    return out
-
-
 def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
     """Read a model file without building a network.
 
@@ -144,120 +135,55 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.suffix.lower() in _SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
         state, header = _read_safetensors(path)
         if "config" in header:
-            config = json.loads(header["config"])
+            config = _mapping_entry(_json_entry(header, "config", path), "config", path)
         if "metadata" in header:
-            metadata = json.loads(header["metadata"])
+            metadata = _mapping_entry(_json_entry(header, "metadata", path), "metadata", path)
     else:
         state, extras = _extract_state_dict(_read_torch(path), path)
-        if isinstance(extras.get("config"), Mapping):
-            config = dict(extras["config"])
-        if isinstance(extras.get("metadata"), Mapping):
-            metadata = dict(extras["metadata"])
-    return _strip_prefixes(state), metadata, config
+        if extras.get("config") is not None:
+            config = _mapping_entry(extras["config"], "config", path)
+        if extras.get("metadata") is not None:
+            metadata = _mapping_entry(extras["metadata"], "metadata", path)
+    _check_metadata(metadata, path)
+    meta = [key for key, tensor in state.items() if tensor.is_meta]
+    if meta:
+        raise _fail(path, f"{len(meta)} tensor(s) hold no data (meta tensors, e.g. "
+                          f"'{meta[0]}'); save the model after loading real weights")
+    return strip_prefixes(state), metadata, config
 
 
-# ------------------------------------------------------------------- configuration inference
-
-
-def _shape(state: Mapping[str, torch.Tensor], key: str, where: str) -> tuple[int, ...]:
-    if key not in state:
-        raise _FileError(f"{where}: parameter '{key}' is missing")
-    return tuple(state[key].shape)
-
-
-def infer_config(state: Mapping[str, torch.Tensor], where: str = "state dict") -> MPRNetConfig:
-    """Infer an :class:`MPRNetConfig` from parameter shapes.
-
-    Raises
-    ------
-    ValueError
-        If the tensors are not those of an MPRNet.
-    """
+def _json_entry(header: Mapping[str, str], name: str, path: Path) -> Any:
     try:
-        stem = _shape(state, "shallow_feat1.0.weight", where)
-        if len(stem) != 4:
-            raise _FileError(f"{where}: 'shallow_feat1.0.weight' is not a conv weight")
-        n_feat, in_c, kernel_size = stem[0], stem[1], stem[2]
-        tail = _shape(state, "tail.weight", where)
-        out_c, width3 = tail[0], tail[1]
-        down = _shape(state, "stage1_encoder.down12.down.1.weight", where)
-        scale_unetfeats = down[0] - n_feat
-        scale_orsnetfeats = width3 - n_feat
-        num_cab = 0
-        while f"stage3_orsnet.orb1.body.{num_cab}.body.0.weight" in state:
-            num_cab += 1
-        squeeze_keys = {
-            n_feat: "shallow_feat1.1.CA.conv_du.0.weight",
-            n_feat + scale_unetfeats: "stage1_encoder.encoder_level2.0.CA.conv_du.0.weight",
-            width3: "stage3_orsnet.orb1.body.0.CA.conv_du.0.weight",
-        }
-        squeezed = {w: _shape(state, k, where)[0] for w, k in squeeze_keys.items()}
-    except _FileError as err:
-        raise ValueError(f"not an MPRNet checkpoint: {err}") from None
-    consistent = [
-        r for r in range(1, n_feat + 1) if all(w // r == s for w, s in squeezed.items())
-    ]
-    # Several ratios can give identical layers; prefer the one that divides n_feat exactly.
-    exact = [r for r in consistent if r * squeezed[n_feat] == n_feat]
-    reduction = (exact or consistent or [None])[0]
-    if reduction is None or num_cab == 0:
-        raise ValueError(f"not an MPRNet checkpoint: {where}: inconsistent layer shapes")
-    return MPRNetConfig(
-        in_c=in_c,
-        out_c=out_c,
-        n_feat=n_feat,
-        scale_unetfeats=scale_unetfeats,
-        scale_orsnetfeats=scale_orsnetfeats,
-        num_cab=num_cab,
-        kernel_size=kernel_size,
-        reduction=reduction,
-        bias="shallow_feat1.0.bias" in state,
-    )
+        return json.loads(header[name])
+    except (TypeError, ValueError) as err:
+        raise _fail(path, f"its '{name}' header entry is not valid JSON ({err})") from None
+
+
+def _mapping_entry(value: Any, name: str, path: Path) -> dict:
+    if not isinstance(value, Mapping):
+        raise _fail(path, f"its stored '{name}' is a {type(value).__name__}, "
+                          "expected a JSON object (key: value)")
+    return dict(value)
+
+
+def _check_metadata(metadata: dict, path: Path) -> None:
+    """Refuse stored normalisation settings that could never be applied."""
+    norm = metadata.get("normalization")
+    if norm is None:
+        return
+    if not isinstance(norm, Mapping):
+        raise _fail(path, f"its stored 'normalization' is a {type(norm).__name__}, "
+                          "expected a JSON object")
+    if norm.get("mode") == "percentile" and norm.get("percentiles") is not None:
+        from .engine.normalize import check_percentiles
+
+        try:
+            check_percentiles(norm["percentiles"])
+        except (TypeError, ValueError) as err:
+            raise _fail(path, f"its stored normalisation is impossible: {err}") from None
 
 
 # ---------------------------------------------------------------------------- public API
-
-
-def _build(state: dict[str, torch.Tensor], config: MPRNetConfig, where: str) -> MPRNet:
-    model = MPRNet(config)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
-        raise ValueError(
-            f"not an MPRNet checkpoint matching its inferred configuration: {where}: "
-            f"parameters {' and '.join(parts)}"
-        )
-    for key, target in expected.items():
-        if tuple(state[key].shape) != tuple(target.shape):
-            raise ValueError(
-                f"{where}: parameter '{key}' has shape {tuple(state[key].shape)}, "
-                f"expected {tuple(target.shape)} for the inferred configuration"
-            )
-        if not state[key].is_floating_point():
-            raise ValueError(f"{where}: parameter '{key}' is not a floating-point tensor")
-    with torch.no_grad():
-        for key, target in expected.items():
-            target.copy_(state[key].to(target.dtype))
-    return model
-
-
-def model_from_state_dict(
-    state: Mapping[str, torch.Tensor], config: MPRNetConfig | Mapping | None = None,
-    where: str = "state dict",
-) -> MPRNet:
-    """Build an :class:`MPRNet` from a state dict, inferring its configuration if not given."""
-    state = _strip_prefixes(dict(state))
-    if config is None:
-        config = infer_config(state, where)
-    elif isinstance(config, Mapping):
-        config = MPRNetConfig(**config)
-    return _build(state, config, where)
 
 
 def load_model(
@@ -269,7 +195,8 @@ def load_model(
     Parameters
     ----------
     source : str, path or MPRNet
-        A task name ("denoise", "deblur", "derain") for the bundled default model, a model
+        A task name ("denoise", "deblur", "derain") for the bundled default model (always:
+        a local file of such a name is used only given as a path, e.g. "./denoise"), a model
         file (safetensors or PyTorch checkpoint, official or ours), or a loaded model.
     device : str or torch.device, optional
         Where to put the model; default CPU, "auto" picks the best available.
@@ -296,17 +223,12 @@ def load_model(
         raise TypeError(
             f"model must be a task name, a file path or an MPRNet, got {type(source).__name__}"
         )
-    from .pretrained import bundled_path, is_bundled_name
-
-    if isinstance(source, str) and is_bundled_name(source) and not Path(source).exists():
-        path = bundled_path(source)
-    else:
-        path = Path(source)
+    path = model_file(source)
     state, metadata, config = load_state_dict(path)
     where = f"'{path}'"
     try:
         model = model_from_state_dict(state, config, where)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         message = str(err)
         if str(path) not in message:
             message = f"cannot load model file '{path}': {message}"
@@ -314,6 +236,21 @@ def load_model(
     model.metadata = metadata
     model.source = str(path)
     return model.to(target).eval()
+
+
+def model_file(source: str | os.PathLike) -> Path:
+    """The file a model name or path stands for: a bundled model's (checksummed) file for a
+    bare task name such as "denoise" (str or path), else the path itself."""
+    from .pretrained import bundled_path, is_bundled_name
+
+    name = os.fspath(source)
+    if isinstance(name, str) and is_bundled_name(name):
+        if Path(name).exists():
+            warnings.warn(f"{name!r} means the bundled {name} model; the file '{name}' in the "
+                          f"current folder is not used (give it as './{name}' to use it)",
+                          UserWarning, stacklevel=3)
+        return bundled_path(name)
+    return Path(source)
 
 
 def _json_safe(value: Any) -> Any:

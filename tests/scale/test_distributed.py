@@ -45,7 +45,7 @@ def test_distributed_result_equals_in_process(client, tiny_model):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-2)
 
 
-def test_model_loaded_once_per_worker_and_never_in_tasks(client, tiny_model):
+def test_model_loaded_once_per_worker_and_once_in_the_graph(client, tiny_model):
     client.run(models.reset_cache)
     image = _image((4, 100, 100), seed=1)
     lazy_out = restore(da.from_array(image, chunks=(1, 100, 100)), model=tiny_model,
@@ -57,13 +57,14 @@ def test_model_loaded_once_per_worker_and_never_in_tasks(client, tiny_model):
     n_blocks = lazy_out.npartitions
     assert n_blocks >= 16 and len(counts) == 2
     assert all(c <= 1 for c in counts.values()) and sum(counts.values()) >= 1
-    # tasks carry a content hash, not the weights
+    # tasks carry a content hash; the weights are one shared key of the graph, not a copy
+    # per task
     handle = models.handle_for(tiny_model, tiny_model, portable=True)
     payload = models._PAYLOADS[handle.key]
     shipped = pickle.dumps(handle)
     assert len(shipped) < 1000 < len(payload) and pickle.loads(shipped).live is None
     graph = pickle.dumps(dict(lazy_out.__dask_graph__()))
-    assert len(graph) < image.nbytes + len(payload) // 2
+    assert len(payload) < len(graph) < image.nbytes + 1.5 * len(payload)
 
 
 def test_bundled_model_is_loaded_by_name_on_workers(client):

@@ -103,9 +103,9 @@ def test_single_block_sees_at_most_chunk_plus_halo(tiny_model, monkeypatch):
     seen = []
     original = lazy.restore_block
 
-    def recording(block, spec, block_info=None):
+    def recording(block, spec, block_info=None, **shared):
         seen.append(block.shape)
-        return original(block, spec, block_info=block_info)
+        return original(block, spec, block_info=block_info, **shared)
 
     monkeypatch.setattr(lazy, "restore_block", recording)
     image = _image((150, 170), seed=3)
@@ -171,16 +171,16 @@ def test_dask_backed_napari_layer_goes_through_the_lazy_path(tiny_model, monkeyp
     pytest.importorskip("napari")
     from napari.layers import Image
 
-    from napari_mprnet import _lazy
+    from napari_mprnet.scale import lazy
 
     calls = []
-    original = _lazy.restore_dask
+    original = lazy.restore_dask
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_lazy, "restore_dask", spy)
+    monkeypatch.setattr(lazy, "restore_dask", spy)
     layer = Image(da.from_array(_image((40, 48)), chunks=(20, 24)), name="big")
     out = restore(layer, model=tiny_model, **FAST)
     assert len(calls) == 1 and isinstance(out.data, da.Array)  # napari computes only views

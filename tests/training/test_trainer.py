@@ -11,6 +11,7 @@ import torch
 
 import napari_mprnet
 from napari_mprnet import api
+from napari_mprnet.engine.pipeline import normalization_for
 from napari_mprnet.model import MPRNet, MPRNetConfig
 from napari_mprnet.training import objectives
 from napari_mprnet.training.metrics import psnr
@@ -326,7 +327,7 @@ def test_save_to_round_trip_with_metadata(tmp_path):
     assert meta["base_model"] == "MPRNet object"
     # inference normalises new data the way the model was trained
     image = raw_in[0]
-    got = api._normalization_for(image, "auto", (1.0, 99.0), loaded)
+    got = normalization_for(image, "auto", (1.0, 99.0), loaded)
     assert got.mode == "percentile"
     restored = napari_mprnet.restore(image, model=loaded, device="cpu")
     assert restored.shape == image.shape and np.isfinite(restored).all()

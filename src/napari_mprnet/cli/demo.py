@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="cells: synthetic fluorescence (noisy, or out of focus for "
                         "deblur); natural: a photograph (noisy, defocused, or under rain for "
                         "derain). Default: cells, natural for derain")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=str, default=None,  # "./denoise" is not "denoise"
                         help="model file instead of the bundled model of the task")
     parser.add_argument("-o", "--out", type=Path, default=Path("mprnet-demo"),
                         help="folder for the results, replaced files of an earlier demo "

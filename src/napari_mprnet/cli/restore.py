@@ -49,9 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--task", choices=TASKS, default="denoise",
                        help="restoration task; picks the bundled default model (default: "
                        "denoise)")
-    which.add_argument("--weights", type=Path, default=None,
+    # a str, not a Path: "./denoise" (a local file) must stay apart from "denoise" (bundled)
+    which.add_argument("--weights", type=str, default=None,
                        help="model file to use instead of the bundled default (official "
-                       ".pth checkpoints, .safetensors from finetune, ...)")
+                       ".pth checkpoints, .safetensors from finetune, ...); a file named "
+                       "like a task must be given as a path, e.g. ./denoise")
     add_engine_arguments(parser)
     from ._scale import add_scale_arguments
 

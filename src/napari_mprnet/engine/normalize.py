@@ -4,6 +4,12 @@
 linear map ``(x - low) / (high - low)`` whose inverse brings results back to the input's
 intensity scale. The same object is used for inference and fine-tuning and is stored in
 saved models' metadata.
+
+The map is computed in float64 where float32 would lose the image: wide input types (float64,
+32/64-bit integers) and intensities beyond float32's exact range (magnitudes of 2**24 or
+more, spans beyond float32); normalised values are clipped to +-1e6 (extreme outliers only),
+so the network never sees values that overflow it. A constant image maps to zeros with a unit (or, for huge values,
+the smallest representable) span, so it comes back as its value.
 """
 
 from __future__ import annotations
@@ -12,12 +18,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["NORMALIZE_MODES", "Normalization", "choose_normalization"]
+__all__ = ["NORMALIZE_MODES", "Normalization", "check_percentiles", "choose_normalization"]
 
 NORMALIZE_MODES = ("auto", "percentile", "range", "none")
 DEFAULT_PERCENTILES = (0.5, 99.8)
 #: Percentiles of very large arrays are estimated from about this many samples.
 _MAX_SAMPLES = 4_000_000
+#: Input types whose every value float32 represents exactly.
+_FLOAT32_EXACT = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float16",
+                                             "float32"))
+#: Normalised values are clipped to +-this: pixels a million spans outside [0, 1] are extreme
+#: outliers, and beyond it the network's activations could overflow.
+NETWORK_INPUT_LIMIT = 1e6
+#: From this magnitude on, float32 no longer holds every integer: work in float64.
+_FLOAT32_EXACT_LIMIT = 2.0**24
 
 
 @dataclass(frozen=True)
@@ -36,19 +50,51 @@ class Normalization:
     low: float = 0.0
     high: float = 1.0
 
-    def apply(self, data: np.ndarray) -> np.ndarray:
-        """Map ``data`` to the network's range as float32 (not clipped)."""
-        out = np.asarray(data, dtype=np.float32)
-        if self.mode == "identity":
-            return out
-        return (out - np.float32(self.low)) / np.float32(self.high - self.low)
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str):
+            raise TypeError(f"Normalization mode must be a string, got {self.mode!r}")
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"Normalization {name} must be a finite number, got {value!r}")
+        if self.mode != "identity" and not float(self.high) > float(self.low):
+            raise ValueError(
+                f"Normalization high ({self.high!r}) must be greater than low ({self.low!r})"
+            )
 
-    def invert(self, data: np.ndarray) -> np.ndarray:
-        """Map network outputs back to the input's intensity scale (float32)."""
-        out = np.asarray(data, dtype=np.float32)
+    def work_dtype(self, input_dtype: np.dtype | None = None) -> np.dtype:
+        """float32, or float64 where float32 would lose data of ``input_dtype`` or this
+        map's intensities (see the module docstring)."""
+        if self.mode == "identity":
+            wide = input_dtype is not None and np.dtype(input_dtype) not in _FLOAT32_EXACT
+            return np.dtype(np.float64 if wide else np.float32)
+        scale = max(abs(float(self.low)), abs(float(self.high)))
+        if scale >= _FLOAT32_EXACT_LIMIT or (
+            input_dtype is not None and np.dtype(input_dtype) not in _FLOAT32_EXACT
+        ):
+            return np.dtype(np.float64)
+        return np.dtype(np.float32)
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Map ``data`` to the network's range as float32, clipped to
+        :data:`NETWORK_INPUT_LIMIT` (only extreme outliers are clipped)."""
+        data = np.asarray(data)
+        out = data.astype(self.work_dtype(data.dtype))  # a copy: the input is never modified
+        if self.mode != "identity":
+            out -= out.dtype.type(self.low)
+            out /= out.dtype.type(float(self.high) - float(self.low))
+        np.clip(out, -NETWORK_INPUT_LIMIT, NETWORK_INPUT_LIMIT, out=out)
+        return out.astype(np.float32, copy=False)
+
+    def invert(self, data: np.ndarray, input_dtype: np.dtype | None = None) -> np.ndarray:
+        """Map network outputs back to the input's intensity scale: float32, or float64 where
+        :meth:`work_dtype` of ``input_dtype`` (the restored image's type) says so."""
+        work = self.work_dtype(input_dtype)
+        out = np.asarray(data, dtype=work)
         if self.mode == "identity":
             return out
-        return out * np.float32(self.high - self.low) + np.float32(self.low)
+        return out * work.type(float(self.high) - float(self.low)) + work.type(self.low)
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable description."""
@@ -56,8 +102,43 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, values: dict) -> Normalization:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(mode=str(values["mode"]), low=float(values["low"]), high=float(values["high"]))
+        """Rebuild from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` is not such a description.
+        """
+        try:
+            return cls(mode=str(values["mode"]), low=float(values["low"]),
+                       high=float(values["high"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a stored normalisation ({err!s}): {values!r}"[:300]) from None
+
+
+def check_percentiles(percentiles: object) -> tuple[float, float]:
+    """Validate ``(low, high)`` percentiles: two numbers with ``0 <= low < high <= 100``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Saying what is wrong and what is expected.
+    """
+    try:
+        low, high = percentiles  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise TypeError(f"percentiles must be two numbers (low, high) such as (0.5, 99.8), "
+                        f"got {percentiles!r}") from None
+    for value in (low, high):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)):
+            raise TypeError(f"percentiles must be two numbers (low, high) such as (0.5, 99.8),"
+                            f" got {percentiles!r}")
+    if not 0 <= low < high <= 100:
+        raise ValueError(
+            f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}"
+        )
+    return float(low), float(high)
 
 
 def _sample(data: np.ndarray) -> np.ndarray:
@@ -71,20 +152,17 @@ def _sample(data: np.ndarray) -> np.ndarray:
 def _percentile_normalization(
     data: np.ndarray, percentiles: tuple[float, float]
 ) -> Normalization:
-    lo_p, hi_p = percentiles
-    if not 0 <= lo_p < hi_p <= 100:
-        raise ValueError(
-            f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}"
-        )
+    lo_p, hi_p = check_percentiles(percentiles)
     # NaN pixels (e.g. masked regions) are ignored rather than poisoning the whole map.
     low, high = np.nanpercentile(_sample(data).astype(np.float64), [lo_p, hi_p])
     if not high > low:
-        # Nearly constant data: fall back to the full range, then to a unit span.
+        # Nearly constant data: fall back to the full range, then to a unit span (or, for
+        # values so large that adding 1 changes nothing, the smallest span that differs).
         low, high = float(np.nanmin(data)), float(np.nanmax(data))
         if not np.isfinite(low):
             low = 0.0
         if not high > low:
-            high = low + 1.0
+            high = max(low + 1.0, low + 16 * float(np.spacing(abs(low))))
     return Normalization("percentile", float(low), float(high))
 
 

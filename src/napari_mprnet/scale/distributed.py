@@ -121,7 +121,7 @@ def prepare_client(client: Client, handle: models.ModelHandle | None = None) -> 
     payload = models._PAYLOADS.get(handle.key)
     if payload is not None:
         _register(client, ModelPlugin(handle.key, payload))
-    elif handle.source is None:
+    elif handle.source is None and handle.path is None:
         raise ValueError("this model cannot reach the workers: make its handle with "
                          "napari_mprnet.scale.models.handle_for(model, portable=True)")
     done.add(handle.key)

@@ -17,7 +17,13 @@ The price is that a tile straddling a chunk border runs once per chunk it touche
 ``(1 + stride / chunk)`` per axis: ~6% per axis with the default 4096-pixel chunks.
 
 RGB samples are never split; other leading axes (T, Z, C) keep their chunking. The intensity
-map is fitted once, from a strided subsample, and shared by every chunk.
+map is fitted once, from a strided subsample, and shared by every chunk. Every step other than
+the chunk-wise tile loop is the engine's (:class:`~napari_mprnet.engine.pipeline.Restorer`),
+so blocks are validated, normalised, checked and cast exactly as in-memory images are; a
+block holding NaN or infinite values fails at compute time with an error naming the block.
+
+The graph computes on any scheduler, including a dask.distributed cluster started after it
+was built: see :mod:`.models` for how the network reaches the workers.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.axes import PlaneLayout, from_planes, to_planes
+from ..engine.axes import PlaneLayout
 from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
+from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
 from ..engine.tiling import axis_starts, axis_weights
 from .models import ModelHandle, effective_device, handle_for
 
@@ -124,6 +131,7 @@ class BlockSpec:
     y: ChunkPlan
     x: ChunkPlan
     handle: ModelHandle
+    task: str
     norm: Normalization
     stages: bool
     out_dtype: np.dtype
@@ -132,19 +140,13 @@ class BlockSpec:
     batch_size: int | None = None
     backend: str = "eager"
     backend_options: dict | None = None
-    limits: tuple[float, float] | None = None
+    clip: bool = True
     extra: dict = field(default_factory=dict)
 
     def __dask_tokenize__(self):
-        return (self.axes, self.y, self.x, self.handle.key, self.norm, self.stages,
+        return (self.axes, self.y, self.x, self.handle.key, self.task, self.norm, self.stages,
                 str(self.out_dtype), str(self.device), self.precision, self.batch_size,
-                self.backend, repr(sorted((self.backend_options or {}).items())), self.limits)
-
-
-def _cast(data: np.ndarray, dtype: np.dtype, limits: tuple[float, float] | None) -> np.ndarray:
-    from ..api import _cast_output
-
-    return np.ascontiguousarray(_cast_output(data, dtype, limits))
+                self.backend, repr(sorted((self.backend_options or {}).items())), self.clip)
 
 
 def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[np.ndarray]:
@@ -167,15 +169,22 @@ def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[
             batch = max(1, batch // 2)
 
 
-def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = None
-                  ) -> np.ndarray:
+def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
+    return Restorer(spec.handle.get(weights), spec.task, tile_size=spec.y.tile,
+                    tile_overlap=spec.y.overlap, batch_size=spec.batch_size,
+                    device=effective_device(spec.device), precision=spec.precision,
+                    stages=spec.stages, normalize=spec.norm, output_dtype=spec.out_dtype,
+                    clip=spec.clip, backend=spec.backend, backend_options=spec.backend_options)
+
+
+def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = None,
+                  weights: bytes | None = None) -> np.ndarray:
     """Restore the chunk whose block (chunk plus halo) is ``block``.
 
-    Returns the chunk's outputs stacked on a new first axis (``[final]`` or
+    ``weights`` are the serialised weights of an in-memory model (the graph's one shared
+    key), else None. Returns the chunk's outputs stacked on a new first axis (``[final]`` or
     ``[final, stage2, stage1]``), cast to ``spec.out_dtype``.
     """
-    from ..engine.runner import TiledRunner
-
     location = block_info[0]["chunk-location"]
     ya, xa = spec.axes.index("Y"), spec.axes.index("X")
     iy, ix = location[ya], location[xa]
@@ -186,18 +195,16 @@ def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = 
                            f"expected {expected}")
     cy0, cy1 = spec.y.bounds[iy], spec.y.bounds[iy + 1]
     cx0, cx1 = spec.x.bounds[ix], spec.x.bounds[ix + 1]
+    where = (f"block {tuple(location)} of the dask array (Y {y0}:{y0 + expected[0]}, "
+             f"X {x0}:{x0 + expected[1]})")
+    refuse_masked(block, where)
+    block = np.asarray(block)
+    refuse_non_finite(block, where)
 
-    model = spec.handle.get()
-    runner = TiledRunner(model, device=effective_device(spec.device), precision=spec.precision,
-                         tile_size=spec.y.tile, tile_overlap=spec.y.overlap,
-                         batch_size=spec.batch_size, backend=spec.backend,
-                         backend_options=spec.backend_options)
-    planes, layout = to_planes(np.asarray(block), spec.axes)
-    net_c = model.config.in_c
-    split_rgb = layout.channels == 3 and net_c == 1
-    if split_rgb:
-        planes = np.moveaxis(planes, -1, 1).reshape(-1, layout.height, layout.width, 1)
-    normalised = spec.norm.apply(planes)
+    restorer = _block_restorer(spec, weights)
+    runner = restorer.runner
+    layout = PlaneLayout.from_axes(spec.axes, block.shape)
+    normalised = restorer.planes_in(block, layout, spec.norm)
     n_planes = normalised.shape[0]
     _, batch = runner.plan(spec.y.length, spec.x.length, n_planes)
 
@@ -225,15 +232,9 @@ def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = 
         slice(cy0 - y0, cy1 - y0) if i == ya else slice(cx0 - x0, cx1 - x0) if i == xa
         else slice(None) for i in range(block.ndim)
     )
-    core = np.asarray(block)[core_index]
+    core = block[core_index]
     core_layout = PlaneLayout.from_axes(spec.axes, core.shape)
-    results = []
-    for out in outputs:
-        if split_rgb:
-            out = np.moveaxis(out.reshape(-1, 3, cy1 - cy0, cx1 - cx0), 1, -1)
-        restored = from_planes(spec.norm.invert(out), core_layout, alpha_source=core)
-        results.append(_cast(restored, spec.out_dtype, spec.limits))
-    return np.stack(results)
+    return np.stack(restorer.planes_out(outputs, core_layout, spec.norm, core))
 
 
 def is_dask_array(obj: Any) -> bool:
@@ -251,17 +252,6 @@ def _strided_sample(data: Any, axes: str) -> np.ndarray:
         sample = sample[tuple(slice(None, None, 2) if i == lead else slice(None)
                               for i in range(sample.ndim))]
     return np.asarray(sample.compute())
-
-
-def _check_dtype(data: Any) -> None:
-    if data.dtype == bool or not (
-        np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
-    ):
-        raise TypeError(f"image data must be integer or floating point, got dtype {data.dtype}")
-    if data.ndim < 2:
-        raise ValueError(f"an image needs at least 2 dimensions (Y, X), got shape {data.shape}")
-    if data.size == 0:
-        raise ValueError(f"the image is empty (shape {data.shape})")
 
 
 def restore_dask(
@@ -296,37 +286,38 @@ def restore_dask(
         up to about 4096 px stay whole, larger ones are cut into ~4096 px chunks. None:
         always whole planes. The result equals a whole-plane run exactly either way.
     client : distributed.Client, optional
-        Prepare this client's workers (model sent once per worker). By default the current
-        distributed client, if one exists, is prepared.
+        Pin this client's workers to their devices. By default the current distributed client,
+        if one exists, is prepared. Not needed for the result to compute there: the graph
+        carries the model (see :mod:`.models`).
 
     Returns
     -------
     dask.array.Array or list of them
         Nothing is computed until the caller computes (or stores) the result.
     """
+    import dask
     import dask.array as da
 
-    from ..api import _normalization_for, _resolve_axes, output_limits, prepare_model
-    from ..engine.axes import PlaneLayout
-    from ..engine.runner import TiledRunner
-
-    _check_dtype(data)
-    resolved = _resolve_axes(tuple(data.shape), axes, rgb)
-    layout = PlaneLayout.from_axes(resolved, tuple(data.shape))
-    net = prepare_model(model, task)
-    net_c = net.config.in_c
-    if layout.channels not in (net_c, 1) or net_c not in (1, 3):
-        raise ValueError(f"this model has {net_c} input channels and cannot restore "
-                         f"{layout.channels}-channel planes")
+    check_image_type(data.dtype, tuple(data.shape))
+    refuse_masked(getattr(data, "_meta", None), "the dask array")
+    restorer = Restorer(model, task, tile_size=tile_size, tile_overlap=tile_overlap,
+                        batch_size=batch_size, device=device, precision=precision,
+                        stages=stages, normalize=normalize, percentiles=percentiles,
+                        output_dtype=output_dtype, clip=clip, backend=backend,
+                        backend_options=backend_options)
+    layout = restorer.layout(tuple(data.shape), axes, rgb)
+    resolved = layout.axes
     if isinstance(normalize, Normalization):
         norm = normalize
     else:
-        norm = _normalization_for(_strided_sample(data, resolved), normalize, percentiles, net)
+        sample = _strided_sample(data, resolved)
+        refuse_masked(sample, "the dask array")
+        refuse_non_finite(sample, "the dask array")
+        norm = restorer.normalization(sample)
 
     # one global tile grid for the whole plane, exactly as an in-memory run would choose it
     height, width = layout.height, layout.width
-    planner = TiledRunner(net, device=device, precision=precision, tile_size=tile_size,
-                          tile_overlap=tile_overlap, batch_size=batch_size)
+    planner = restorer.runner
     tile, _ = planner.plan(height, width, layout.n_planes)
     overlap = planner._overlap(tile)
     ya, xa = resolved.index("Y"), resolved.index("X")
@@ -337,11 +328,14 @@ def restore_dask(
         from .distributed import current_client
 
         client = current_client()
-    handle = handle_for(net, task if model is None else model, portable=client is not None)
-    if client is not None:
+    handle = handle_for(restorer.model, task if model is None else model)
+    if client is not None:  # optional: pin worker devices (the graph carries the model)
         from .distributed import prepare_client
 
-        prepare_client(client, handle)
+        prepare_client(client)
+    # an in-memory model's weights: one key of the graph, which every task depends on
+    shared = {} if handle.payload is None else {
+        "weights": dask.delayed(handle.payload, name=f"mprnet-weights-{handle.key}")}
 
     chunks = {ya: yplan.chunks, xa: xplan.chunks}
     if "S" in resolved:
@@ -352,13 +346,13 @@ def restore_dask(
     blocks = (da.overlap.overlap(data, depth=depth, boundary="none", allow_rechunk=False)
               if depth else data)
     n_out = 3 if stages else 1
-    out_dtype = np.dtype(np.float32 if output_dtype is None else output_dtype)
-    spec = BlockSpec(resolved, yplan, xplan, handle, norm, stages, out_dtype,
+    out_dtype = restorer.output_dtype or np.dtype(np.float32)
+    spec = BlockSpec(resolved, yplan, xplan, handle, task, norm, restorer.stages, out_dtype,
                      device=device, precision=precision, batch_size=batch_size,
                      backend=backend, backend_options=backend_options,
-                     limits=output_limits(data.dtype, clip))
+                     clip=restorer.clip)
     stacked = blocks.map_blocks(
-        restore_block, spec=spec, dtype=out_dtype, new_axis=0,
+        restore_block, spec=spec, **shared, dtype=out_dtype, new_axis=0,
         chunks=((n_out,), *data.chunks), token="mprnet-restore",
         meta=np.empty((0,) * (data.ndim + 1), out_dtype),
     )

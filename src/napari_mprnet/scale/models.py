@@ -1,21 +1,32 @@
 """Where a lazy or distributed run gets its network from.
 
-A task graph never carries the network itself. It carries a small :class:`ModelHandle`: a
-content hash plus, where every process can load it on its own, the name of a bundled model.
+A task graph never carries the network object. Each task carries a small
+:class:`ModelHandle`: a content hash plus what any process needs to get the same network:
+
+- a bundled model: its name (every install has the file, checked by SHA-256);
+- a model file: its absolute path; each process loads it at most once and first checks that
+  the file still has the hash the graph was built with;
+- a model that only exists in memory: nothing in the handle; its serialised weights are ONE
+  key of the graph (:attr:`ModelHandle.payload`), shared by every task, so dask sends them to
+  each worker once, whatever the number of tasks.
+
 In the process that built the graph the handle also holds the live network, so the local
 (threaded) scheduler uses it directly; once pickled for another process the live network is
-dropped, and the process loads it at most once into :data:`_MODELS`, keyed by the hash. The
-weights of a model that only exists in memory (or in a file workers may not see) reach the
-workers once, as bytes registered with :func:`add_payload`: the distributed helpers send them
-in a worker plugin, never inside tasks.
+dropped and the process builds its own copy once, cached in :data:`_MODELS` by the hash. So a
+lazy result computes on any scheduler or cluster, including one started after the graph was
+built. :func:`napari_mprnet.scale.distributed.prepare_client` is an optional optimisation on
+top (device pinning, weights sent ahead in a worker plugin).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +37,7 @@ __all__ = [
     "ModelHandle",
     "add_payload",
     "effective_device",
+    "file_sha256",
     "handle_for",
     "load_count",
     "model_from_bytes",
@@ -77,12 +89,27 @@ def model_to_bytes(model: MPRNet) -> bytes:
 
 def model_from_bytes(payload: bytes) -> MPRNet:
     """Rebuild a network from :func:`model_to_bytes` output (no code is unpickled)."""
-    from ..weights import model_from_state_dict
+    from ..model.from_state import model_from_state_dict
 
     saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     model = model_from_state_dict(saved["state_dict"], saved["config"], "model payload")
     model.metadata = dict(saved.get("metadata") or {})
     return model.eval()
+
+
+@cache
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (cached per path, size and modification time)."""
+    stat = os.stat(path)
+    return _file_sha256(os.fspath(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass
@@ -92,25 +119,34 @@ class ModelHandle:
     Parameters
     ----------
     key : str
-        Content hash of the weights.
+        Content hash of the weights (of the file, for a file).
     source : str, optional
         A bundled model name that any process can load without help.
+    path : str, optional
+        A model file that the processes running the graph can read.
     live : MPRNet, optional
         The network itself, in the process that made the handle (never pickled).
+    payload : bytes, optional
+        Serialised weights of an in-memory model, in the process that made the handle (never
+        pickled with the handle: the graph carries them as one shared key).
     """
 
     key: str
     source: str | None = None
+    path: str | None = None
     live: MPRNet | None = field(default=None, repr=False, compare=False)
+    payload: bytes | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
-        return {"key": self.key, "source": self.source, "live": None}
+        return {"key": self.key, "source": self.source, "path": self.path, "live": None,
+                "payload": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"path": None, "payload": None, **state})
 
-    def get(self) -> MPRNet:
-        """The network: the live one, or this process's cached copy (loaded once)."""
+    def get(self, weights: bytes | None = None) -> MPRNet:
+        """The network: the live one, or this process's cached copy (built once, from the
+        registered weights, ``weights`` (the graph's copy), the bundled name or the file)."""
         if self.live is not None:
             return self.live
         model = _MODELS.get(self.key)
@@ -119,48 +155,62 @@ class ModelHandle:
         with _LOCK:  # threads of one worker wait for a single load
             model = _MODELS.get(self.key)
             if model is None:
-                model = self._load()
+                model = self._load(weights)
                 _MODELS[self.key] = model
                 global _LOADS
                 _LOADS += 1
         return model
 
-    def _load(self) -> MPRNet:
-        payload = _PAYLOADS.get(self.key)
+    def _load(self, weights: bytes | None) -> MPRNet:
+        payload = _PAYLOADS.get(self.key, weights)
         if payload is not None:
+            if hashlib.sha256(payload).hexdigest() != self.key:
+                raise ValueError("the model weights in this task graph are damaged "
+                                 "(their SHA-256 differs); build the graph again")
             return model_from_bytes(payload)
-        if self.source is not None:
-            from ..weights import load_model
+        from ..weights import load_model
 
+        if self.source is not None:
             return load_model(self.source)
+        if self.path is not None:
+            try:
+                found = file_sha256(self.path)
+            except OSError as err:
+                raise ValueError(f"model file '{self.path}' is not readable in this process "
+                                 f"({err.strerror}); put it where every worker can read it, or "
+                                 "pass the loaded model instead of its path") from None
+            if found != self.key:
+                raise ValueError(f"model file '{self.path}' changed after the task graph was "
+                                 "built (its SHA-256 differs); build the graph again")
+            return load_model(self.path)
         raise RuntimeError(
-            "the network is not available in this process: a model given as an object or "
-            "file must be sent to dask workers first, with "
-            "napari_mprnet.scale.distributed.prepare_client(client, model)"
+            "the network is not available in this process: this handle carries neither a "
+            "bundled name, a file nor weights; make it with "
+            "napari_mprnet.scale.models.handle_for(model, source)"
         )
 
 
 def handle_for(model: MPRNet, source: Any = None, portable: bool = False) -> ModelHandle:
-    """A handle for ``model``.
+    """A handle for ``model``, which was resolved from ``source`` (what the user passed).
 
-    ``source`` is what the user passed (None or a task name means the bundled default, which
-    every process can load by name). With ``portable=False`` (local schedulers) the key is
-    cheap and the live model travels nowhere. With ``portable=True`` the key is the SHA-256 of
-    the serialised weights and, unless the model is a bundled default, its bytes are
-    registered with :func:`add_payload` (the distributed helpers ship them to workers).
+    None or a task name is the bundled default (loadable by name everywhere); a path is that
+    file (path and file hash); anything else (an MPRNet) gets the SHA-256 of its serialised
+    weights as key and those bytes as :attr:`ModelHandle.payload`. With ``portable=True``
+    the bytes are also registered with :func:`add_payload`, for
+    :func:`~napari_mprnet.scale.distributed.prepare_client` to ship ahead.
     """
-    from ..pretrained import is_bundled_name
+    from ..pretrained import bundled_info, is_bundled_name
 
     if isinstance(source, str) and is_bundled_name(source):
-        from ..pretrained import bundled_info
-
-        return ModelHandle(bundled_info(source)["sha256"], source, model)
-    if not portable:
-        return ModelHandle(f"live-{id(model):x}", None, model)
+        return ModelHandle(bundled_info(source)["sha256"], source, live=model)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser().absolute()
+        return ModelHandle(file_sha256(path), path=str(path), live=model)
     payload = model_to_bytes(model)
     key = hashlib.sha256(payload).hexdigest()
-    add_payload(key, payload)
-    return ModelHandle(key, None, model)
+    if portable:
+        add_payload(key, payload)
+    return ModelHandle(key, live=model, payload=payload)
 
 
 #: Device this worker process was pinned to by the distributed helpers (None: not pinned).

@@ -82,7 +82,7 @@ def _load_data(inputs: Any, targets: Any, val_inputs: Any, val_targets: Any, nor
 
 def _base_network(model: Any) -> tuple[MPRNet, MPRNet]:
     """The base model as given/loaded, and the fp32 CPU copy that is trained."""
-    from ..api import prepare_model
+    from ..engine.models import prepare_model
 
     task_hint = model if isinstance(model, str) and model in TASKS else "denoise"
     base = prepare_model(model, task_hint)

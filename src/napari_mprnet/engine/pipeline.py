@@ -1,0 +1,326 @@
+"""The restoration pipeline: one image array in, restored arrays out.
+
+:class:`Restorer` holds a network and the run settings (all validated when it is made) and
+takes an image through every step: validation, axes, planes, intensity normalisation, the
+tiled run, the check of the network's output, the inverse map, back to the input's axes and
+the final cast. :func:`napari_mprnet.restore` and the adapters (napari layers, dask) use it;
+the dask adapter calls the step methods (:meth:`Restorer.planes_in`,
+:meth:`Restorer.planes_out`) block by block.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.arch import MPRNet
+from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
+from .models import prepare_model
+from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
+from .runner import Progress, TiledRunner, drive
+
+__all__ = [
+    "TASK_SUFFIX",
+    "Restorer",
+    "as_image_array",
+    "cast_output",
+    "check_image_type",
+    "check_progress",
+    "normalization_for",
+    "output_limits",
+    "refuse_non_finite",
+    "resolve_axes",
+]
+
+#: How each task is named in output layer and file names.
+TASK_SUFFIX = {"denoise": "denoised", "deblur": "deblurred", "derain": "derained"}
+ProgressCallback = Callable[[int, int], Any]
+
+
+def check_image_type(dtype: Any, shape: tuple[int, ...]) -> None:
+    """Refuse dtypes and shapes that are not images (shared by in-memory and lazy input).
+
+    Raises
+    ------
+    TypeError
+        If the data is not integer or floating point (booleans, complex, dates and times...).
+    ValueError
+        If it has fewer than 2 dimensions or no pixels.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "mM":
+        raise TypeError(f"image data must be integer or floating point, got dtype {dtype} "
+                        "(dates or time spans); convert it to numbers first")
+    if dtype == bool or not (np.issubdtype(dtype, np.integer)
+                             or np.issubdtype(dtype, np.floating)):
+        raise TypeError(
+            f"image data must be integer or floating point, got dtype {dtype}; "
+            "convert it first (e.g. data.astype(np.float32))"
+        )
+    if len(shape) < 2:
+        raise ValueError(f"an image needs at least 2 dimensions (Y, X), got shape {shape}")
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        raise ValueError(f"the image is empty (shape {shape})")
+
+
+def refuse_non_finite(data: np.ndarray, where: str = "the image") -> None:
+    """Raise ``ValueError`` if floating-point ``data`` holds NaN or infinite values."""
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        count = int(np.count_nonzero(~np.isfinite(data)))
+        raise ValueError(
+            f"{where} contains NaN or infinite values ({count} pixel(s)); replace them first "
+            "(e.g. np.nan_to_num(data))"
+        )
+
+
+def refuse_masked(data: Any, where: str = "the image") -> None:
+    """Raise ``TypeError`` for masked arrays: their mask would be silently ignored."""
+    if isinstance(data, np.ma.MaskedArray):
+        raise TypeError(
+            f"{where} is a masked array, which restore() does not support (the mask would be "
+            "ignored); fill the masked pixels first, e.g. data.filled(np.ma.median(data))"
+        )
+
+
+def as_image_array(data: Any) -> np.ndarray:
+    """``data`` (array-like, torch tensor) as a validated, finite numpy image (not copied
+    where possible)."""
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise TypeError(
+            "restore() takes image data, not a path; read the file first "
+            "(e.g. tifffile.imread) or use the command line: napari-mprnet restore FILE"
+        )
+    refuse_masked(data)
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu()
+        if data.dtype == torch.bfloat16:
+            data = data.float()
+    try:
+        array = np.asarray(data)
+    except Exception as err:  # noqa: BLE001 - report what was given
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise TypeError(f"cannot read {type(data).__name__} as an array: {reason}") from None
+    check_image_type(array.dtype, array.shape)
+    refuse_non_finite(array)
+    return array
+
+
+def check_progress(progress: Any) -> None:
+    """Refuse a ``progress`` that is neither None nor callable."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function called as progress(done, total), or "
+                        f"None; got {progress!r}")
+
+
+def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None) -> str:
+    """The axes of data with ``shape``: ``axes`` validated, or guessed (napari's RGB rule)."""
+    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
+        raise TypeError(f"rgb must be True, False or None, got {rgb!r}")
+    return infer_axes(shape, rgb=rgb) if axes is None else parse_axes(axes, shape)
+
+
+def _stored_percentiles(model: MPRNet) -> tuple[float, float] | None:
+    """The percentiles a model was trained with (from its metadata), validated."""
+    stored = (getattr(model, "metadata", None) or {}).get("normalization") or {}
+    if not isinstance(stored, dict) or stored.get("mode") != "percentile":
+        return None
+    where = f"model '{getattr(model, 'source', None) or 'in memory'}'"
+    try:
+        return check_percentiles(stored.get("percentiles") or DEFAULT_PERCENTILES)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where} stores unusable normalisation percentiles: {err}") from None
+
+
+def normalization_for(
+    data: np.ndarray, normalize: Any, percentiles: tuple[float, float], model: MPRNet
+) -> Normalization:
+    """The intensity map for ``data``: as ``normalize`` says, except that "auto" follows the
+    percentile normalisation a model was trained with (stored in its metadata)."""
+    stored = _stored_percentiles(model)
+    if normalize == "auto" and stored is not None:
+        return choose_normalization(data, "percentile", stored)
+    return choose_normalization(data, normalize, percentiles)
+
+
+def _check_output_dtype(output_dtype: Any) -> np.dtype | None:
+    if output_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(output_dtype)
+    except TypeError:
+        raise TypeError(f"output_dtype must be an integer or float dtype such as "
+                        f"np.uint16 or np.float32, got {output_dtype!r}") from None
+    if dtype == bool or not (np.issubdtype(dtype, np.integer)
+                             or np.issubdtype(dtype, np.floating)):
+        raise TypeError(f"output_dtype must be an integer or float dtype, got {dtype}")
+    return dtype
+
+
+def output_limits(input_dtype: Any, clip: bool) -> tuple[float, float] | None:
+    """The range results are clipped to: an integer input dtype's range (``clip``), else none."""
+    dtype = np.dtype(input_dtype)
+    if not clip or not np.issubdtype(dtype, np.integer) or dtype == bool:
+        return None
+    info = np.iinfo(dtype)
+    return float(info.min), float(info.max)
+
+
+def cast_output(data: np.ndarray, output_dtype: Any,
+                limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Cast a restored image (float32 default; integers rounded and clipped), after clipping
+    it to ``limits`` (see :func:`output_limits`) if given.
+
+    Raises
+    ------
+    ValueError
+        If the values do not fit a floating-point ``output_dtype``.
+    """
+    if limits is not None:
+        data = np.clip(data, *limits)
+    dtype = _check_output_dtype(output_dtype) or np.dtype(np.float32)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        # 32/64-bit limits are not exact in float32: round and clip those in float64
+        work = np.float64 if dtype.itemsize >= 4 else data.dtype
+        rounded = np.rint(data.astype(work, copy=False))
+        return np.clip(rounded, info.min, info.max).astype(dtype)
+    with np.errstate(over="ignore"):
+        out = data.astype(dtype, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(f"the restored intensities exceed the range of {dtype}; "
+                         "pass output_dtype=np.float64")
+    return out
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class Restorer:
+    """A network with its run settings; :meth:`run` restores arrays.
+
+    Takes the arguments of :func:`napari_mprnet.restore` other than the image, its axes and
+    the progress callback (see there); every setting is checked here, before any work.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | MPRNet | None = None,
+        task: str = "denoise",
+        *,
+        tile_size: int | str = "auto",
+        tile_overlap: int = 32,
+        batch_size: int | None = None,
+        device: str | torch.device = "auto",
+        precision: str | None = None,
+        stages: bool = False,
+        normalize: str | Normalization = "auto",
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        output_dtype: Any = None,
+        clip: bool = True,
+        backend: str = "eager",
+        backend_options: dict | None = None,
+    ) -> None:
+        self.stages = _check_bool("stages", stages)
+        self.clip = _check_bool("clip", clip)
+        self.percentiles = check_percentiles(percentiles)
+        choose_normalization(np.zeros(1, np.float32), normalize, self.percentiles)  # validate
+        self.normalize = normalize
+        self.output_dtype = _check_output_dtype(output_dtype)
+        self.task = task
+        self.model = prepare_model(model, task)
+        _stored_percentiles(self.model)  # a model with unusable metadata fails here
+        self.runner = TiledRunner(self.model, device=device, precision=precision,
+                                  tile_size=tile_size, tile_overlap=tile_overlap,
+                                  batch_size=batch_size, backend=backend,
+                                  backend_options=backend_options)
+        if self.runner.device.type == "cpu" and isinstance(backend, str) \
+                and backend.lower() == "compile":
+            warnings.warn("backend='compile' on the CPU: the first call compiles the network "
+                          "for minutes, worth it only for long runs of one tile shape; "
+                          "backend='eager' starts at once", UserWarning, stacklevel=2)
+
+    # ----------------------------------------------------------------- the steps
+
+    def layout(self, shape: tuple[int, ...], axes: str | None = None,
+               rgb: bool | None = None) -> PlaneLayout:
+        """The plane layout of data with ``shape``, checked against the network's channels."""
+        layout = PlaneLayout.from_axes(resolve_axes(tuple(shape), axes, rgb), tuple(shape))
+        net_channels = self.model.config.in_c
+        if not self._splits_rgb(layout) and (
+            layout.channels not in (net_channels, 1) or net_channels not in (1, 3)
+        ):
+            raise ValueError(
+                f"this model has {net_channels} input channels and cannot restore "
+                f"{layout.channels}-channel planes"
+            )
+        return layout
+
+    def _splits_rgb(self, layout: PlaneLayout) -> bool:
+        """RGB through a one-channel network: each colour channel as its own plane."""
+        return layout.channels == 3 and self.model.config.in_c == 1
+
+    def normalization(self, sample: np.ndarray) -> Normalization:
+        """The intensity map for an image of which ``sample`` is (a representative part)."""
+        return normalization_for(sample, self.normalize, self.percentiles, self.model)
+
+    def planes_in(self, data: np.ndarray, layout: PlaneLayout,
+                  norm: Normalization) -> np.ndarray:
+        """``data`` as normalised network planes ``(P, H, W, c)`` (float32)."""
+        planes, _ = to_planes(data, layout.axes)
+        if self._splits_rgb(layout):
+            planes = np.moveaxis(planes, -1, 1).reshape(-1, layout.height, layout.width, 1)
+        return norm.apply(planes)
+
+    def check_network_output(self, outputs: list[np.ndarray]) -> None:
+        """Raise ``ValueError`` if the network turned finite input into NaN or infinity."""
+        for out in outputs:
+            if not np.isfinite(out).all():
+                source = getattr(self.model, "source", None) or "given in memory"
+                precision = self.runner.precision
+                hint = ("its weights may be damaged" if precision == "fp32" else
+                        f"{precision} may have overflowed: try precision='fp32'")
+                raise ValueError(f"the model ({source}) produced NaN or infinite values from "
+                                 f"a finite image; {hint}")
+
+    def planes_out(self, outputs: list[np.ndarray], layout: PlaneLayout, norm: Normalization,
+                   source: np.ndarray) -> list[np.ndarray]:
+        """Network outputs back to ``source``'s axes, intensity scale and the output dtype."""
+        self.check_network_output(outputs)
+        limits = output_limits(source.dtype, self.clip)
+        results = []
+        for out in outputs:
+            if self._splits_rgb(layout):
+                out = np.moveaxis(out.reshape(-1, 3, layout.height, layout.width), 1, -1)
+            restored = from_planes(norm.invert(out, source.dtype), layout, alpha_source=source)
+            results.append(np.ascontiguousarray(cast_output(restored, self.output_dtype,
+                                                            limits)))
+        return results
+
+    # ----------------------------------------------------------------- whole images
+
+    def iter_run(self, image: Any, axes: str | None = None, rgb: bool | None = None
+                 ) -> Generator[Progress, None, list[np.ndarray]]:
+        """Restore an array step by step: a generator of :class:`Progress` after every tile
+        batch, returning ``[final]`` or ``[final, stage2, stage1]``. Closing it early cancels
+        the run; the input is never modified."""
+        data = as_image_array(image)
+        layout = self.layout(data.shape, axes, rgb)
+        norm = self.normalization(data)
+        normalised = self.planes_in(data, layout, norm)
+        outputs = yield from self.runner.iter_run(normalised, stages=self.stages)
+        del normalised
+        return self.planes_out(outputs, layout, norm, data)
+
+    def run(self, image: Any, axes: str | None = None, rgb: bool | None = None,
+            progress: ProgressCallback | None = None) -> list[np.ndarray]:
+        """Restore an array; ``progress(done, total)`` is called after every tile batch."""
+        check_progress(progress)
+        return drive(self.iter_run(image, axes, rgb), progress)
