@@ -23,13 +23,13 @@ FAST = {"tile_size": 32, "tile_overlap": 8, "device": "cpu"}
 
 
 def test_graphs_built_before_the_cluster_compute_on_it(tmp_path, tiny_model, one_torch_thread):
-    image = (np.random.default_rng(0).random((2, 60, 70)) * 3000 + 100).astype(np.uint16)
+    image = (np.random.default_rng(0).random((2, 100, 100)) * 3000 + 100).astype(np.uint16)
     expected = restore(image, model=tiny_model, **FAST)
     path = save_model(tiny_model, tmp_path / "tiny.safetensors")
-    chunks = (1, 30, 35)
-    from_file = restore(da.from_array(image, chunks=chunks), model=str(path), chunk_size=24,
+    chunks = (1, 50, 50)
+    from_file = restore(da.from_array(image, chunks=chunks), model=str(path), chunk_size=48,
                         **FAST)
-    in_memory = restore(da.from_array(image, chunks=chunks), model=tiny_model, chunk_size=24,
+    in_memory = restore(da.from_array(image, chunks=chunks), model=tiny_model, chunk_size=48,
                         **FAST)
     # the weights are in the graph once, not once per task
     payload = models.model_to_bytes(tiny_model)
