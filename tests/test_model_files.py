@@ -143,6 +143,14 @@ def test_task_names_always_mean_the_bundled_model(local_denoise):
     for as_path in ("./denoise", str(local_denoise)):
         with pytest.raises(ValueError, match="NaN"):
             load_model(as_path)
+    # a bare name stays a name even as a Path (pathlib drops the "./"), in every layer
+    from pathlib import Path
+
+    from napari_mprnet.engine.models import model_source_key
+    from napari_mprnet.scale.models import handle_for
+
+    assert model_source_key(Path("denoise")) == ("bundled", "denoise")
+    assert handle_for(bundled, Path("denoise")).source == "denoise"
 
 
 def test_cli_task_and_weights_names(local_denoise, tmp_path, capsys):

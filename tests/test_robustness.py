@@ -196,3 +196,20 @@ def test_compile_on_the_cpu_warns_and_auto_does_not_choose_it(tiny_model):
         warnings.simplefilter("error")
         restorer = Restorer(tiny_model, backend="auto", device="cpu")
     assert restorer.runner.backend.active == "eager"
+
+
+def test_concurrent_restores_from_threads_match_sequential(tiny_model, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_mprnet import save_model
+    from napari_mprnet.engine.models import clear_model_cache
+
+    path = str(save_model(tiny_model, tmp_path / "tiny.safetensors"))
+    rng = np.random.default_rng(0)
+    images = [(rng.random((24, 24)) * 1000 * (i + 1)).astype(np.uint16) for i in range(6)]
+    expected = [restore(image, model=path, **FAST) for image in images]
+    clear_model_cache()  # the threads also race for the first load of the file
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda image: restore(image, model=path, **FAST), images))
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(want, have)

@@ -241,10 +241,10 @@ def load_model(
 def model_file(source: str | os.PathLike) -> Path:
     """The file a model name or path stands for: a bundled model's (checksummed) file for a
     bare task name such as "denoise" (str or path), else the path itself."""
-    from .pretrained import bundled_path, is_bundled_name
+    from .pretrained import bundled_name, bundled_path
 
-    name = os.fspath(source)
-    if isinstance(name, str) and is_bundled_name(name):
+    name = bundled_name(source)
+    if name is not None:
         if Path(name).exists():
             warnings.warn(f"{name!r} means the bundled {name} model; the file '{name}' in the "
                           f"current folder is not used (give it as './{name}' to use it)",

@@ -28,10 +28,11 @@ _cache_lock = threading.Lock()
 def model_source_key(source: str | os.PathLike) -> tuple:
     """What identifies the network ``source`` stands for: ``("bundled", name)`` for a bundled
     model name, else ``("file", absolute path, size, modification time)``."""
-    from ..pretrained import is_bundled_name
+    from ..pretrained import bundled_name
 
-    if isinstance(source, str) and is_bundled_name(source):
-        return ("bundled", source)
+    name = bundled_name(source)
+    if name is not None:
+        return ("bundled", name)
     path = Path(source).expanduser()
     try:
         stat = path.stat()

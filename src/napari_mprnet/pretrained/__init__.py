@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["REGISTRY_FILE", "bundled_info", "bundled_path", "is_bundled_name"]
+__all__ = ["REGISTRY_FILE", "bundled_info", "bundled_name", "bundled_path", "is_bundled_name"]
 
 _HERE = Path(__file__).parent
 REGISTRY_FILE = _HERE / "registry.json"
@@ -21,6 +22,16 @@ def _registry() -> dict[str, dict]:
 def is_bundled_name(name: str) -> bool:
     """Whether ``name`` names a bundled default model (a task such as "denoise")."""
     return isinstance(name, str) and name in _registry()
+
+
+def bundled_name(source: object) -> str | None:
+    """The bundled model ``source`` names, or None: a bare task name such as "denoise" (a str,
+    or a path whose text is exactly that) always means the bundled model; any other text,
+    e.g. "./denoise", is a path."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    name = os.fspath(source)
+    return name if is_bundled_name(name) else None
 
 
 def bundled_info(task: str) -> dict:

@@ -9,16 +9,18 @@ Nothing here is imported unless a distributed client is in use. Usage::
     out = restore(da.from_zarr("big.zarr"), task="denoise", model="my.safetensors")
     out.to_zarr("big_denoised.zarr")                 # streamed, chunk by chunk, on the workers
 
-:func:`prepare_client` (called by ``restore`` for the current client) registers two worker
-plugins, each sent once per worker, also to workers that join later:
+:func:`prepare_client` (called by ``restore`` for the current client) registers worker plugins,
+each sent once per worker, also to workers that join later. None is needed for a result to
+compute: the graph carries its model (:mod:`.models`), so a graph built before any cluster
+existed runs on one. The plugins are optimisations:
 
 - :class:`DevicePlugin` pins the worker to a device: with several GPUs, ``cuda:{index}``
   from the worker's index (under dask-cuda's ``LocalCUDACluster``, which gives each worker its
   own ``CUDA_VISIBLE_DEVICES``, ``cuda:0``); without a GPU, the CPU with as many torch threads
   as the worker has threads. ``NAPARI_MPRNET_DEVICE`` in a worker's environment overrides it.
-- :class:`ModelPlugin` carries the serialised weights of a model that is not a bundled
-  default; tasks only carry its content hash, and each worker process builds the network
-  once (:func:`napari_mprnet.scale.models.load_count` counts it).
+- :class:`ModelPlugin` (``prepare_client(client, handle)``) sends an in-memory model's
+  serialised weights ahead; each worker process builds the network once
+  (:func:`napari_mprnet.scale.models.load_count` counts it).
 """
 
 from __future__ import annotations

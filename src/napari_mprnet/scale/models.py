@@ -199,10 +199,11 @@ def handle_for(model: MPRNet, source: Any = None, portable: bool = False) -> Mod
     the bytes are also registered with :func:`add_payload`, for
     :func:`~napari_mprnet.scale.distributed.prepare_client` to ship ahead.
     """
-    from ..pretrained import bundled_info, is_bundled_name
+    from ..pretrained import bundled_info, bundled_name
 
-    if isinstance(source, str) and is_bundled_name(source):
-        return ModelHandle(bundled_info(source)["sha256"], source, live=model)
+    name = bundled_name(source)
+    if name is not None:
+        return ModelHandle(bundled_info(name)["sha256"], name, live=model)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser().absolute()
         return ModelHandle(file_sha256(path), path=str(path), live=model)
