@@ -16,7 +16,8 @@ peak memory of one does not hide the other's):
 steps in fp32 and with the defaults on the same synthetic denoising pairs, and scores both
 final models in fp32 on held-out pairs (validation PSNR after the same number of steps).
 
-Steps/s are measured after warm-up steps. Peak memory is ``torch.cuda.max_memory_allocated``
+Steps/s are measured after warm-up steps; so is the process CPU time per step (all threads,
+the worker thread included), whose ratio stays meaningful on a machine shared with other jobs. Peak memory is ``torch.cuda.max_memory_allocated``
 on CUDA and the worker process's peak resident set size (``getrusage``) on CPU.
 
 Usage::
@@ -72,6 +73,7 @@ def _worker(spec: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
+    cpu: list[float] = []  # process CPU seconds (all threads): the work, whatever the load
     precision = "fp32"
     if spec["mode"] == "plain":
         net = net.to(device).train()
@@ -86,6 +88,7 @@ def _worker(spec: dict) -> dict:
             opt.step()
             loss.item()  # the same per-step host sync as the trainer
             times.append(time.perf_counter())
+            cpu.append(time.process_time())
     else:
         rng = np.random.default_rng(0)
         size = max(2 * patch, 256)
@@ -93,7 +96,9 @@ def _worker(spec: dict) -> dict:
         noisy = np.clip(clean + 0.1 * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
 
         def tick(event: dict) -> None:
-            times.append(time.perf_counter())
+            if "loss" in event:  # step events only (not the plan / rate reports)
+                times.append(time.perf_counter())
+                cpu.append(time.process_time())
 
         forced = {"precision": "fp32", "channels_last": False} if spec["mode"] == "fp32" else {}
         result = finetune(list(noisy), list(clean), model=net, steps=total, patch_size=patch,
@@ -105,7 +110,9 @@ def _worker(spec: dict) -> dict:
         torch.cuda.synchronize(device)
     measured = times[warmup - 1:]
     rate = (len(measured) - 1) / (measured[-1] - measured[0])
-    return {"steps_per_s": rate, "peak_bytes": _peak_bytes(device), "precision": precision,
+    cpu_measured = cpu[warmup - 1:]
+    cpu_per_step = (cpu_measured[-1] - cpu_measured[0]) / (len(cpu_measured) - 1)
+    return {"steps_per_s": rate, "cpu_s_per_step": cpu_per_step, "peak_bytes": _peak_bytes(device), "precision": precision,
             "device": describe_device(device), "threads": torch.get_num_threads()}
 
 
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{first.get('threads', '?')} CPU threads; {steps} measured steps after {warmup} "
           "warm-up steps")
     header = (f"{'config':8} {'patch':>5} {'batch':>5} {'mode':10} {'precision':14} "
-              f"{'steps/s':>9} {'Mpix/s':>8} {'peak MiB':>9} {'vs plain':>9}")
+              f"{'steps/s':>9} {'Mpix/s':>8} {'peak MiB':>9} {'vs plain':>9} "
+              f"{'cpu s/step':>10} {'cpu vs plain':>12}")
     print(header)
     print("-" * len(header))
     for name, patch, batch, mode, res, base in rows:
@@ -230,9 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         rate = res["steps_per_s"]
         ratio = (f"{rate / base['steps_per_s']:8.2f}x"
                  if base and "steps_per_s" in base and mode != "plain" else f"{'-':>9}")
+        cpu_step = res["cpu_s_per_step"]
+        cpu_ratio = (f"{base['cpu_s_per_step'] / cpu_step:11.2f}x"
+                     if base and "cpu_s_per_step" in base and mode != "plain" else f"{'-':>12}")
         print(f"{name:8} {patch:5d} {batch:5d} {mode:10} {res['precision']:14} {rate:9.2f} "
               f"{rate * batch * patch * patch / 1e6:8.2f} {res['peak_bytes'] / 2**20:9.0f} "
-              f"{ratio}")
+              f"{ratio} {cpu_step:10.2f} {cpu_ratio}")
     if args.quality:
         print(f"\nheld-out PSNR after {args.quality} steps (bundled config, patch 64, batch 8, "
               "scored in fp32):")

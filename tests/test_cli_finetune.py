@@ -54,6 +54,11 @@ def test_finetune_end_to_end(folders, tmp_path, capsys):
     assert "validation PSNR: base" in captured.out and "-> best" in captured.out
     assert f"saved model: {out}" in captured.out
     assert "2 training / 1 validation planes" in captured.out
+    # what it will do, before training, then the step rate after the first steps
+    plan = next(line for line in captured.err.splitlines() if "fine-tuning the" in line)
+    assert "2 training planes (2 x 48x48 grey), 1 validation planes; 4 steps of 2 x 32x32" in plan
+    assert "on cpu (1 thread) in " in plan and f"checkpoint every 2 steps to {ckpt}" in plan
+    assert captured.err.index(plan) < captured.err.index("s per step (")
     model = load_model(out)
     meta = model.metadata
     assert meta["trained"] is True and meta["normalization"]["mode"] == "percentile"
@@ -77,6 +82,7 @@ def test_refuses_to_overwrite(folders, tmp_path, capsys):
     assert "--overwrite" in err and "Traceback" not in err
     assert out.read_bytes() == b"keep me"
     assert main(_args(folders, out, "--overwrite", "-q")) == 0
+    assert capsys.readouterr().err == ""  # -q: no plan, no rate, no bar
     assert load_model(out).metadata["provenance"]["steps"] == 4
 
 

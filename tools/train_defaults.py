@@ -294,7 +294,8 @@ def calibrate_steps(args: argparse.Namespace, task: str, seed: int, train: tuple
     finetune(train[0], train[1], model=_new_model(args.config, task, seed),
              **{**_finetune_kwargs(args, PROBE_STEPS, seed), "val_every": PROBE_STEPS * 10,
                 "warmup_steps": 0},
-             val_fraction=0.0, callback=lambda event: stamps.append(time.perf_counter()))
+             val_fraction=0.0,
+             callback=lambda event: "loss" in event and stamps.append(time.perf_counter()))
     per_step = float(np.median(np.diff(stamps[2:]))) if len(stamps) > 3 else 1.0
     # leave room for validation (~5%), data refreshes and saving
     usable = max(budget.left() * 0.88, per_step)
@@ -385,6 +386,9 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
 
             def callback(event: dict, end: int = end) -> bool:
                 nonlocal out_of_time
+                if "loss" not in event:  # the trainer's plan and step rate
+                    print(f"[{task}] {event['message']}", file=sys.stderr, flush=True)
+                    return True
                 if event["step"] % 200 == 0 or "val_psnr" in event:
                     extra = (f" val {event['val_psnr']:.2f} dB" if "val_psnr" in event else "")
                     print(f"[{task}] step {event['step']}/{steps} loss {event['loss']:.4f} "

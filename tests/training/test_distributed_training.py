@@ -191,7 +191,7 @@ def _worker(rank: int, world: int, root: str) -> None:
             "digest": _digest(full.model), "losses": [h["loss"] for h in full.history],
             "val": [h.get("val_psnr") for h in full.history], "steps": full.steps_done,
             "world_size": full.world_size, "saved_to": full.saved_to,
-            "events": len(events), "first_batch": first_batches[0],
+            "events": len([e for e in events if "loss" in e]), "first_batch": first_batches[0],
             "is_mprnet": isinstance(full.model, MPRNet), "training": full.model.training,
             "best_val_psnr": full.best_val_psnr,
         }

@@ -55,8 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default="auto",
                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
-    train.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
-                       help="autocast precision (default: bf16 on CUDA, fp32 elsewhere)")
+    train.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default=None,
+                       help="autocast precision (default auto: bf16 on CUDA and on CPUs with "
+                       "native bf16, fp32 elsewhere; weights stay fp32)")
     train.add_argument("--compile", action="store_true", help="use torch.compile")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel training on several GPUs (or CPU processes); start "
@@ -107,7 +108,8 @@ def _check(args: argparse.Namespace) -> None:
 
 class _Progress:
     """A tqdm bar fed by the trainer's callback (created at the first step, so that errors
-    before training print nothing but the error)."""
+    before training print nothing but the error); the trainer's info events (what it will
+    do, the step rate) are printed as lines."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -115,6 +117,10 @@ class _Progress:
         self.val_psnr: float | None = None
 
     def __call__(self, event: dict) -> None:
+        if "loss" not in event:  # an info event: the plan before training, the step rate
+            if not self.quiet and event.get("message"):
+                self._line(str(event["message"]))
+            return
         if "val_psnr" in event:
             self.val_psnr = event["val_psnr"]
         if self.quiet:
@@ -131,6 +137,12 @@ class _Progress:
             postfix["val_psnr"] = f"{self.val_psnr:.2f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
+
+    def _line(self, text: str) -> None:
+        if self.bar is None:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -9,7 +9,9 @@ same trajectory lives in :class:`RunState`.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,18 @@ from .validation import Validator
 __all__ = ["RunState", "StepLoop", "compile_forward", "restore_state"]
 
 Callback = Callable[[dict], Any]
+log = logging.getLogger(__name__)
+#: The step rate is reported after this many steps beyond the first (which also pays for
+#: warm-up costs: allocations, kernel selection).
+RATE_AFTER = 3
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @dataclass
@@ -116,6 +130,8 @@ class StepLoop:
         self.device, self.channels_last = device, channels_last
         self.checkpointer, self.callback, self.session = checkpointer, callback, session
         self.params = [p for p in net.parameters() if p.requires_grad]
+        self.steps_per_s: float | None = None
+        self._stop_pending = False
         self.forward: Callable = trained
         self.compiled = False
         if compile:
@@ -182,12 +198,42 @@ class StepLoop:
             state.best = {"step": entry["step"], "val_psnr": val_psnr, "val_ssim": val_ssim}
             state.best_state = cpu_state(self.net)
 
-    def _ask_callback(self, entry: dict) -> bool:
-        """True when the callback asks to stop (shared with every rank)."""
-        stop = False
+    def inform(self, event: dict) -> None:
+        """An info event (``event`` and ``message``, no ``loss``) for the log and the callback.
+
+        Its return value is ignored; a :class:`StopTraining` it raises stops the run after
+        the next step.
+        """
+        log.info("%s", event["message"])
         if self.callback is not None and (self.session is None or self.session.is_main):
             try:
-                stop = self.callback({"steps": self.schedule.steps, **entry}) is False
+                self.callback(dict(event))
+            except StopTraining:
+                self._stop_pending = True
+
+    def _report_rate(self, step: int, seconds: float) -> None:
+        self.steps_per_s = RATE_AFTER / seconds if seconds > 0 else None
+        if self.steps_per_s is None:
+            return
+        left = self.schedule.steps - step
+        self.inform({
+            "event": "rate", "step": step, "steps": self.schedule.steps,
+            "steps_per_s": self.steps_per_s, "eta_s": left / self.steps_per_s,
+            "message": f"{1 / self.steps_per_s:.2f} s per step ({self.steps_per_s:.2f} "
+                       f"steps/s); about {_duration(left / self.steps_per_s)} for the "
+                       f"remaining {left} steps" + (" plus validation" if self.validator
+                                                   else ""),
+        })
+
+    def _ask_callback(self, entry: dict) -> bool:
+        """True when the callback asks to stop (shared with every rank)."""
+        stop, self._stop_pending = self._stop_pending, False
+        if self.callback is not None and (self.session is None or self.session.is_main):
+            event = {"steps": self.schedule.steps, **entry}
+            if self.steps_per_s is not None:
+                event["steps_per_s"] = self.steps_per_s
+            try:
+                stop = self.callback(event) is False or stop
             except StopTraining:
                 stop = True
             except BaseException:
@@ -221,7 +267,9 @@ class StepLoop:
     def run(self, state: RunState, batches: BatchPrefetcher) -> RunState:
         """Steps from ``state.step + 1`` to the schedule's last one, or until stopped."""
         steps = self.schedule.steps
-        for step in range(state.step + 1, steps + 1):
+        first_done = 0.0
+        start = state.step
+        for step in range(start + 1, steps + 1):
             batch, state.sampler = batches.next()
             entry = self.step(state, step, batch)
             state.step = step
@@ -229,6 +277,11 @@ class StepLoop:
                 self._validate(state, entry)
             state.history.append(entry)
             state.stopped = self._ask_callback(entry)
+            done_here = step - start
+            if done_here == 1:
+                first_done = time.perf_counter()
+            elif done_here == RATE_AFTER + 1:
+                self._report_rate(step, time.perf_counter() - first_done)
             if self.checkpointer is not None and self.checkpointer.due(step, steps,
                                                                        state.stopped):
                 self.write_checkpoint(state)

@@ -17,6 +17,7 @@ __all__ = [
     "FinetuneResult",
     "StopTraining",
     "TrainingDiverged",
+    "describe_plan",
     "describe_source",
     "normalization_meta",
     "provenance",
@@ -150,3 +151,45 @@ def provenance(args: dict, *, steps_done: int, stopped: bool, device: torch.devi
         "global_batch_size": args["batch_size"] * world_size,
         "torch_version": torch.__version__,
     }
+
+
+def _planes_summary(shapes: list[tuple]) -> str:
+    counts: dict[str, int] = {}
+    for height, width, channels in shapes:
+        key = f"{height}x{width} {'grey' if channels == 1 else 'RGB'}"
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{count} x {key}" for key, count in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return ", ".join(parts[:3]) + (f", {len(parts) - 3} more sizes" if len(parts) > 3 else "")
+
+
+def describe_plan(*, task: str, base: str, train_shapes: list[tuple], n_val: int,
+                  args: dict, start_step: int, device: torch.device, precision: str,
+                  channels_last: bool, world_size: int, objective: str,
+                  checkpoint: Any = None, checkpoint_every: int | None = None) -> dict:
+    """What a run will do, as an info event: ``event="plan"``, a one-line ``message`` and
+    its parts (planes, steps, device, precision), sent before the first step."""
+    steps = args["steps"]
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        where = f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+    else:
+        from ..engine.devices import describe_device
+
+        where = describe_device(device)
+    if world_size > 1:
+        where += f" x {world_size} processes"
+    layout = " + channels-last" if channels_last else ""
+    todo = (f"steps {start_step + 1}-{steps} of {steps} (resumed)" if start_step
+            else f"{steps} steps")
+    message = (
+        f"fine-tuning the {task} model from {base} ({objective}): {len(train_shapes)} "
+        f"training planes ({_planes_summary(train_shapes)}), {n_val} validation planes; "
+        f"{todo} of {args['batch_size']} x {args['patch_size']}x{args['patch_size']} patches "
+        f"on {where} in {precision}{layout}"
+        + (f"; checkpoint every {checkpoint_every} steps to {checkpoint}" if checkpoint else "")
+    )
+    return {"event": "plan", "message": message, "step": start_step, "steps": steps,
+            "n_train": len(train_shapes), "n_val": n_val, "device": where,
+            "precision": precision, "channels_last": channels_last,
+            "patch_size": args["patch_size"], "batch_size": args["batch_size"],
+            "objective": objective}

@@ -49,6 +49,7 @@ from .results import (
     FinetuneResult,
     StopTraining,
     TrainingDiverged,
+    describe_plan,
     describe_source,
     normalization_meta,
     provenance,
@@ -174,8 +175,12 @@ def finetune(
         or settings, or one beyond ``steps`` is refused with a ValueError that says why.
     callback : callable, optional
         Called after every step with a dict (``step``, ``steps``, ``loss``, ``lr``, plus
-        ``val_psnr``/``val_ssim`` after validation). Returning False or raising
-        :class:`StopTraining` stops training after that step.
+        ``val_psnr``/``val_ssim`` after validation and ``steps_per_s`` once measured).
+        Returning False or raising :class:`StopTraining` stops training after that step.
+        It also receives info events, without ``loss``, with ``event`` and a one-line
+        ``message`` (also logged at INFO): ``"plan"`` before training (planes, steps,
+        device, precision) and ``"rate"`` after the first steps (``steps_per_s``, ``eta_s``);
+        their return value is ignored.
     channels_last : bool, optional
         Channels-last memory format; default on CUDA and when a CPU trains in bf16.
     compile : bool
@@ -305,6 +310,11 @@ def finetune(
                     compile=compile)
 
     # ---------------------------------------------------------------- run
+    loop.inform(describe_plan(
+        task=task, base=base_source, train_shapes=[p.shape for p in train.inputs],
+        n_val=len(val), args=args, start_step=int(ckpt["step"]) if ckpt is not None else 0,
+        device=dev, precision=prec, channels_last=use_channels_last, world_size=world_size,
+        objective=objective.name, checkpoint=ckpt_path, checkpoint_every=ckpt_every))
     if ckpt is not None:
         state = from_checkpoint(resume_from, restore_state, ckpt, optimizer, amp, sampler, ddp,
                                 dev)
