@@ -168,3 +168,33 @@ def test_all_nan_image_gets_a_finite_map():
     with pytest.warns(RuntimeWarning):
         norm = choose_normalization(data)
     assert np.isfinite(norm.low) and norm.high > norm.low
+
+
+def test_wide_inputs_and_large_intensities_are_mapped_in_float64():
+    from napari_mprnet.engine.normalize import NETWORK_INPUT_LIMIT
+
+    norm = Normalization("percentile", 100.0, 4000.0)
+    assert norm.work_dtype(np.uint16) == np.float32 and norm.work_dtype(np.int64) == np.float64
+    huge = Normalization("percentile", 1e17, 1e17 + 256)
+    assert huge.work_dtype(np.float32) == np.float64
+    data = np.array([1e17, 1e17 + 128, 1e17 + 256])
+    np.testing.assert_allclose(huge.apply(data), [0, 0.5, 1])  # float32 would give 0, 0, 0
+    back = huge.invert(np.array([0.0, 0.5, 1.0], np.float32), data.dtype)
+    assert back.dtype == np.float64 and np.array_equal(back, data)
+    outlier = Normalization("percentile", 0.0, 1.0).apply(np.array([0.5, 3e38], np.float32))
+    assert outlier.tolist() == [0.5, NETWORK_INPUT_LIMIT]  # clipped, never inf
+
+
+def test_unusable_normalizations_and_percentiles_are_refused():
+    from napari_mprnet.engine.normalize import check_percentiles
+
+    for low, high in ((1.0, 1.0), (float("nan"), 1.0), (0.0, float("inf"))):
+        with pytest.raises(ValueError, match="Normalization"):
+            Normalization("percentile", low, high)
+    with pytest.raises(ValueError, match="not a stored normalisation"):
+        Normalization.from_dict({"mode": "percentile", "low": "a", "high": 2})
+    with pytest.raises(TypeError, match="two numbers"):
+        check_percentiles("1, 99")
+    with pytest.raises(ValueError, match="0 <= low < high <= 100"):
+        check_percentiles((99, 1))
+    assert check_percentiles([1, 99.5]) == (1.0, 99.5)

@@ -80,6 +80,11 @@ class Normalization:
         """Map ``data`` to the network's range as float32, clipped to
         :data:`NETWORK_INPUT_LIMIT` (only extreme outliers are clipped)."""
         data = np.asarray(data)
+        if self.mode == "identity" and data.dtype == np.float32 and (
+            data.size == 0 or -NETWORK_INPUT_LIMIT <= data.min() <= data.max()
+            <= NETWORK_INPUT_LIMIT
+        ):
+            return data  # nothing to change: no copy of a large float32 image
         out = data.astype(self.work_dtype(data.dtype))  # a copy: the input is never modified
         if self.mode != "identity":
             out -= out.dtype.type(self.low)
