@@ -99,8 +99,9 @@ def restore(
         Tiles per forward pass; default from free memory.
     device : str
         "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
-    precision : {"fp32", "fp16", "bf16"}, optional
-        Default fp16 autocast on CUDA, fp32 elsewhere.
+    precision : {"auto", "fp32", "fp16", "bf16"}, optional
+        "auto"/None: fp16 autocast on CUDA; on a CPU bf16 autocast where it computes bf16
+        natively and the model keeps its accuracy in it, fp32 elsewhere.
     stages : bool
         Also return the stage-2 and stage-1 images.
     axes : str, optional
