@@ -35,7 +35,7 @@ def check(task: str, size: int) -> dict:
 
     model = prepare_model(task, task)
     cases = argparse.Namespace(sigmas=bench_quality.DENOISE_SIGMAS,
-                               photons=bench_quality.PHOTON_LEVELS)
+                               photons=bench_quality.PHOTON_LEVELS, corpus=None)
     images = bench_quality.held_out_images(size, quick=False)
     deltas, agreements = [], []
     for _group, _level, group_cases in bench_quality.CASES[task](images, cases):
