@@ -246,7 +246,7 @@ def _fake_tensorrt(fail: bool = False):
     def save(module, path, arg_inputs=None, **kwargs):
         trt.calls["save"].append((path, tuple(arg_inputs[0].shape)))
         Path(path).write_bytes(b"fake engine")
-        saved[Path(path).name.split("-", 1)[-1]] = module
+        saved[Path(path).name.split(".", 2)[-1]] = module  # the target's name, not the temporary's
 
     def load(path):
         trt.calls["load"].append(path)

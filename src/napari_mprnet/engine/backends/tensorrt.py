@@ -8,7 +8,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...io.atomic import atomic_output
 from ..precision import PRECISIONS
 from .base import Backend, BackendFallbackWarning, InferenceModule
 from .cache import cache_dir, lookup, store, weights_hash
@@ -95,20 +95,17 @@ class TensorRTBackend(Backend):
         )
 
     def _save(self, engine, path: Path, example: torch.Tensor) -> None:
-        tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # same suffix as the target
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._trt.save(engine, str(tmp), arg_inputs=[example])
-            except TypeError:  # older torch_tensorrt: inputs= instead of arg_inputs=
-                self._trt.save(engine, str(tmp), inputs=[example])
-            os.replace(tmp, path)
+            with atomic_output(path, overwrite=True) as tmp:  # same suffix as the target
+                try:
+                    self._trt.save(engine, str(tmp), arg_inputs=[example])
+                except TypeError:  # older torch_tensorrt: inputs= instead of arg_inputs=
+                    self._trt.save(engine, str(tmp), inputs=[example])
             log.info("saved TensorRT engine to %s", path)
         except Exception as error:  # noqa: BLE001 - a cache that cannot be written is not fatal
             warnings.warn(f"could not save the TensorRT engine to {path}: {error}",
                           BackendFallbackWarning, stacklevel=5)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
     def _load(self, path: Path):
         loaded = self._trt.load(str(path))
