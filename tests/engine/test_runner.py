@@ -308,3 +308,15 @@ def test_cpu_runs_use_the_runner_threads_and_restore_the_caller_s(monkeypatch, t
     assert set(during) == {wanted} and torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
         TiledRunner(tiny_model, "cpu", threads=0)
+
+
+def test_the_bf16_check_runs_with_the_runner_threads(native_bf16, monkeypatch, tiny_model):
+    from napari_mprnet.engine import precision
+
+    seen = []
+    monkeypatch.setattr(precision, "bf16_agreement_db",
+                        lambda model: seen.append(torch.get_num_threads()) or 99.0)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    assert TiledRunner(tiny_model, "cpu", threads=wanted).precision == "bf16"
+    assert seen == [wanted] and torch.get_num_threads() == before

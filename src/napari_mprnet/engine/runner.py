@@ -153,11 +153,18 @@ class TiledRunner:
             channels_last = self.device.type in ("cuda", "cpu")
         self.channels_last = channels_last
         self.model = model.to(self.device).eval()
-        self.precision = choose_precision(precision, self.device, self.model)
+        with self._threads():  # the bf16 check runs the model on the CPU
+            self.precision = choose_precision(precision, self.device, self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.backend: Backend = make_backend(backend_name, self.model, self.device,
                                              self.precision, backend_options)
+
+    def _threads(self) -> contextlib.AbstractContextManager:
+        """The run's CPU thread count for the block (nothing to do on other devices)."""
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return using_cpu_threads(self.threads)
 
     # ------------------------------------------------------------------ sizing
 
@@ -221,9 +228,7 @@ class TiledRunner:
             )
         n_planes, height, width, _ = planes.shape
         tile, batch_size = self.plan(height, width, n_planes)
-        threads = using_cpu_threads(self.threads) if self.device.type == "cpu" \
-            else contextlib.nullcontext()
-        with threads:
+        with self._threads():
             while True:
                 try:
                     return (yield from self._run_grid(planes, stages, tile, batch_size))
