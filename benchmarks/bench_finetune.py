@@ -135,9 +135,10 @@ def _quality_worker(spec: dict) -> dict:
     net = MPRNet(MPRNetConfig(**CONFIGS["bundled"]))
     forced = {"precision": "fp32", "channels_last": False} if spec["mode"] == "fp32" else {}
     started = time.perf_counter()
-    result = finetune(train[0], train[1], model=net, steps=spec["steps"], patch_size=64,
-                      batch_size=8, learning_rate=4e-4, device=spec["device"], val_fraction=0,
-                      normalize="none", seed=0, **forced)
+    result = finetune(train[0], train[1], model=net, steps=spec["steps"],
+                      patch_size=spec["patch"], batch_size=spec["batch"], learning_rate=1e-3,
+                      device=spec["device"], val_fraction=0, normalize="none", seed=0,
+                      **forced)
     elapsed = time.perf_counter() - started
     model = result.model.float().eval()
     scores = []
@@ -176,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, help="patch side for every configuration")
     parser.add_argument("--batch", type=int, help="batch size for every configuration")
     parser.add_argument("--quality", type=int, default=0, metavar="STEPS",
-                        help="also compare held-out PSNR after STEPS steps, fp32 vs defaults")
+                        help="also compare held-out PSNR after STEPS steps, fp32 vs defaults "
+                        "(patch/batch: --patch/--batch, default 64/8)")
+    parser.add_argument("--quality-only", action="store_true", help="skip the speed rows")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (5 if args.quick else (40 if gpu else 10))
     warmup = 2 if args.quick else 5
     rows = []
-    for name in names:
+    for name in ([] if args.quality_only else names):
         patch, batch = shapes[name]
         modes = [("plain", False), ("fp32", False), ("finetune", False)]
         if args.compile:
@@ -245,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{rate * batch * patch * patch / 1e6:8.2f} {res['peak_bytes'] / 2**20:9.0f} "
               f"{ratio} {cpu_step:10.2f} {cpu_ratio}")
     if args.quality:
-        print(f"\nheld-out PSNR after {args.quality} steps (bundled config, patch 64, batch 8, "
-              "scored in fp32):")
+        patch, batch = args.patch or 64, args.batch or 8
+        print(f"\nheld-out PSNR after {args.quality} steps from one initialisation (bundled "
+              f"config, patch {patch}, batch {batch}, lr 1e-3, scored in fp32):")
         for mode in ("fp32", "finetune"):
             spec = {"quality": True, "mode": mode, "device": str(device), "threads": args.threads,
-                    "steps": args.quality}
+                    "steps": args.quality, "patch": patch, "batch": batch}
             res = _run_worker(spec)
             if "error" in res:
                 print(f"  {mode:10} failed: {res['error']}")
