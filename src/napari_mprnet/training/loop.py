@@ -192,10 +192,10 @@ class StepLoop:
     # ------------------------------------------------------------------ after a step
 
     def _validate(self, state: RunState, entry: dict) -> None:
-        val_psnr, val_ssim = self.validator.score(self.net)
-        entry["val_psnr"], entry["val_ssim"] = val_psnr, val_ssim
-        if state.best["val_psnr"] is None or val_psnr > state.best["val_psnr"]:
-            state.best = {"step": entry["step"], "val_psnr": val_psnr, "val_ssim": val_ssim}
+        scores = self.validator.score(self.net)
+        entry.update(scores)
+        if self.validator.better(scores, state.best):
+            state.best = {"step": entry["step"], **scores}
             state.best_state = cpu_state(self.net)
 
     def inform(self, event: dict) -> None:

@@ -59,7 +59,12 @@ class FinetuneResult:
         One entry per step: ``step``, ``loss``, ``lr``, ``grad_norm``; steps with validation
         also carry ``val_psnr`` and ``val_ssim``.
     best_val_psnr : float or None
-        Best validation PSNR (dB); None without validation planes.
+        Best validation PSNR (dB); None without validation planes or clean targets.
+    best_val_loss, base_val_loss : float or None
+        Self-supervised objectives: the validation loss (the objective's loss on held-out
+        planes, lower is better) of the kept model and of the starting model. Without clean
+        validation images it decides which model is kept, the starting one included
+        (``best_step`` 0: no step beat it).
     stopped : bool
         True when a callback stopped training early.
     steps_done : int
@@ -86,6 +91,8 @@ class FinetuneResult:
     checkpoint_path: str | None = None
     world_size: int = 1
     rank: int = 0
+    best_val_loss: float | None = None
+    base_val_loss: float | None = None
 
 
 def task_of(model: Any, base: MPRNet) -> str:
@@ -138,10 +145,12 @@ def provenance(args: dict, *, steps_done: int, stopped: bool, device: torch.devi
         "device": str(device),
         "precision": precision,
         "final_loss": history[-1]["loss"] if history else None,
-        "base_val_psnr": base_val["val_psnr"],
-        "base_val_ssim": base_val["val_ssim"],
-        "best_val_psnr": best["val_psnr"],
-        "best_val_ssim": best["val_ssim"],
+        "base_val_psnr": base_val.get("val_psnr"),
+        "base_val_ssim": base_val.get("val_ssim"),
+        "best_val_psnr": best.get("val_psnr"),
+        "best_val_ssim": best.get("val_ssim"),
+        "base_val_loss": base_val.get("val_loss"),
+        "best_val_loss": best.get("val_loss"),
         "best_step": best["step"],
         "final_val_psnr": val_entries[-1]["val_psnr"] if val_entries else None,
         "final_val_ssim": val_entries[-1]["val_ssim"] if val_entries else None,

@@ -35,13 +35,14 @@ from .checkpoints import (
     Checkpointer,
     check_resume,
     check_same_data,
+    cpu_state,
     from_checkpoint,
     load_checkpoint,
     plain,
 )
 from .data import PairSet, fingerprint, load_pairs, split_pairs
 from .loop import Callback, RunState, StepLoop, restore_state
-from .objectives import Objective, Supervised
+from .objectives import Objective
 from .options import check_args, check_writable
 from .precision import MixedPrecision, choose_channels_last, choose_precision
 from .prefetch import BatchPrefetcher
@@ -57,6 +58,8 @@ from .results import (
 )
 from .sampling import PatchSampler
 from .schedule import Schedule, learning_rate_at
+from .self_supervised import resolve_objective
+from .series import series_pairs
 from .validation import Validator, validation_crops
 
 __all__ = [
@@ -71,10 +74,16 @@ __all__ = [
 
 
 def _load_data(inputs: Any, targets: Any, val_inputs: Any, val_targets: Any, normalize: Any,
-               val_fraction: float, seed: int) -> tuple[PairSet, PairSet]:
-    pairs = load_pairs(inputs, targets, normalize=normalize)
+               val_fraction: float, seed: int, series: bool) -> tuple[PairSet, PairSet]:
+    if series:  # Noise2Noise pairs of neighbouring frames, validation by frame blocks
+        pairs, val = series_pairs(inputs, val_fraction=val_fraction, seed=seed,
+                                  normalize=normalize)
+    else:  # without targets (blind spot) every plane is paired with itself
+        pairs = load_pairs(inputs, inputs if targets is None else targets, normalize=normalize)
     if val_inputs is not None:
         val = load_pairs(val_inputs, val_targets, normalize=pairs.normalization)
+        return pairs, val
+    if series:
         return pairs, val
     if val_fraction > 0 and len(pairs) >= 2:
         return split_pairs(pairs, val_fraction, seed)
@@ -93,7 +102,7 @@ def _base_network(model: Any) -> tuple[MPRNet, MPRNet]:
 @_ddp.with_process_group
 def finetune(
     inputs: Any,
-    targets: Any,
+    targets: Any = None,
     *,
     model: str | os.PathLike | MPRNet = "denoise",
     steps: int = 1000,
@@ -122,14 +131,18 @@ def finetune(
     distributed: bool | None = None,
     objective: Objective | None = None,
     resume_other_data: bool = False,
+    method: str | None = None,
+    pairs_from_series: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune an MPRNet on paired degraded/clean images.
+    """Fine-tune an MPRNet on paired degraded/clean images, or on noisy images alone.
 
     Parameters
     ----------
     inputs, targets : array, list of arrays, folder path or napari Image layer(s)
         Degraded and clean images (anything :func:`~napari_mprnet.training.data.load_pairs`
-        accepts); stacks contribute every plane.
+        accepts); stacks contribute every plane. ``targets`` None: self-supervised (see
+        ``method``); with ``method="noise2noise"`` the targets are independent noisy
+        acquisitions of the same scenes.
     model : str, path or MPRNet
         Starting point: a task name for the bundled model, a model file or a loaded network.
         It is copied; the original (possibly cached) model is never modified.
@@ -200,6 +213,18 @@ def finetune(
     resume_other_data : bool
         Resume although the training data differ from the checkpoint's (e.g. training pairs
         regenerated between chunks of one schedule).
+    method : {"supervised", "noise2noise", "noise2void"}, optional
+        Names an objective (:mod:`napari_mprnet.training.self_supervised`); default
+        "supervised" with targets, "noise2void" (blind spot) without, "noise2noise" with
+        ``pairs_from_series``. Self-supervised runs score held-out planes with their own
+        loss (``val_loss``) and keep the best model by it, the starting one included;
+        ``val_inputs``/``val_targets`` are then clean images, scored by PSNR/SSIM, which
+        decide instead. Fine-tuning wants a lower ``learning_rate`` than training
+        (docs/self_supervised.md).
+    pairs_from_series : bool
+        Noise2Noise pairs ``(t, t + 1)`` from the neighbouring frames of the inputs (stacks
+        along their first axis), validated on held-out blocks of frames
+        (:func:`~napari_mprnet.training.series.series_pairs`).
 
     Returns
     -------
@@ -221,10 +246,8 @@ def finetune(
         "checkpoint_every": checkpoint_every, "checkpoint_path": checkpoint_path,
         "grad_clip": grad_clip, "seed": seed, "callback": callback,
     })
-    if objective is None:
-        objective = Supervised(edge_weight=args["edge_weight"])
-    elif not isinstance(objective, Objective):
-        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    objective = resolve_objective(method, objective, targets, bool(pairs_from_series),
+                                  args["edge_weight"])
     steps = args["steps"]
     val_every = args["val_every"] or max(1, steps // 10)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -254,7 +277,7 @@ def finetune(
 
     # ---------------------------------------------------------------- data and model
     train, val = _load_data(inputs, targets, val_inputs, val_targets, normalize_arg,
-                            args["val_fraction"], args["seed"])
+                            args["val_fraction"], args["seed"], bool(pairs_from_series))
     norm = train.normalization
     data_print = fingerprint(train, val) if ckpt is not None or ckpt_path is not None else None
     if ckpt is not None and not resume_other_data:
@@ -287,8 +310,11 @@ def finetune(
     amp = MixedPrecision(prec, dev)
     schedule = Schedule(steps, args["learning_rate"], args["min_learning_rate"],
                         args["warmup_steps"])
+    self_supervised = objective.name != "supervised"
     validator = Validator(validation_crops(val, channels, args["patch_size"]), val_every, steps,
-                          dev, amp.validation_autocast, use_channels_last, ddp)
+                          dev, amp.validation_autocast, use_channels_last, ddp,
+                          objective=objective, seed=args["seed"],
+                          clean=not self_supervised or val_targets is not None)
     run_args = {
         **{name: args[name] for name in SCHEDULE_ARGS},
         "val_every": val_every, "checkpoint_every": ckpt_every,
@@ -321,8 +347,9 @@ def finetune(
     else:
         state = RunState(sampler=sampler.state_dict())
         if validator:
-            psnr0, ssim0 = validator.score(net)
-            state.base_val = {"val_psnr": psnr0, "val_ssim": ssim0}
+            state.base_val = validator.score(net)
+            if self_supervised:  # kept unless a step beats it: fine-tuning cannot drift off
+                state.best, state.best_state = {"step": 0, **state.base_val}, cpu_state(net)
     started = time.perf_counter()
 
     def draw() -> Any:
@@ -364,13 +391,15 @@ def finetune(
     return FinetuneResult(
         model=net,
         history=history,
-        best_val_psnr=best["val_psnr"],
+        best_val_psnr=best.get("val_psnr"),
         stopped=state.stopped,
         steps_done=steps_done,
-        best_val_ssim=best["val_ssim"],
+        best_val_ssim=best.get("val_ssim"),
         best_step=best["step"],
-        base_val_psnr=state.base_val["val_psnr"],
-        base_val_ssim=state.base_val["val_ssim"],
+        base_val_psnr=state.base_val.get("val_psnr"),
+        base_val_ssim=state.base_val.get("val_ssim"),
+        best_val_loss=best.get("val_loss"),
+        base_val_loss=state.base_val.get("val_loss"),
         final_loss=history[-1]["loss"] if history else None,
         n_train=len(train),
         n_val=len(val),

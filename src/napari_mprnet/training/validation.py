@@ -1,4 +1,9 @@
-"""Validation during fine-tuning: PSNR/SSIM of the final stage on held-out planes."""
+"""Validation during fine-tuning: PSNR/SSIM of the final stage on held-out planes.
+
+Without clean validation images (self-supervised objectives), the held-out planes are scored
+by the objective's own loss instead (:class:`~napari_mprnet.training.self_supervised.
+SelfSupervisedScore`, lower is better); with clean images both are reported and PSNR decides.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import torch
 from . import distributed as _ddp
 from .data import PairSet
 from .metrics import psnr, ssim
+from .objectives import Objective
 from .sampling import center_crops
+from .self_supervised import SelfSupervisedScore
 
 __all__ = ["VAL_CROP", "Validator", "evaluate", "validation_crops"]
 
@@ -65,11 +72,20 @@ class Validator:
     session : distributed.Session or None
         In a distributed run each rank scores every world_size-th crop and the sums are
         all-reduced, so every rank gets the same means.
+    objective : Objective, optional
+        A self-supervised objective (any but "supervised") also scores the crops with its
+        own loss (``val_loss``).
+    clean : bool
+        Whether the crops' targets are clean images (PSNR/SSIM are measured and decide
+        which model is best); otherwise ``val_loss`` decides.
+    seed : int
+        Seed of the fixed validation masks.
     """
 
     def __init__(self, crops: list[tuple], every: int, steps: int, device: torch.device,
                  autocast: Callable, channels_last: bool,
-                 session: _ddp.Session | None = None) -> None:
+                 session: _ddp.Session | None = None, *, objective: Objective | None = None,
+                 clean: bool = True, seed: int = 0) -> None:
         self.crops = crops
         self.every = every
         self.steps = steps
@@ -77,6 +93,14 @@ class Validator:
         self.autocast = autocast
         self.channels_last = channels_last
         self.session = session
+        self.clean = bool(clean)
+        self_supervised = objective is not None and objective.name != "supervised"
+        self.loss_score = (SelfSupervisedScore(objective, crops, seed)
+                           if self_supervised and crops else None)
+        if not self.clean and self.loss_score is None:
+            raise ValueError("validation without clean targets needs a self-supervised objective")
+        #: the history key that decides which model is best
+        self.measure = "val_psnr" if self.clean else "val_loss"
 
     def __bool__(self) -> bool:
         return bool(self.crops)
@@ -85,16 +109,36 @@ class Validator:
         """Whether ``step`` is validated."""
         return bool(self.crops) and (step % self.every == 0 or step == self.steps)
 
-    def score(self, model: torch.nn.Module) -> tuple[float, float]:
-        """Mean PSNR and SSIM of ``model`` over the crops (the same on every rank)."""
+    def better(self, scores: dict, best: dict) -> bool:
+        """Whether ``scores`` beat ``best`` (higher PSNR, or lower self-supervised loss)."""
+        old, new = best.get(self.measure), scores[self.measure]
+        return old is None or (new > old if self.clean else new < old)
+
+    def _local(self, model: torch.nn.Module, indices: list[int]) -> dict[str, float]:
+        """Sums of the scores over the crops at ``indices``."""
+        sums: dict[str, float] = {}
+        if not indices:
+            return sums
+        run = (self.device, self.autocast, self.channels_last)
+        if self.clean:
+            mean_psnr, mean_ssim = evaluate(model, [self.crops[i] for i in indices], *run)
+            sums["val_psnr"], sums["val_ssim"] = mean_psnr * len(indices), mean_ssim * len(
+                indices)
+        if self.loss_score is not None:
+            sums["val_loss"] = self.loss_score(model, *run, indices=indices) * len(indices)
+        return sums
+
+    def score(self, model: torch.nn.Module) -> dict[str, float]:
+        """Mean scores of ``model`` over the crops (the same on every rank): ``val_psnr``
+        and ``val_ssim`` with clean targets, ``val_loss`` with a self-supervised objective."""
+        keys = (["val_psnr", "val_ssim"] if self.clean else []) + (
+            ["val_loss"] if self.loss_score is not None else [])
         session = self.session
         if session is None:
-            return evaluate(model, self.crops, self.device, self.autocast, self.channels_last)
-        mine = self.crops[session.rank::session.world_size]
-        psnr_sum = ssim_sum = 0.0
-        if mine:
-            mean_psnr, mean_ssim = evaluate(model, mine, self.device, self.autocast,
-                                            self.channels_last)
-            psnr_sum, ssim_sum = mean_psnr * len(mine), mean_ssim * len(mine)
-        psnr_total, ssim_total, count = session.sums([psnr_sum, ssim_sum, len(mine)])
-        return psnr_total / count, ssim_total / count
+            sums, count = self._local(model, list(range(len(self.crops)))), len(self.crops)
+        else:
+            mine = list(range(session.rank, len(self.crops), session.world_size))
+            local = self._local(model, mine)
+            *totals, count = session.sums([local.get(k, 0.0) for k in keys] + [len(mine)])
+            sums = dict(zip(keys, totals))
+        return {k: float(sums[k]) / count for k in keys}

@@ -1,0 +1,189 @@
+"""Self-supervised fine-tuning: training objectives and validation without clean images.
+
+Two objectives for :func:`napari_mprnet.training.trainer.finetune` when there are no clean
+images:
+
+- :class:`Noise2Void` (``method="noise2void"``, no targets): blind-spot training, see
+  :mod:`napari_mprnet.training.blindspot`. Needs noise that is independent from pixel to
+  pixel (given the signal) and has zero mean.
+- :class:`Noise2Noise` (``method="noise2noise"``): the targets are a second, independent
+  noisy acquisition of the same scene (for a time series of a static sample:
+  :func:`napari_mprnet.training.series.series_pairs`). The noise may be correlated between
+  pixels, but must be independent between the two acquisitions. The paper's loss applies
+  unchanged (Charbonnier + edge): both are unbiased for a noisy target of zero-mean noise
+  up to the Charbonnier's median-seeking.
+
+Validation without ground truth (:class:`SelfSupervisedScore`) scores held-out planes with
+the objective's own loss on the final stage: for Noise2Noise the distance to the other
+acquisition, for Noise2Void the blind-spot loss with fixed masks (the same pixels every
+time, so that steps compare). A lower score estimates a lower error to the unknown clean
+image (the noise adds the same constant to every model's score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .blindspot import REPLACEMENTS, blind_spot_loss, mask_batch
+from .objectives import Batch, Objective, Supervised
+
+__all__ = [
+    "METHODS",
+    "Noise2Noise",
+    "Noise2Void",
+    "SelfSupervisedScore",
+    "objective_for",
+    "resolve_objective",
+]
+
+#: The training methods of ``finetune(method=...)``.
+METHODS = ("supervised", "noise2noise", "noise2void")
+
+
+@dataclass(frozen=True)
+class Noise2Void(Objective):
+    """Blind-spot objective: mask a few pixels, predict them from their surroundings.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of pixels masked per patch (stratified: one per cell).
+    radius : int
+        Replacement window ``(2 * radius + 1)`` square, centre excluded.
+    replacement : {"median", "mean", "neighbour"}
+        N2V2's local median / mean, or N2V's random neighbour.
+    """
+
+    fraction: float = 0.015
+    radius: int = 2
+    replacement: str = "median"
+    name = "noise2void"
+    needs_targets = False
+
+    def __post_init__(self) -> None:
+        if self.replacement not in REPLACEMENTS:
+            raise ValueError(f"replacement must be one of {', '.join(REPLACEMENTS)}, "
+                             f"got {self.replacement!r}")
+
+    def prepare(self, inputs: Tensor, targets: Tensor, rng: np.random.Generator) -> Batch:
+        masked, mask = mask_batch(inputs, rng, fraction=self.fraction, radius=self.radius,
+                                  replacement=self.replacement)
+        return Batch(masked, inputs, mask)
+
+    def loss(self, stages: Sequence[Tensor], batch: Batch) -> Tensor:
+        return blind_spot_loss(stages, batch.targets, batch.mask)
+
+
+@dataclass(frozen=True)
+class Noise2Noise(Supervised):
+    """Independent noisy acquisitions as targets, with the paper's loss (see module doc)."""
+
+    name = "noise2noise"
+
+
+def objective_for(method: str, edge_weight: float = 0.05, **options) -> Objective:
+    """The objective of a ``finetune(method=...)`` name.
+
+    Parameters
+    ----------
+    method : {"supervised", "noise2noise", "noise2void"}
+    edge_weight : float
+        Edge-loss weight of the objectives that have one (not Noise2Void: see
+        :mod:`napari_mprnet.training.blindspot`).
+    **options
+        Noise2Void settings (``fraction``, ``radius``, ``replacement``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "noise2void":
+        return Noise2Void(**options)
+    if options:
+        raise ValueError(f"{', '.join(sorted(options))}: only for method='noise2void'")
+    if method == "noise2noise":
+        return Noise2Noise(edge_weight=edge_weight)
+    return Supervised(edge_weight=edge_weight)
+
+
+class SelfSupervisedScore:
+    """Validation loss of an objective on held-out crops (lower is better).
+
+    Parameters
+    ----------
+    objective : Objective
+        Its ``prepare`` builds each crop's batch from a generator seeded by ``(seed, index)``
+        (fixed masks), its ``loss`` is taken on the final stage only.
+    crops : list of (input, target, grey)
+        Validation crops (the target is the input again for Noise2Void).
+    seed : int
+        Seed of the fixed masks.
+    """
+
+    def __init__(self, objective: Objective, crops: list[tuple], seed: int = 0) -> None:
+        self.objective = objective
+        self.batches = [
+            objective.prepare(x, y, np.random.default_rng([seed, index]))
+            for index, (x, y, _grey) in enumerate(crops)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __call__(self, model: torch.nn.Module, device: torch.device, autocast: Callable,
+                 channels_last: bool, indices: Sequence[int] | None = None) -> float:
+        """Mean loss over the crops (or those at ``indices``)."""
+        chosen = range(len(self.batches)) if indices is None else indices
+        was_training = model.training
+        model.eval()
+        losses = []
+        try:
+            with torch.inference_mode():
+                for index in chosen:
+                    batch = self.batches[index].to(device, channels_last)
+                    with autocast():
+                        final = model(batch.inputs)[0]
+                    losses.append(float(self.objective.loss([final.float()], batch)))
+        finally:
+            model.train(was_training)
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+def resolve_objective(method: str | None, objective: Objective | None, targets: object,
+                      pairs_from_series: bool, edge_weight: float) -> Objective:
+    """The objective of a ``finetune`` call, checked against its data.
+
+    ``method`` None picks ``"noise2noise"`` with ``pairs_from_series``, ``"supervised"``
+    with targets and ``"noise2void"`` without; an explicit ``objective`` replaces ``method``.
+    """
+    if objective is not None:
+        if method is not None:
+            raise ValueError("give method or objective, not both")
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+        chosen = objective
+    else:
+        if method is None:
+            method = ("noise2noise" if pairs_from_series
+                      else "supervised" if targets is not None else "noise2void")
+        chosen = objective_for(method, edge_weight)
+    if pairs_from_series:
+        if chosen.name != "noise2noise":
+            raise ValueError("pairs_from_series=True makes Noise2Noise pairs of neighbouring "
+                             f"frames: use method='noise2noise' (got {chosen.name!r})")
+        if targets is not None:
+            raise ValueError("pairs_from_series=True takes the targets from the inputs' next "
+                             "frames: give no targets")
+    elif chosen.needs_targets and targets is None:
+        raise ValueError(
+            f"method {chosen.name!r} needs targets; without clean images use "
+            "method='noise2void', or method='noise2noise' with pairs_from_series=True for a "
+            "series of repeated acquisitions"
+        )
+    elif not chosen.needs_targets and targets is not None:
+        raise ValueError(f"method {chosen.name!r} trains on the noisy inputs alone: give no "
+                         "targets (clean images for validation go to val_inputs/val_targets)")
+    return chosen
