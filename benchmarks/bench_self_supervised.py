@@ -39,8 +39,8 @@ FRAMES = 4  # noisy frames per static training field, for Noise2Noise
 #: name -> (noise, method, description)
 CASES = {
     "correlated": ("correlated", "noise2noise",
-                   "spatially correlated Gaussian (white sigma 0.3 blurred by a 1-px Gaussian; "
-                   "per-pixel sigma 0.085)"),
+                   ("spatially correlated Gaussian (white sigma 0.3 blurred by a 1-px "
+                    "Gaussian; per-pixel sigma 0.085)")),
     "heavy_tailed": ("student_t", "noise2void", "Student-t, 2 degrees of freedom, scale 0.05"),
     "low_photon": ("photon", "noise2void", "Poisson, 1 photon at intensity 1 (gain never seen)"),
     "gaussian25_n2v": ("gaussian", "noise2void", "Gaussian sigma 25/255 (the model's own)"),

@@ -243,3 +243,25 @@ def test_cli_export(tmp_path, capsys):
 
 def test_module_constants():
     assert bio.FORMAT_VERSION.startswith("0.5.")
+
+
+def test_self_supervised_model_says_so(tmp_path):
+    model = tiny(PERCENTILE)
+    model.metadata["provenance"]["objective"] = {"name": "noise2void", "fraction": 0.015,
+                                                 "radius": 2, "replacement": "median"}
+    path = tmp_path / "n2v.zip"
+    export_bioimageio(model, path, name="Tiny N2V", description="self-supervised test")
+    rdf = read_rdf(path)
+    assert "self-supervised" in rdf["tags"] and "noise2void" in rdf["tags"]
+    assert rdf["config"]["napari-mprnet"]["training_method"] == "noise2void"
+    with zipfile.ZipFile(path) as archive:
+        readme = archive.read(rdf["documentation"]).decode()
+    assert "self-supervised** (noise2void)" in readme
+    # a supervised model gets neither tag
+    plain = tmp_path / "plain.zip"
+    export_bioimageio(tiny(PERCENTILE), plain, name="Tiny", description="supervised test")
+    assert "self-supervised" not in read_rdf(plain)["tags"]
+    spec = pytest.importorskip("bioimageio.spec")
+    from bioimageio.spec.model.v0_5 import ModelDescr
+
+    assert isinstance(spec.load_description(path), ModelDescr)

@@ -138,3 +138,48 @@ def test_unusable_outputs_and_checkpoints_fail_before_training(folders, tmp_path
         assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
         assert "fine-tuning" not in err  # no progress bar: no step ran
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def _ssl_args(folders, out, *extra):
+    args = _args(folders, out, *extra)
+    at = args.index("--targets")
+    return args[:at] + args[at + 2:]
+
+
+def test_self_supervised_without_targets(folders, tmp_path, capsys):
+    out = tmp_path / "n2v.safetensors"
+    ckpt = tmp_path / "n2v.pt"
+    status = main(_ssl_args(folders, out, "--checkpoint", str(ckpt)))
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "validation loss (self-supervised" in captured.out
+    assert "validation PSNR" not in captured.out
+    prov = load_model(out).metadata["provenance"]
+    assert prov["objective"]["name"] == "noise2void" and prov["best_val_loss"] is not None
+    # a resumed self-supervised run continues the same objective
+    status = main(_ssl_args(folders, tmp_path / "again.safetensors", "--resume", str(ckpt)))
+    assert status == 0, capsys.readouterr().err
+    assert load_checkpoint(ckpt)["args"]["objective"]["name"] == "noise2void"
+
+
+def test_noise2noise_pairs_from_series_cli(tmp_path, folders, capsys):
+    series = tmp_path / "series"
+    series.mkdir()
+    rng = np.random.default_rng(1)
+    scene = 1000 + 800 * np.sin(2 * np.pi * np.mgrid[0:48, 0:48][0] / 24)
+    stack = scene + 150 * rng.standard_normal((8, 48, 48))
+    tifffile.imwrite(series / "movie.tif", stack.astype(np.uint16))
+    args = _ssl_args(folders, tmp_path / "n2n.safetensors", "--pairs-from-series")
+    args[args.index("--inputs") + 1] = str(series)
+    args[args.index("--val-fraction") + 1] = "0.25"
+    status = main(args)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    meta = load_model(tmp_path / "n2n.safetensors").metadata
+    assert meta["provenance"]["objective"]["name"] == "noise2noise"
+
+
+def test_method_needing_targets_says_so(folders, tmp_path, capsys):
+    status = main(_ssl_args(folders, tmp_path / "m.safetensors", "--method", "supervised"))
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "needs targets" in err and len(err.splitlines()) == 1

@@ -303,6 +303,12 @@ def _cover_png(test_input: np.ndarray, test_output: np.ndarray) -> bytes:
     return iio.imwrite("<bytes>", image, extension=".png")
 
 
+def _training_method(meta: dict) -> str | None:
+    """The fine-tuning objective's name from the model's provenance (None: not recorded)."""
+    objective = (meta.get("provenance") or {}).get("objective")
+    return objective.get("name") if isinstance(objective, dict) else None
+
+
 def _readme(name: str, description: str, model: MPRNet, proc: _Processing,
             test_shape: tuple[int, ...]) -> str:
     meta = model.metadata or {}
@@ -337,6 +343,10 @@ def _readme(name: str, description: str, model: MPRNet, proc: _Processing,
     ]
     if meta.get("summary"):
         lines += [str(meta["summary"]), ""]
+    method = _training_method(meta)
+    if method in ("noise2void", "noise2noise"):
+        lines += [(f"Fine-tuned **self-supervised** ({method}): on noisy images alone, "
+                   "without clean targets."), ""]
     if prov:
         lines += ["| | |", "|---|---|"]
         for key, value in prov.items():
@@ -492,6 +502,9 @@ def export_bioimageio(
     ]
     task = str(meta.get("task") or "restoration")
     all_tags = ["mprnet", "napari-mprnet", "restoration", task, "2d", "pytorch"]
+    method = _training_method(meta)
+    if method in ("noise2void", "noise2noise"):
+        all_tags += ["self-supervised", method]
     all_tags += [t for t in (tags or []) if t not in all_tags]
     input_descr: dict[str, Any] = {
         "id": INPUT_ID,
@@ -549,6 +562,7 @@ def export_bioimageio(
                 "task": task,
                 "normalization": meta.get("normalization"),
                 "trained": meta.get("trained"),
+                "training_method": method,
             }
         },
     }

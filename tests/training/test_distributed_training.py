@@ -144,14 +144,20 @@ def test_torchrun_environment_is_detected_and_torn_down(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- 2 processes (spawn)
 
 
-def _worker(rank: int, world: int, root: str) -> None:
-    """One rank: several fine-tuning runs in one gloo process group; facts go to JSON."""
+def _join(rank: int, world: int, root: str) -> Path:
+    """Join the gloo group of a spawned test (one thread); returns ``root`` as a Path."""
     torch.set_num_threads(1)
     root_path = Path(root)
-    report: dict = {"rank": rank}
     dist.init_process_group("gloo", init_method=f"file://{root_path / 'rendezvous'}",
                             rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))  # a hang fails instead
+    return root_path
+
+
+def _worker(rank: int, world: int, root: str) -> None:
+    """One rank: several fine-tuning runs in one gloo process group; facts go to JSON."""
+    root_path = _join(rank, world, root)
+    report: dict = {"rank": rank}
     writes: list[str] = []
     real_ckpt_save, real_model_save = checkpoints.atomic_torch_save, weights.save_model
     real_sample, real_loss = sampling_module.PatchSampler.sample, objectives.mprnet_loss
@@ -238,6 +244,17 @@ def _worker(rank: int, world: int, root: str) -> None:
         dist.destroy_process_group()
 
 
+def _spawn(worker, root: Path) -> None:
+    """Run ``worker(rank, WORLD, root)`` on WORLD processes; fail after 240 s."""
+    context = mp.spawn(worker, args=(WORLD, str(root)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process run did not finish in 240 s")
+
+
 def test_ddp_two_processes_sync_checkpoint_stop_resume(tmp_path, no_torchrun):
     noisy, clean = _pairs(6, seed=1)
     # a plain (1-process) checkpoint with the same settings, for the world-size check
@@ -246,13 +263,7 @@ def test_ddp_two_processes_sync_checkpoint_stop_resume(tmp_path, no_torchrun):
              val_inputs=list(noisy[3:]), val_targets=list(clean[3:]), val_every=2,
              checkpoint_every=2, checkpoint_path=tmp_path / "single.pt",
              callback=lambda event: False)
-    context = mp.spawn(_worker, args=(WORLD, str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=2):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the 2-process run did not finish in 240 s")
+    _spawn(_worker, tmp_path)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD))
     assert "error" not in r0 and "error" not in r1
 
@@ -345,3 +356,41 @@ def test_torchrun_cli_end_to_end(tmp_path):
     assert model.metadata["provenance"]["steps"] == 4
     saved = load_checkpoint(ckpt)
     assert saved["step"] == 4 and saved["world_size"] == WORLD and len(saved["ranks"]) == WORLD
+
+
+# --------------------------------------------------------------------------- self-supervised
+
+
+def _ssl_worker(rank: int, world: int, root: str) -> None:
+    """One rank of a Noise2Void run (no targets) on 2 gloo processes."""
+    root_path = _join(rank, world, root)
+    report: dict = {"rank": rank}
+    try:
+        noisy, _ = _pairs(6, seed=2)
+        result = finetune(list(noisy), model=_tiny(), steps=4, patch_size=32, batch_size=1,
+                          learning_rate=1e-3, device="cpu", normalize="none", val_every=2,
+                          val_fraction=0.34, distributed=True)
+        report.update(digest=_digest(result.model), base=result.base_val_loss,
+                      val=[h.get("val_loss") for h in result.history],
+                      objective=result.metadata["provenance"]["objective"]["name"])
+    except BaseException:
+        report["error"] = traceback.format_exc()
+        raise
+    finally:
+        (root_path / f"ssl{rank}.json").write_text(json.dumps(report))
+        dist.destroy_process_group()
+
+
+def test_ddp_noise2void_ranks_agree_and_validation_is_shared(tmp_path, no_torchrun):
+    noisy, _ = _pairs(6, seed=2)
+    single = finetune(list(noisy), model=_tiny(), steps=1, patch_size=32, batch_size=1,
+                      learning_rate=1e-3, device="cpu", normalize="none", val_fraction=0.34)
+    _spawn(_ssl_worker, tmp_path)
+    r0, r1 = (json.loads((tmp_path / f"ssl{r}.json").read_text()) for r in range(WORLD))
+    assert "error" not in r0 and "error" not in r1
+    assert r0["objective"] == "noise2void"
+    assert r0["digest"] == r1["digest"] and r0["val"] == r1["val"]
+    assert [v is not None for v in r0["val"]] == [False, True, False, True]
+    # the 2 validation planes are scored one per rank; the all-reduced mean is the
+    # single-process score of the same starting model
+    assert r0["base"] == pytest.approx(single.base_val_loss, rel=1e-5)

@@ -10,14 +10,13 @@ from napari_mprnet.model import MPRNet, MPRNetConfig
 from napari_mprnet.training.self_supervised import Noise2Void
 from napari_mprnet.training.trainer import finetune, load_checkpoint
 
-TINY = MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _tiny(seed: int = 0) -> MPRNet:
-    torch.manual_seed(seed)
-    return MPRNet(TINY)
+def _tiny() -> MPRNet:
+    """A fresh tiny network, the same every call."""
+    torch.manual_seed(0)
+    return MPRNet(MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1))
 
 
 def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -133,3 +132,11 @@ def test_method_and_data_must_agree():
         _run(list(noisy), method="noise2self")
     with pytest.raises(ValueError, match="not a series"):
         _run(noisy[0], pairs_from_series=True)
+
+
+def test_default_learning_rate_is_lower_for_self_supervised_methods():
+    noisy, clean = _noisy(2)
+    ssl = _run(list(noisy), steps=1, learning_rate=None, val_fraction=0.0)
+    sup = _run(list(noisy), targets=list(clean), steps=1, learning_rate=None, val_fraction=0.0)
+    assert ssl.metadata["provenance"]["learning_rate"] == 5e-5
+    assert sup.metadata["provenance"]["learning_rate"] == 2e-4

@@ -1,4 +1,6 @@
-"""``napari-mprnet finetune``: fine-tune a model on folders of paired TIFF images."""
+"""``napari-mprnet finetune``: fine-tune a model on folders of paired TIFF images, or on
+noisy images alone (``--method noise2void``, or ``noise2noise`` with ``--pairs-from-series``).
+"""
 
 from __future__ import annotations
 
@@ -21,13 +23,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune a model on paired degraded/clean TIFF folders",
         description="Fine-tune MPRNet on pairs of degraded (--inputs) and clean (--targets) "
         "TIFF images matched by file name, validate on held-out planes, and save the best "
-        "model with its normalisation and provenance (use it with 'restore --weights').",
+        "model with its normalisation and provenance (use it with 'restore --weights'). "
+        "Without --targets it trains on the noisy inputs alone (self-supervised, "
+        "--method).",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--inputs", type=Path, required=True,
                       help="folder of degraded TIFF images")
-    data.add_argument("--targets", type=Path, required=True,
-                      help="folder of clean TIFF images with the same file names")
+    data.add_argument("--targets", type=Path, default=None,
+                      help="folder of clean TIFF images with the same file names (none: "
+                      "self-supervised; with --method noise2noise: independent noisy "
+                      "acquisitions)")
+    data.add_argument("--method", choices=("supervised", "noise2noise", "noise2void"),
+                      default=None, help="training objective (default: supervised with "
+                      "--targets, noise2void without, noise2noise with --pairs-from-series)")
+    data.add_argument("--pairs-from-series", action="store_true",
+                      help="noise2noise pairs from neighbouring frames of each input stack "
+                      "(t, t+1); validation on held-out blocks of frames")
     data.add_argument("--val-inputs", type=Path, default=None,
                       help="folder of degraded validation images (default: hold out planes)")
     data.add_argument("--val-targets", type=Path, default=None,
@@ -44,8 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--patch-size", type=int, default=128,
                        help="training crop side, a multiple of 8 (default: 128)")
     train.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
-    train.add_argument("--lr", type=float, default=2e-4,
-                       help="peak learning rate, annealed by a cosine (default: 2e-4)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak learning rate, annealed by a cosine (default: 2e-4; 5e-5 "
+                       "for the self-supervised methods)")
     train.add_argument("--min-lr", type=float, default=1e-6,
                        help="final learning rate (default: 1e-6)")
     train.add_argument("--warmup", type=int, default=None,
@@ -115,14 +128,15 @@ class _Progress:
         self.quiet = quiet
         self.bar = None
         self.val_psnr: float | None = None
+        self.val_loss: float | None = None
 
     def __call__(self, event: dict) -> None:
         if "loss" not in event:  # an info event: the plan before training, the step rate
             if not self.quiet and event.get("message"):
                 self._line(str(event["message"]))
             return
-        if "val_psnr" in event:
-            self.val_psnr = event["val_psnr"]
+        self.val_psnr = event.get("val_psnr", self.val_psnr)
+        self.val_loss = event.get("val_loss", self.val_loss)
         if self.quiet:
             return
         if self.bar is None:
@@ -135,6 +149,8 @@ class _Progress:
         postfix = {"loss": f"{event['loss']:.4f}", "lr": f"{event['lr']:.1e}"}
         if self.val_psnr is not None:
             postfix["val_psnr"] = f"{self.val_psnr:.2f}"
+        if self.val_loss is not None:
+            postfix["val_loss"] = f"{self.val_loss:.4f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
 
@@ -174,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         result = finetune(
-            str(args.inputs), str(args.targets),
+            str(args.inputs), None if args.targets is None else str(args.targets),
+            method=args.method, pairs_from_series=args.pairs_from_series,
             val_inputs=None if args.val_inputs is None else str(args.val_inputs),
             val_targets=None if args.val_targets is None else str(args.val_targets),
             model=args.base, steps=args.steps, patch_size=args.patch_size,
@@ -202,7 +219,14 @@ def run(args: argparse.Namespace) -> int:
          + f"; {result.n_train} training / {result.n_val} validation planes"),
         f"final loss: {_fmt(result.final_loss, digits=4)}",
     ]
-    if result.n_val:
+    if result.base_val_loss is not None:
+        lines.append(f"validation loss (self-supervised, lower is better): base "
+                     f"{_fmt(result.base_val_loss, digits=5)} -> best "
+                     f"{_fmt(result.best_val_loss, digits=5)} (step {result.best_step})")
+        if result.best_step == 0:
+            lines.append("note: no step improved on the starting model, which is saved "
+                         "unchanged")
+    if result.n_val and result.base_val_psnr is not None:
         gain = (
             result.best_val_psnr - result.base_val_psnr
             if result.best_val_psnr is not None and result.base_val_psnr is not None else None
@@ -217,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         if gain is not None and gain < 0:
             lines.append("warning: the fine-tuned model is worse than the base model on the "
                          "validation planes; try a lower --lr or more data")
-    else:
+    elif not result.n_val:
         lines.append("no validation planes (use --val-fraction or --val-inputs/--val-targets)")
     if result.stopped:
         lines.append(f"stopped early at step {result.steps_done}")

@@ -33,16 +33,21 @@ from .blindspot import REPLACEMENTS, blind_spot_loss, mask_batch
 from .objectives import Batch, Objective, Supervised
 
 __all__ = [
+    "LEARNING_RATES",
     "METHODS",
     "Noise2Noise",
     "Noise2Void",
     "SelfSupervisedScore",
+    "default_learning_rate",
     "objective_for",
     "resolve_objective",
 ]
 
 #: The training methods of ``finetune(method=...)``.
 METHODS = ("supervised", "noise2noise", "noise2void")
+#: Peak learning rates when ``finetune(learning_rate=None)``: self-supervised targets are
+#: noisy, so fine-tuning steps are kept small (the starting model drifts less).
+LEARNING_RATES = {"supervised": 2e-4, "self-supervised": 5e-5}
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,12 @@ class SelfSupervisedScore:
         finally:
             model.train(was_training)
         return float(np.mean(losses)) if losses else float("nan")
+
+
+def default_learning_rate(objective: Objective) -> float:
+    """The peak learning rate ``finetune`` uses for ``objective`` when none is given."""
+    kind = "supervised" if objective.name == "supervised" else "self-supervised"
+    return LEARNING_RATES[kind]
 
 
 def resolve_objective(method: str | None, objective: Objective | None, targets: object,

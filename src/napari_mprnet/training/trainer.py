@@ -58,7 +58,7 @@ from .results import (
 )
 from .sampling import PatchSampler
 from .schedule import Schedule, learning_rate_at
-from .self_supervised import resolve_objective
+from .self_supervised import default_learning_rate, resolve_objective
 from .series import series_pairs
 from .validation import Validator, validation_crops
 
@@ -108,7 +108,7 @@ def finetune(
     steps: int = 1000,
     patch_size: int = 128,
     batch_size: int = 8,
-    learning_rate: float = 2e-4,
+    learning_rate: float | None = None,
     min_learning_rate: float = 1e-6,
     warmup_steps: int | None = None,
     edge_weight: float = 0.05,
@@ -151,7 +151,8 @@ def finetune(
     patch_size, batch_size : int
         Random training crops per step (patch a multiple of 8, >= 16).
     learning_rate, min_learning_rate : float
-        Adam's peak learning rate and the end of the cosine schedule.
+        Adam's peak learning rate and the end of the cosine schedule; ``learning_rate``
+        None: 2e-4 for supervised training, 5e-5 for the self-supervised methods.
     warmup_steps : int, optional
         Linear warm-up length; default ``min(100, steps // 20)``.
     edge_weight : float
@@ -219,8 +220,7 @@ def finetune(
         ``pairs_from_series``. Self-supervised runs score held-out planes with their own
         loss (``val_loss``) and keep the best model by it, the starting one included;
         ``val_inputs``/``val_targets`` are then clean images, scored by PSNR/SSIM, which
-        decide instead. Fine-tuning wants a lower ``learning_rate`` than training
-        (docs/self_supervised.md).
+        decide instead (docs/self_supervised.md).
     pairs_from_series : bool
         Noise2Noise pairs ``(t, t + 1)`` from the neighbouring frames of the inputs (stacks
         along their first axis), validated on held-out blocks of frames
@@ -238,6 +238,10 @@ def finetune(
     TrainingDiverged
         The loss or gradient became NaN/infinite (a ``FloatingPointError``).
     """
+    objective = resolve_objective(method, objective, targets, bool(pairs_from_series),
+                                  edge_weight)
+    if learning_rate is None:
+        learning_rate = default_learning_rate(objective)
     args = check_args({
         "steps": steps, "patch_size": patch_size, "batch_size": batch_size,
         "learning_rate": learning_rate, "min_learning_rate": min_learning_rate,
@@ -246,8 +250,6 @@ def finetune(
         "checkpoint_every": checkpoint_every, "checkpoint_path": checkpoint_path,
         "grad_clip": grad_clip, "seed": seed, "callback": callback,
     })
-    objective = resolve_objective(method, objective, targets, bool(pairs_from_series),
-                                  args["edge_weight"])
     steps = args["steps"]
     val_every = args["val_every"] or max(1, steps // 10)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
