@@ -286,3 +286,57 @@ def test_trainer_messages_reach_the_status_line(make_napari_viewer):
     widget = FinetuneWidget(viewer)
     widget._on_event({"message": "training on 3 planes for 10 steps on cpu"})
     assert widget.status_label.text() == "training on 3 planes for 10 steps on cpu"
+
+
+def test_self_supervised_with_no_target(make_napari_viewer, qtbot, tiny_model_file):
+    from napari_mprnet._widgets.finetune_data import NO_TARGET
+
+    viewer = make_napari_viewer()
+    noisy, _ = _pairs(3)
+    viewer.add_image(noisy, name="noisy")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    # one layer: nothing to pair it with, so the Target is none and the method shows
+    assert widget.target_combo.currentText() == NO_TARGET
+    assert widget.method_combo.isVisibleTo(widget)
+    assert widget.lr_spin.value() == pytest.approx(5e-5)  # the self-supervised default
+    widget.weights_combo.setCurrentIndex(widget.weights_combo.findData("file"))
+    widget.file_edit.setText(str(tiny_model_file))
+    for spin, value in ((widget.steps_spin, 2), (widget.patch_spin, 32),
+                        (widget.batch_spin, 1), (widget.val_spin, 0.34)):
+        spin.setValue(value)
+    widget.device_combo.setCurrentText("cpu")
+    assert train(qtbot, widget) == "done"
+    prov = widget.result.model.metadata["provenance"]
+    assert prov["objective"]["name"] == "noise2void" and prov["best_val_loss"] is not None
+    assert "self-supervised val loss" in widget.status_label.text()
+    # Noise2Noise from the stack's neighbouring frames
+    widget.method_combo.setCurrentIndex(1)
+    assert train(qtbot, widget) == "done"
+    assert widget.result.model.metadata["provenance"]["objective"]["name"] == "noise2noise"
+    # a clean layer appears: proposed as the target, supervised again, method hidden
+    viewer.add_image(_pairs(3)[1], name="clean")
+    assert widget.target_combo.currentText() == "clean"
+    assert not widget.method_combo.isVisibleTo(widget)
+    assert widget.lr_spin.value() == pytest.approx(2e-4)
+    assert widget.build_request().method == "supervised"
+    # choosing none again sticks when layers change
+    widget.target_combo.setCurrentText(NO_TARGET)
+    viewer.add_image(_pairs(3)[1], name="other clean")
+    assert widget.target_combo.currentText() == NO_TARGET
+    assert widget.build_request().targets is None
+
+
+def test_folders_without_targets_are_self_supervised(make_napari_viewer, tiny_model_file,
+                                                     tmp_path):
+    noisy, _ = _pairs(2)
+    (tmp_path / "noisy").mkdir()
+    for i, plane in enumerate(noisy):
+        tifffile.imwrite(tmp_path / "noisy" / f"img{i}.tif", plane)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tiny_model_file, steps=2)
+    widget.source_combo.setCurrentText(FOLDERS)
+    widget.input_dir_edit.setText(str(tmp_path / "noisy"))
+    assert widget.method_combo.isVisibleTo(widget)
+    request = widget.build_request()
+    assert request.targets is None and request.method == "noise2void"

@@ -44,6 +44,8 @@ class FinetuneRequest:
     val_fraction: float = 0.1
     device: str = "auto"
     data_name: str = "data"
+    method: str = "supervised"
+    pairs_from_series: bool = False
 
 
 class _Relay(QObject):
@@ -73,6 +75,8 @@ def _train(request: FinetuneRequest, emit: Callable[[dict], Any],
             val_fraction=request.val_fraction,
             device=request.device,
             callback=callback,
+            method=request.method,
+            pairs_from_series=request.pairs_from_series,
         )
     except Exception as err:  # reported as a notification, not a traceback dialog
         log.debug("napari-mprnet fine-tuning failed", exc_info=True)

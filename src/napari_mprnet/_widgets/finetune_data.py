@@ -2,7 +2,9 @@
 
 Layers are proposed by meaning (:func:`~napari_mprnet._widgets.layer_roles.propose_pair`):
 the clean-looking (or hidden) layer is the Target, a degraded one the Input, never one layer
-for both; a choice the user made is kept while its layer exists.
+for both; a choice the user made is kept while its layer exists. The Target can be
+"none (self-supervised)" (the first entry; proposed when no other layer fits): training then
+uses the noisy input alone, and an empty target folder means the same.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from .._layers import snapshot
 from ._controls import alive
 from .layer_roles import propose_pair
 
-__all__ = ["FOLDERS", "LAYERS", "TrainingDataForm", "row"]
+__all__ = ["FOLDERS", "LAYERS", "NO_TARGET", "TrainingDataForm", "row"]
 
 LAYERS, FOLDERS = "Image layers", "TIFF folders"
+#: The Target entry for training on the noisy input alone.
+NO_TARGET = "none (self-supervised)"
 
 
 def row(*widgets: QWidget) -> QWidget:
@@ -55,12 +59,15 @@ class TrainingDataForm(QWidget):
         self.target_combo = QComboBox()
         self.target_combo.setToolTip(
             "Clean images, the same shape as the input layer (a hidden layer or one named "
-            "clean / target / GT / ground truth is proposed)"
+            "clean / target / GT / ground truth is proposed), or none: self-supervised "
+            "training on the noisy input alone"
         )
+        self._no_target_chosen = False
         self.input_dir_edit = QLineEdit()
         self.input_dir_edit.setPlaceholderText("folder of degraded TIFF images")
         self.target_dir_edit = QLineEdit()
-        self.target_dir_edit.setPlaceholderText("folder of clean TIFFs with the same names")
+        self.target_dir_edit.setPlaceholderText(
+            "folder of clean TIFFs with the same names (empty: self-supervised)")
         self.input_dir_button = QPushButton("Browse…")
         self.target_dir_button = QPushButton("Browse…")
         self.layers_box = QWidget()
@@ -85,15 +92,22 @@ class TrainingDataForm(QWidget):
             emitter.connect(self.refresh)
         self.source_combo.currentTextChanged.connect(self._on_source_changed)
         self.input_combo.currentIndexChanged.connect(lambda: self._keep_apart(self.target_combo))
-        self.target_combo.currentIndexChanged.connect(lambda: self._keep_apart(self.input_combo))
+        self.target_combo.currentIndexChanged.connect(self._on_target_changed)
         self.input_dir_button.clicked.connect(lambda: self._browse_folder(self.input_dir_edit))
         self.target_dir_button.clicked.connect(lambda: self._browse_folder(self.target_dir_edit))
 
     # ------------------------------------------------------------------ layers
 
     def selected_layer(self, combo: QComboBox) -> Image | None:
-        index = combo.currentIndex()
+        index = combo.currentIndex() - (combo is self.target_combo)  # after NO_TARGET
         return self._image_layers[index] if 0 <= index < len(self._image_layers) else None
+
+    @property
+    def self_supervised(self) -> bool:
+        """Whether there is no target (Target "none", or an empty target folder)."""
+        if self.source_combo.currentText() == FOLDERS:
+            return not self.target_dir_edit.text().strip()
+        return self.selected_layer(self.target_combo) is None
 
     def refresh(self, *_: Any) -> None:
         """Re-list the Image layers, keeping the user's choices; propose the rest."""
@@ -104,14 +118,22 @@ class TrainingDataForm(QWidget):
             layer.events.name.disconnect(self.refresh)
             layer.events.name.connect(self.refresh)
         chosen = [self.selected_layer(combo) for combo in (self.input_combo, self.target_combo)]
-        pair = propose_pair(layers, *chosen)
+        pair = list(propose_pair(layers, *chosen))
+        if self._no_target_chosen:
+            pair[1] = None
         self._image_layers = layers
         for combo, layer in zip((self.input_combo, self.target_combo), pair):
+            first = [NO_TARGET] if combo is self.target_combo else []
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems([layer.name for layer in layers])
-            combo.setCurrentIndex(layers.index(layer) if layer is not None else -1)
+            combo.addItems(first + [layer.name for layer in layers])
+            combo.setCurrentIndex(len(first) + layers.index(layer) if layer is not None
+                                  else len(first) - 1)
             combo.blockSignals(False)
+
+    def _on_target_changed(self, *_: Any) -> None:
+        self._no_target_chosen = self.target_combo.currentIndex() == 0
+        self._keep_apart(self.input_combo)
 
     def _keep_apart(self, other: QComboBox) -> None:
         """After the user picked a layer that ``other`` shows too, propose another there."""
@@ -121,7 +143,9 @@ class TrainingDataForm(QWidget):
         keep = (inp, None) if other is self.target_combo else (None, tgt)
         layer = propose_pair(self._image_layers, *keep)[1 if other is self.target_combo else 0]
         other.blockSignals(True)
-        other.setCurrentIndex(self._image_layers.index(layer) if layer is not None else -1)
+        offset = int(other is self.target_combo)
+        other.setCurrentIndex(offset + self._image_layers.index(layer) if layer is not None
+                              else offset - 1)
         other.blockSignals(False)
 
     # ------------------------------------------------------------------ folders
@@ -141,9 +165,12 @@ class TrainingDataForm(QWidget):
     def data(self) -> tuple[Any, Any, str, str]:
         """(inputs, targets, label, name) for the trainer; raises ValueError for the user."""
         if self.source_combo.currentText() == FOLDERS:
-            folders = []
+            folders: list[str | None] = []
             for what, edit in (("input", self.input_dir_edit), ("target", self.target_dir_edit)):
                 text = edit.text().strip()
+                if not text and what == "target":  # no targets: self-supervised
+                    folders.append(None)
+                    continue
                 if not text:
                     raise ValueError(f"choose the {what} folder")
                 folder = Path(text).expanduser()
@@ -153,8 +180,10 @@ class TrainingDataForm(QWidget):
             name = Path(folders[0]).name
             return folders[0], folders[1], f"folder '{name}'", name
         inp, tgt = self.selected_layer(self.input_combo), self.selected_layer(self.target_combo)
-        if inp is None or tgt is None:
-            raise ValueError("add an input and a target Image layer first")
+        if inp is None:
+            raise ValueError("add an input Image layer first")
+        if tgt is None:  # Target "none": self-supervised
+            return snapshot(inp), None, f"layer '{inp.name}'", inp.name
         if inp is tgt:
             raise ValueError("choose different layers for the input and the target")
         inp_snap, tgt_snap = snapshot(inp), snapshot(tgt)

@@ -2,7 +2,8 @@
 :func:`napari_mprnet.training.finetune`.
 
 It collects the training pairs (two Image layers, or two folders of TIFF files matched by
-name), the base weights and the schedule, runs a
+name; or the noisy input alone, Target "none (self-supervised)", with a Noise2Void or
+Noise2Noise-from-frames method), the base weights and the schedule, runs a
 :class:`~napari_mprnet._widgets._training_job.FinetuneJob` and plots the loss and
 validation PSNR live. The tuned model (also a stopped run's) is registered with
 :func:`~napari_mprnet._widgets.weights_registry.register_weights`, so it appears in the
@@ -44,9 +45,14 @@ from .weights_registry import register_weights, registry_events
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FOLDERS", "LAYERS", "FinetuneWidget"]
+__all__ = ["FOLDERS", "LAYERS", "SELF_SUPERVISED_METHODS", "FinetuneWidget"]
 
 _TITLE = "MPRNet fine-tune"
+#: Method choices without a target: label -> (method, pairs_from_series).
+SELF_SUPERVISED_METHODS = {
+    "Noise2Void (noisy images)": ("noise2void", False),
+    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True),
+}
 
 
 class FinetuneWidget(QWidget):
@@ -74,6 +80,7 @@ class FinetuneWidget(QWidget):
         self.result: Any = None
         #: Name the last model was registered under.
         self.registered_name: str | None = None
+        self._last_val_loss: float | None = None
         # ---- data: layers or folders (proposed by meaning, see layer_roles)
         self.data_form = TrainingDataForm(self.viewer)
         form_widgets = ("source_combo", "input_combo", "target_combo", "input_dir_edit",
@@ -113,7 +120,16 @@ class FinetuneWidget(QWidget):
         self.lr_spin.setRange(1e-6, 0.1)
         self.lr_spin.setSingleStep(1e-5)
         self.lr_spin.setValue(2e-4)
-        self.lr_spin.setToolTip("Peak learning rate (Adam), annealed by a cosine")
+        self.lr_spin.setToolTip("Peak learning rate (Adam), annealed by a cosine; 2e-4 with "
+                                "a clean target, 5e-5 self-supervised")
+        self.method_combo = QComboBox()
+        self.method_combo.addItems(list(SELF_SUPERVISED_METHODS))
+        self.method_combo.setToolTip(
+            "Without clean targets: Noise2Void learns from single noisy images (noise "
+            "independent between pixels); Noise2Noise pairs each frame of a stack of a static "
+            "sample with the next (noise independent between frames)"
+        )
+        self.method_label = QLabel("Method")
         self.val_spin = QDoubleSpinBox()
         self.val_spin.setDecimals(2)
         self.val_spin.setRange(0.0, 0.9)
@@ -150,6 +166,7 @@ class FinetuneWidget(QWidget):
         form = QFormLayout()
         form.addRow("Data", self.source_combo)
         form.addRow(self.data_form)
+        form.addRow(self.method_label, self.method_combo)
         form.addRow("Task", self.task_combo)
         form.addRow("Base weights", self.weights_combo)
         form.addRow("", self.file_box)
@@ -174,8 +191,14 @@ class FinetuneWidget(QWidget):
                                        self.export_finished.emit)
         self._fill_weights(WeightsChoice())
         self._update_device_label()
+        self._self_supervised = False
+        self._on_target_mode_changed()
 
-        # ---- connections
+        # ---- connections (the data form's own handlers run first)
+        for signal in (self.target_combo.currentIndexChanged, self.source_combo.currentTextChanged,
+                       self.target_dir_edit.textChanged, self.viewer.layers.events.inserted,
+                       self.viewer.layers.events.removed):
+            signal.connect(self._on_target_mode_changed)
         registry_events.changed.connect(self._on_registry_changed)
         self.weights_combo.currentIndexChanged.connect(self._on_weights_changed)
         self.browse_button.clicked.connect(self._browse_model)
@@ -213,6 +236,19 @@ class FinetuneWidget(QWidget):
         if path:
             self.file_edit.setText(path)
 
+    def _on_target_mode_changed(self, *_: Any) -> None:
+        """Show the method choice without a target; switch the default learning rate."""
+        if not alive(self):
+            return
+        self_supervised = self.data_form.self_supervised
+        self.method_label.setVisible(self_supervised)
+        self.method_combo.setVisible(self_supervised)
+        if self_supervised != self._self_supervised:
+            old, new = (2e-4, 5e-5) if self_supervised else (5e-5, 2e-4)
+            if abs(self.lr_spin.value() - old) < 1e-9:  # still the default: follow it
+                self.lr_spin.setValue(new)
+            self._self_supervised = self_supervised
+
     def _update_device_label(self, *_: Any) -> None:
         show_device(self.device_label, self.device_combo.currentText(), "trains")
 
@@ -225,7 +261,11 @@ class FinetuneWidget(QWidget):
         model, model_label = resolve_weights(self._weights_choice(), task)
         if self.patch_spin.value() % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {self.patch_spin.value()}")
+        method, series = ("supervised", False) if targets is not None else (
+            SELF_SUPERVISED_METHODS[self.method_combo.currentText()])
         return FinetuneRequest(
+            method=method,
+            pairs_from_series=series,
             inputs=inputs,
             targets=targets,
             data_label=label,
@@ -251,6 +291,7 @@ class FinetuneWidget(QWidget):
             notifications.show_error(f"{_TITLE}: {err}")
             return None
         self.plot.clear(request.steps)
+        self._last_val_loss = None
         self.job = FinetuneJob(request, on_event=self._on_event, on_finished=self._on_finished)
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -284,9 +325,13 @@ class FinetuneWidget(QWidget):
         self.plot.add_loss(step, float(event["loss"]))
         if event.get("val_psnr") is not None:
             self.plot.add_val_psnr(step, float(event["val_psnr"]))
+        if event.get("val_loss") is not None:
+            self._last_val_loss = float(event["val_loss"])
         if not (self.job is not None and self.job.stop_requested):
             psnr = f", val PSNR {self.plot.psnr_points[-1][1]:.2f} dB" if (
                 self.plot.psnr_points) else ""
+            if not psnr and self._last_val_loss is not None:
+                psnr = f", val loss {self._last_val_loss:.4f}"
             self.status_label.setText(
                 f"Step {step}/{steps}: loss {event['loss']:.4f}{psnr}"
             )
@@ -325,6 +370,10 @@ class FinetuneWidget(QWidget):
             f"; best val PSNR {result.best_val_psnr:.2f} dB"
             + ("" if result.base_val_psnr is None else f" (base {result.base_val_psnr:.2f})")
         )
+        if result.best_val_psnr is None and result.best_val_loss is not None:
+            psnr = (f"; best self-supervised val loss {result.best_val_loss:.4f} (base "
+                    f"{result.base_val_loss:.4f})" + ("; no step beat the starting model, kept"
+                                                      if result.best_step == 0 else ""))
         self.status_label.setText(
             f"{how} after {result.steps_done} steps in {job.seconds:.1f} s{psnr}. "
             f"'{name}' is now in the Restore widget's weights list."
