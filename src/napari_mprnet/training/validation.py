@@ -97,7 +97,7 @@ class Validator:
         self_supervised = objective is not None and objective.name != "supervised"
         self.loss_score = (SelfSupervisedScore(objective, crops, seed)
                            if self_supervised and crops else None)
-        if not self.clean and self.loss_score is None:
+        if crops and not self.clean and self.loss_score is None:
             raise ValueError("validation without clean targets needs a self-supervised objective")
         #: the history key that decides which model is best
         self.measure = "val_psnr" if self.clean else "val_loss"
