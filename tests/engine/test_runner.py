@@ -191,7 +191,12 @@ def test_cpu_threads_policy(monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 7)
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     assert devices.cpu_threads() == 7  # torch untouched by the caller: every physical core
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (9.5, 3.0, 3.0))
+    assert devices.cpu_threads() == 4  # 2.5 cores oversubscribed by other work: 3 fewer
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (40.0, 3.0, 3.0))
+    assert devices.cpu_threads() == 1
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads() + 1)
     assert devices.cpu_threads() == torch.get_num_threads()  # the caller chose: kept
     monkeypatch.setenv(devices.THREADS_ENV, "3")

@@ -3,13 +3,15 @@
 On a CPU the engine asks two questions here: whether the processor computes bfloat16
 natively (:func:`cpu_supports_bf16`: AVX512-BF16 or AMX, as torch reports it), which makes
 bf16 autocast about twice as fast as fp32 there, and how many threads to use
-(:func:`cpu_threads`: every physical core unless the caller chose otherwise).
+(:func:`cpu_threads`: every physical core not already oversubscribed, unless the caller
+chose a count).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Iterator
 
@@ -93,10 +95,25 @@ def physical_cpu_cores() -> int:
     return max(1, allowed)
 
 
+def _oversubscribed_cores(cores: int) -> int:
+    """How far other work oversubscribes the CPU: the 1-minute load average above
+    ``cores``, rounded up (0 where the load average cannot be read)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0
+    return max(0, math.ceil(load - cores))
+
+
 def cpu_threads() -> int:
     """Threads a CPU run uses: ``$NAPARI_MPRNET_THREADS``; else the caller's own choice
     (``torch.set_num_threads`` after this module was imported, or ``OMP_NUM_THREADS`` /
-    ``MKL_NUM_THREADS``); else every physical core.
+    ``MKL_NUM_THREADS``); else every physical core, less as many as other work already
+    oversubscribes (1-minute load average above the core count), at least one.
+
+    The last rule matters: when the machine is oversubscribed an OpenMP thread is often
+    descheduled while its siblings spin-wait for it, and 2 threads ran 10x slower than 1 on
+    a 2-core machine at a load of 16 (docs/benchmarks/restore_cpu.md).
 
     Raises
     ------
@@ -112,7 +129,8 @@ def cpu_threads() -> int:
     if current != _STARTUP_THREADS or os.environ.get("OMP_NUM_THREADS") \
             or os.environ.get("MKL_NUM_THREADS"):
         return current
-    return physical_cpu_cores()
+    cores = physical_cpu_cores()
+    return max(1, cores - _oversubscribed_cores(cores))
 
 
 @contextlib.contextmanager
