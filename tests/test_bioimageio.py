@@ -60,14 +60,10 @@ def apply_steps(x: np.ndarray, steps: list[dict]) -> np.ndarray:
         kwargs = step["kwargs"]
         if step["id"] == "scale_linear":
             x = x * kwargs["gain"] + kwargs["offset"]
-        elif step["id"] == "scale_range":
-            assert kwargs["axes"] == ["channel", "y", "x"]
-            out = np.empty_like(x)
-            for i, sample in enumerate(x):
-                lo, hi = np.percentile(sample, [kwargs["min_percentile"],
-                                                kwargs["max_percentile"]])
-                out[i] = (sample - lo) / (hi - lo + 1e-6)
-            x = out
+        elif step["id"] == "clip":
+            x = np.clip(x, kwargs["min"], kwargs["max"])
+        elif step["id"] == "ensure_dtype":
+            x = x.astype(kwargs["dtype"])
         else:  # pragma: no cover
             raise AssertionError(f"unexpected step {step['id']}")
     return x.astype(np.float32)
@@ -106,12 +102,14 @@ def test_package_contents_and_rdf(percentile_package):
         readme = archive.read("README.md").decode()
         cover = archive.read("cover.png")
         source = archive.read("mprnet_arch.py").decode()
+        x = npy(archive, "test_input.npy")
     assert {"rdf.yaml", "mprnet_arch.py", "weights.pt", "test_input.npy", "test_output.npy",
             "cover.png", "README.md", "napari_mprnet.safetensors"} <= names
     assert cover[:8] == b"\x89PNG\r\n\x1a\n"
     assert "class MPRNetFinal(MPRNet)" in source and "from ." not in source
     assert "Multi-Stage Progressive Image Restoration" in readme
     assert "best_val_psnr | 31.5" in readme  # provenance from the metadata
+    assert x.dtype == np.uint16 and x.shape == (1, 1, 96, 96)  # grey: one channel
 
     rdf = read_rdf(percentile_package)
     assert rdf["type"] == "model" and rdf["format_version"].startswith("0.5.")
@@ -121,48 +119,95 @@ def test_package_contents_and_rdf(percentile_package):
     assert "2102.02808" in rdf["cite"][0]["url"]
     (inp,), (out,) = rdf["inputs"], rdf["outputs"]
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
+    assert inp["axes"][1]["channel_names"] == ["intensity"]
     assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
-    assert inp["axes"][2]["size"] == {"min": 16, "step": 8}
+    assert inp["axes"][2]["size"] == {"min": 2 * bio.HALO + 8, "step": 8}
     assert out["axes"][3]["size"] == {"tensor_id": "input0", "axis_id": "x"}
-    assert inp["preprocessing"] == [{"id": "scale_range", "kwargs": {
-        "axes": ["channel", "y", "x"], "min_percentile": 0.5, "max_percentile": 99.8}}]
-    assert "postprocessing" not in out  # no inverse step exists; documented in the README
+    assert out["axes"][2]["halo"] == out["axes"][3]["halo"] == bio.HALO
+    assert inp["data"] == {"type": "uint16"}
+    # restore()'s percentiles of the test input, fixed: scale_linear in, its inverse out
+    low, high = np.percentile(x.astype(np.float64), [0.5, 99.8])
+    (scale, cast), (inverse, clip) = inp["preprocessing"], out["postprocessing"]
+    assert scale["id"] == inverse["id"] == "scale_linear" and cast["id"] == "ensure_dtype"
+    np.testing.assert_allclose([scale["kwargs"]["gain"], scale["kwargs"]["offset"]],
+                               [1 / (high - low), -low / (high - low)], rtol=1e-6)
+    np.testing.assert_allclose([inverse["kwargs"]["gain"], inverse["kwargs"]["offset"]],
+                               [high - low, low], rtol=1e-6)
+    assert clip == {"id": "clip", "kwargs": {"min": 0.0, "max": 65535.0}}
+    assert "no processing step that inverts a per-image" in readme
     weights = rdf["weights"]["pytorch_state_dict"]
     assert weights["architecture"]["callable"] == "MPRNetFinal"
     assert weights["architecture"]["source"] == "mprnet_arch.py"
-    assert weights["architecture"]["kwargs"] == TINY.to_dict()
+    assert weights["architecture"]["kwargs"] == {**TINY.to_dict(), "halo": bio.HALO}
 
 
 def test_packaged_architecture_reproduces_test_output(percentile_package, tmp_path):
     out, expected = run_packaged(percentile_package, tmp_path)
-    assert out.shape == expected.shape == (1, 3, 64, 64)
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    assert out.shape == expected.shape == (1, 1, 96, 96)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-2)
+
+
+def test_no_local_paths_in_the_package(tmp_path):
+    model = tiny()
+    model.metadata["base_model"] = str(tmp_path / "secret" / "base.safetensors")
+    model.metadata["provenance"]["data"] = "/home/ada/data/noisy"
+    path = export_bioimageio(model, tmp_path / "p.zip", name="Tiny model", description="d")
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            data = archive.read(member)
+            assert str(tmp_path).encode() not in data, member
+            assert b"/home/ada" not in data, member
+        readme = archive.read("README.md").decode()
+    assert "| data | noisy |" in readme
+    assert load_model_from(path, tmp_path).metadata["base_model"] == "base.safetensors"
+
+
+def load_model_from(path, tmp_path):
+    with zipfile.ZipFile(path) as archive:
+        archive.extract("napari_mprnet.safetensors", tmp_path / "x")
+    return load_model(tmp_path / "x" / "napari_mprnet.safetensors")
+
+
+def test_authors_with_github_handles():
+    assert bio.content.authors(["Ada Lovelace <ada@example.org> @ada-l", "Bob @bob",
+                                "Carl <c@example.org>", {"name": "Dee", "orcid": None}]) == [
+        {"name": "Ada Lovelace", "email": "ada@example.org", "github_user": "ada-l"},
+        {"name": "Bob", "github_user": "bob"},
+        {"name": "Carl", "email": "c@example.org"},
+        {"name": "Dee"},
+    ]
+    with pytest.raises(ValueError, match="author"):
+        bio.content.authors(["<x@y.z>"])
 
 
 def test_linear_normalisation_round_trip_and_given_input(tmp_path):
     """uint8-trained models: scale_linear 1/255 in, x255 out; a given (H, W) test image."""
     model = tiny({"mode": "uint8", "low": 0.0, "high": 255.0})
-    image = np.random.default_rng(1).integers(0, 256, (43, 70)).astype(np.uint8)
-    path = export_bioimageio(model, tmp_path / "u8.zip", name="u8", description="d",
-                             test_input=image)
+    image = np.random.default_rng(1).integers(0, 256, (90, 101)).astype(np.uint8)
+    path = export_bioimageio(model, tmp_path / "u8.zip", name="uint8 model", description="d",
+                             test_input=image, grey=False)
     rdf = read_rdf(path)
     assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_linear"
+    assert rdf["inputs"][0]["data"] == {"type": "uint8"}
     assert rdf["outputs"][0]["postprocessing"][0]["kwargs"] == {"gain": 255.0, "offset": 0.0}
     out, expected = run_packaged(path, tmp_path)
-    assert expected.shape == (1, 3, 40, 64)  # centre-cropped to multiples of 8
+    assert expected.shape == (1, 3, 88, 96)  # centre-cropped to multiples of 8
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
     # the same as napari-mprnet's own normalisation, network, inverse
     with zipfile.ZipFile(path) as archive:
         x = npy(archive, "test_input.npy")
     with torch.no_grad():
-        ours = model(torch.from_numpy(x / 255.0).float())[0].numpy() * 255.0
-    np.testing.assert_allclose(expected, ours, rtol=1e-4, atol=1e-3)
+        ours = np.clip(model(torch.from_numpy(x / 255.0).float())[0].numpy() * 255.0, 0, 255)
+    np.testing.assert_allclose(expected, ours, rtol=1e-4, atol=1e-3)  # and clipped like it
 
 
 def test_identity_model_and_loading_the_attachment(tmp_path, tiny_model):
-    path = export_bioimageio(tiny_model, tmp_path / "id.zip", name="n", description="d")
+    image = np.random.default_rng(2).random((96, 96)).astype(np.float32)  # already 0..1
+    path = export_bioimageio(tiny_model, tmp_path / "id.zip", name="Tiny model", description="d",
+                             test_input=image)
     rdf = read_rdf(path)
     assert "preprocessing" not in rdf["inputs"][0]
+    assert "postprocessing" not in rdf["outputs"][0]
     with zipfile.ZipFile(path) as archive:
         archive.extract("napari_mprnet.safetensors", tmp_path)
     loaded = load_model(tmp_path / "napari_mprnet.safetensors")
@@ -172,20 +217,25 @@ def test_identity_model_and_loading_the_attachment(tmp_path, tiny_model):
 
 def test_bad_arguments(tmp_path, tiny_model):
     with pytest.raises(ValueError, match=".zip"):
-        export_bioimageio(tiny_model, tmp_path / "x.tar", name="n", description="d")
+        export_bioimageio(tiny_model, tmp_path / "x.tar", name="Tiny model", description="d")
     with pytest.raises(ValueError, match="name"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name=" ", description="d")
-    with pytest.raises(ValueError, match="at least 16"):
-        export_bioimageio(tiny_model, tmp_path / "x.zip", name="n", description="d",
-                          test_input=np.zeros((8, 64)))
+    with pytest.raises(ValueError, match="at least 72x72"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
+                          test_input=np.zeros((64, 96)))
+    with pytest.raises(ValueError, match="halo"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d", halo=3)
+    with pytest.raises(ValueError, match="input_range"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
+                          input_range=(5, 5))
     with pytest.raises(ValueError, match="shape"):
-        export_bioimageio(tiny_model, tmp_path / "x.zip", name="n", description="d",
-                          test_input=np.zeros((2, 32, 32)))
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
+                          test_input=np.zeros((2, 96, 96)))
     with pytest.raises(TypeError):
-        export_bioimageio(object(), tmp_path / "x.zip", name="n", description="d")
+        export_bioimageio(object(), tmp_path / "x.zip", name="Tiny model", description="d")
     (tmp_path / "there.zip").write_bytes(b"")
     with pytest.raises(FileExistsError):
-        export_bioimageio(tiny_model, tmp_path / "there.zip", name="n", description="d",
+        export_bioimageio(tiny_model, tmp_path / "there.zip", name="Tiny model", description="d",
                           overwrite=False)
     assert not (tmp_path / "x.zip").exists()
 
@@ -214,23 +264,76 @@ def test_core_reproduces_test_outputs(percentile_package):
     assert summary.status == "passed"
 
 
+def _core_predict(package, image, blocks=None) -> np.ndarray:
+    from bioimageio.core import predict
+
+    sample = predict(model=str(package), inputs=image[None, None],
+                     **({} if blocks is None else {"blocksize_parameter": blocks}))
+    return np.asarray(sample.members["output0"].data)[0, 0]
+
+
+def test_core_predict_gives_restores_result_whole_and_blockwise(percentile_package):
+    """bioimage.io's own predictor on raw uint16 input: restore()'s result within 1% of the
+    output range, and blockwise (with the declared halo) within 0.5% of whole-image."""
+    pytest.importorskip("bioimageio.core")
+    from napari_mprnet import restore
+
+    with zipfile.ZipFile(percentile_package) as archive:
+        x = npy(archive, "test_input.npy")[0, 0]
+    # the reference image, and a larger one with the same intensity range
+    image = np.tile(x, (2, 2))[:, :184]
+    model = tiny(PERCENTILE)
+    for raw in (x, image):
+        ours = restore(raw, "denoise", model, device="cpu")
+        whole = _core_predict(percentile_package, raw)
+        assert whole.shape == raw.shape
+        span = float(ours.max() - ours.min())
+        assert np.abs(whole - ours).max() <= 0.01 * span
+    blockwise = _core_predict(percentile_package, image, blocks=2)  # 88 px blocks
+    assert np.abs(blockwise - whole).max() <= 0.005 * span
+
+
+def test_core_predict_uint8_grey_matches_restore(tmp_path):
+    pytest.importorskip("bioimageio.core")
+    from napari_mprnet import restore
+
+    model = tiny()  # no stored normalisation: restore() divides uint8 by 255
+    image = np.random.default_rng(3).integers(0, 256, (96, 104)).astype(np.uint8)
+    path = export_bioimageio(model, tmp_path / "u8.zip", name="uint8 model", description="d",
+                             test_input=image)
+    rdf = read_rdf(path)
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["intensity"]
+    assert rdf["inputs"][0]["preprocessing"][0]["kwargs"]["gain"] == pytest.approx(1 / 255)
+    ours = restore(image, "denoise", model, device="cpu")
+    whole = _core_predict(path, image)
+    assert np.abs(whole - ours).max() <= 0.01 * 255
+    assert whole.min() >= 0 and whole.max() <= 255  # clipped like restore()
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def test_cli_export(tmp_path, capsys):
     model_file = save_model(tiny(PERCENTILE), tmp_path / "tuned.safetensors")
-    image = np.random.default_rng(0).random((48, 48)).astype(np.float32) * 1000
+    image = np.random.default_rng(0).random((96, 96)).astype(np.float32) * 1000
     np.save(tmp_path / "test.npy", image)
     out = tmp_path / "pkg.zip"
     argv = ["export-bioimageio", str(model_file), "--out", str(out), "--name", "Tuned",
-            "--author", "Ada", "--tag", "cells", "--test-input", str(tmp_path / "test.npy")]
+            "--author", "Ada <ada@example.org>", "--github-user", "ada", "--author", "Bob @bob",
+            "--tag", "cells", "--test-input", str(tmp_path / "test.npy")]
     assert main(argv) == 0
     assert "wrote bioimage.io package" in capsys.readouterr().out
     rdf = read_rdf(out)
     assert rdf["name"] == "Tuned" and rdf["description"] == "tiny test model"
-    assert rdf["authors"] == [{"name": "Ada"}] and "cells" in rdf["tags"]
+    assert rdf["authors"] == [{"name": "Ada", "email": "ada@example.org", "github_user": "ada"},
+                              {"name": "Bob", "github_user": "bob"}]
+    assert "cells" in rdf["tags"]
     with zipfile.ZipFile(out) as archive:
-        assert npy(archive, "test_input.npy").shape == (1, 3, 48, 48)
+        assert npy(archive, "test_input.npy").shape == (1, 1, 96, 96)
+    assert main(argv + ["--overwrite", "--rgb", "--input-range", "0", "1000"]) == 0
+    rdf = read_rdf(out)
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["red", "green", "blue"]
+    assert rdf["inputs"][0]["preprocessing"][0]["kwargs"] == {"gain": 0.001, "offset": 0.0}
     assert main(argv) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0

@@ -16,7 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export-bioimageio", help="export a model as a bioimage.io model package (.zip)",
         description="Write MODEL (denoise, deblur, derain or a model file, e.g. one saved by "
         "'finetune') as a bioimage.io model package: rdf.yaml, the network source, "
-        "PyTorch weights, test tensors, a README and a cover image.",
+        "PyTorch weights, test tensors, a README and a cover image. The package maps "
+        "intensities as napari-mprnet does for images like --test-input (uint8: /255 and back; "
+        "other images: the fixed range of their percentiles, see --input-range), takes grey "
+        "images as 1 channel, declares a halo for tiled prediction, and is validated with "
+        "bioimageio.spec when that is installed.",
     )
     parser.add_argument("model", help="denoise, deblur, derain or a model file")
     parser.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
@@ -24,13 +28,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--description", default=None,
                         help="one-paragraph description (default: from the model's metadata)")
     parser.add_argument("--author", action="append", dest="authors", default=None,
-                        metavar="NAME", help="an author (repeat for several)")
+                        metavar="AUTHOR", help="an author: 'Name', 'Name <email>' or "
+                        "'Name <email> @github_user' (repeat for several)")
+    parser.add_argument("--github-user", default=None, metavar="HANDLE",
+                        help="GitHub handle of the first author (bioimage.io asks for one)")
     parser.add_argument("--license", default="BSD-3-Clause",
                         help="SPDX license of the weights (default: BSD-3-Clause)")
     parser.add_argument("--tag", action="append", dest="tags", default=None, metavar="TAG",
                         help="an extra tag (repeat for several)")
     parser.add_argument("--test-input", type=Path, default=None,
-                        help="a TIFF or .npy test image (default: a synthetic image)")
+                        help="a representative TIFF or .npy image in the dtype and intensities "
+                        "users will feed (default: a synthetic uint8 image)")
+    parser.add_argument("--input-range", type=float, nargs=2, default=None,
+                        metavar=("LOW", "HIGH"),
+                        help="input intensities mapped to 0 and 1 (default: as napari-mprnet "
+                        "normalises --test-input)")
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument("--grey", dest="grey", action="store_true", default=None,
+                        help="1-channel input (default for a 2-D --test-input, and for "
+                        "denoise/deblur without one)")
+    colour.add_argument("--rgb", dest="grey", action="store_false",
+                        help="3-channel input (default for colour --test-input and derain)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=run)
 
@@ -50,7 +68,7 @@ def _read_image(path: Path):
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns the exit status."""
     from ..bioimageio import export_bioimageio
-    from ..model.presets import TASKS
+    from ..model.tasks import TASKS
 
     out: Path = args.out
     try:
@@ -70,9 +88,16 @@ def run(args: argparse.Namespace) -> int:
             f"MPRNet {(model.metadata or {}).get('task', 'restoration')} model exported by "
             "napari-mprnet"
         )
+        authors = list(args.authors or ["napari-mprnet user"])
+        if args.github_user:
+            handle = args.github_user.lstrip("@")
+            if "@" in authors[0].split(">")[-1]:
+                raise ValueError("--github-user repeats the first --author's @handle")
+            authors[0] = f"{authors[0]} @{handle}"
         path = export_bioimageio(
-            model, out, name=args.name, description=description, authors=args.authors,
-            test_input=test_input, license=args.license, tags=args.tags, overwrite=True,
+            model, out, name=args.name, description=description, authors=authors,
+            test_input=test_input, input_range=args.input_range, grey=args.grey,
+            license=args.license, tags=args.tags, overwrite=True,
         )
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         return fail(str(err))

@@ -1,0 +1,326 @@
+"""The files of a bioimage.io package besides ``rdf.yaml``: test images, the packaged network
+source, weights, cover and README; plus the author and metadata clean-up they need."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model import arch as _arch
+from ..model.arch import MPRNet
+from .intensity import IntensityMapping
+
+__all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
+           "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
+           "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "readme",
+           "strip_local_paths", "tif_bytes", "weights_bytes"]
+
+ARCH_FILE = "mprnet_arch.py"
+WEIGHTS_FILE = "weights.pt"
+TEST_INPUT_FILE = "test_input.npy"
+TEST_OUTPUT_FILE = "test_output.npy"
+README_FILE = "README.md"
+MODEL_FILE = "napari_mprnet.safetensors"
+#: The architecture class bioimage.io consumers build (defined in the packaged source).
+ARCH_CALLABLE = "MPRNetFinal"
+#: Smallest image side the network itself takes (sizes grow in steps of ``size_multiple``).
+MIN_SIZE = 16
+#: Largest test-input side (bigger given test inputs are centre-cropped).
+MAX_TEST_SIZE = 256
+#: The default test input's side.
+DEFAULT_TEST_SIZE = 96
+
+PAPER_TEXT = (
+    "Zamir, S. W., Arora, A., Khan, S., Hayat, M., Khan, F. S., Yang, M.-H., Shao, L. "
+    "Multi-Stage Progressive Image Restoration. CVPR 2021."
+)
+PAPER_URL = "https://arxiv.org/abs/2102.02808"
+
+_WRAPPER_SOURCE = '''
+
+# --------------------------------------------------------------------------- bioimage.io
+# Added by napari-mprnet's bioimage.io export. bioimage.io consumers get the final image only,
+# computed as napari-mprnet computes it: a grey (1-channel) input goes through a 3-channel
+# network as three copies and the output channels are averaged; the mirror padding a
+# consumer adds at the image edges for the declared halo is taken off again before the
+# network runs (napari-mprnet runs the network on the image itself, padding only the bottom
+# and right to a multiple of 8), so edge pixels match napari-mprnet's. Same modules and
+# parameter names as MPRNet, so napari-mprnet state dicts load unchanged.
+
+
+def _mirror_width(x: torch.Tensor, dim: int, halo: int) -> int:
+    """Width of the mirror padding at the start of ``dim`` (0 if none): the first
+    ``w >= halo`` where the ``halo`` pixels before ``w`` mirror the ``halo`` pixels after it."""
+    size = x.shape[dim]
+    for width in range(halo, size // 2 + 1):
+        before = x.narrow(dim, width - halo, halo).flip(dim)
+        if torch.equal(before, x.narrow(dim, width, halo)):
+            return width
+    return 0
+
+
+class MPRNetFinal(MPRNet):
+    """MPRNet whose forward returns only the final (stage-3) image, shaped like the input.
+
+    ``halo``: the output halo the package declares (0: inputs are never padded).
+    """
+
+    def __init__(self, *args, halo: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.halo = int(halo)
+
+    def _restore(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.size_multiple, (-w) % self.size_multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if x.shape[1] == 1 and self.config.in_c == 3:
+            out = super().forward(x.expand(-1, 3, -1, -1))[0].mean(dim=1, keepdim=True)
+        else:
+            out = super().forward(x)[0]
+        return out[..., :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.halo:
+            return self._restore(x)
+        top, left = (_mirror_width(x, dim, self.halo) for dim in (2, 3))
+        bottom, right = (_mirror_width(x.flip(dim), dim, self.halo) for dim in (2, 3))
+        h, w = x.shape[-2:]
+        if h - top - bottom < 2 or w - left - right < 2:  # (nearly) constant: no padding
+            top = left = bottom = right = 0
+        out = self._restore(x[..., top:h - bottom, left:w - right])
+        return torch.nn.functional.pad(out, (left, right, top, bottom), mode="replicate")
+'''
+
+_AUTHOR = re.compile(r"^(?P<name>[^<@]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?:@(?P<github>[\w-]+))?$")
+
+
+# --------------------------------------------------------------------------- test images
+
+
+def default_test_input(channels: int, dtype: str, value_range: tuple[float, float]) -> np.ndarray:
+    """A reproducible noisy image of smooth blobs, (1, C, 96, 96), in ``value_range``."""
+    rng = np.random.default_rng(0)
+    size = DEFAULT_TEST_SIZE
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = 0.25 * np.sin(2 * np.pi * (2 * yy + 3 * xx))
+    for _ in range(5):
+        cy, cx, s = rng.random(), rng.random(), 0.08 + 0.15 * rng.random()
+        img = img + rng.random() * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    img = (img - img.min()) / (img.max() - img.min())
+    img = np.clip(0.1 + 0.8 * img + 0.08 * rng.standard_normal(img.shape), 0.0, 1.0)
+    low, high = value_range
+    plane = low + (high - low) * img
+    if np.dtype(dtype).kind == "u":
+        plane = np.rint(plane)
+    return np.repeat(plane.astype(dtype)[None, None], channels, axis=1)
+
+
+def as_test_input(data: Any, channels: int, min_size: int = MIN_SIZE) -> np.ndarray:
+    """``data`` as (1, C, H, W) in its own dtype, H and W multiples of 8 (centre-cropped),
+    each at least ``min_size``."""
+    array = np.asarray(data)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"test_input must be numeric, got dtype {array.dtype}")
+    array = np.squeeze(array)
+    if array.ndim == 2:
+        array = np.repeat(array[None], channels, axis=0)
+    elif array.ndim == 3 and array.shape[0] != channels and array.shape[-1] == channels:
+        array = np.moveaxis(array, -1, 0)
+    elif array.ndim == 3 and array.shape[0] == 1 and channels != 1:
+        array = np.repeat(array, channels, axis=0)
+    if array.ndim != 3 or array.shape[0] != channels:
+        raise ValueError(
+            f"test_input must be a 2-D image, (C, H, W) or (H, W, C) with C = {channels}, "
+            f"got shape {np.shape(data)}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("test_input contains NaN or infinite values")
+    multiple = MPRNet.size_multiple
+    sides = []
+    for side in array.shape[1:]:
+        usable = min(side, MAX_TEST_SIZE) // multiple * multiple
+        if usable < min_size:
+            raise ValueError(
+                f"test_input must be at least {min_size}x{min_size} pixels (the package's "
+                f"smallest input), got shape {np.shape(data)}"
+            )
+        sides.append(usable)
+    (h, w), (full_h, full_w) = sides, array.shape[1:]
+    top, left = (full_h - h) // 2, (full_w - w) // 2
+    return np.ascontiguousarray(array[None, :, top:top + h, left:left + w])
+
+
+# --------------------------------------------------------------------------- authors / paths
+
+
+def authors(given: Any) -> list[dict]:
+    """bioimage.io author entries from names ("Name <email> @github_user") or dicts."""
+    if given is None:
+        return [{"name": "napari-mprnet user"}]
+    if isinstance(given, (str, dict)):
+        given = [given]
+    out = []
+    for author in given:
+        if isinstance(author, str) and author.strip():
+            match = _AUTHOR.match(author.strip())
+            if match is None:
+                raise ValueError(f"an author is 'Name', 'Name <email>' or 'Name <email> "
+                                 f"@github_user', got {author!r}")
+            entry = {"name": match["name"].strip(), "email": match["email"],
+                     "github_user": match["github"]}
+            out.append({k: v for k, v in entry.items() if v})
+        elif isinstance(author, dict) and str(author.get("name", "")).strip():
+            out.append({k: v for k, v in author.items() if v is not None})
+        else:
+            raise ValueError(f"each author needs a name, got {author!r}")
+    if not out:
+        raise ValueError("give at least one author")
+    return out
+
+
+def _local_path(text: str) -> bool:
+    return (text.startswith(("/", "~", "\\\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", text))) \
+        and len(text) > 1
+
+
+def strip_local_paths(value: Any) -> Any:
+    """``value`` with every absolute local path replaced by its file name (recursively)."""
+    if isinstance(value, dict):
+        return {k: strip_local_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(strip_local_paths(v) for v in value)
+    if isinstance(value, (str, os.PathLike)) and _local_path(str(value)):
+        return PurePath(str(value).replace("\\", "/")).name
+    return value
+
+
+# --------------------------------------------------------------------------- files
+
+
+def tif_bytes(array: np.ndarray) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.ascontiguousarray(array), photometric="minisblack")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def packaged_network(model: MPRNet, halo: int) -> torch.nn.Module:
+    """The packaged ``MPRNetFinal`` built from :func:`arch_source` with ``model``'s weights:
+    the test output is computed by exactly the code consumers run."""
+    import sys
+    import types
+
+    name = "_napari_mprnet_packaged_arch"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up while the source runs
+    try:
+        exec(compile(arch_source(), ARCH_FILE, "exec"), module.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[name]
+    net = getattr(module, ARCH_CALLABLE)(**model.config.to_dict(), halo=halo)
+    net.load_state_dict(model.state_dict(), strict=True)
+    return net.eval()
+
+
+def arch_source() -> str:
+    """The packaged network source: model/arch.py plus the ``MPRNetFinal`` wrapper."""
+    source = Path(_arch.__file__).read_text(encoding="utf-8")
+    if "from ." in source or "import napari_mprnet" in source:
+        raise RuntimeError(
+            "napari_mprnet/model/arch.py is no longer self-contained (it imports other "
+            "napari-mprnet modules), so it cannot be packaged for bioimage.io"
+        )
+    return source.rstrip() + "\n" + _WRAPPER_SOURCE
+
+
+def weights_bytes(model: MPRNet) -> bytes:
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _display(plane: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W, 3) uint8 stretched by the 0.5/99.5 percentiles."""
+    plane = plane.astype(np.float32)
+    rgb = plane if plane.shape[0] == 3 else np.repeat(plane[:1], 3, axis=0)
+    low, high = np.percentile(rgb, (0.5, 99.5))
+    scaled = (rgb - low) / (high - low) if high > low else np.zeros_like(rgb)
+    return (np.clip(np.moveaxis(scaled, 0, -1), 0, 1) * 255).round().astype(np.uint8)
+
+
+def cover_png(test_input: np.ndarray, test_output: np.ndarray) -> bytes:
+    """Input | output side by side (2:1), upscaled to 256 px high by pixel repetition."""
+    import imageio.v3 as iio
+
+    left, right = _display(test_input[0]), _display(test_output[0])
+    zoom = max(1, 256 // left.shape[0])
+    gap = np.full((left.shape[0], max(1, left.shape[1] // 32), 3), 255, np.uint8)
+    image = np.concatenate([left, gap, right], axis=1)
+    image = image.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    return iio.imwrite("<bytes>", image, extension=".png")
+
+
+def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping,
+           test_shape: tuple[int, ...], halo: int) -> str:
+    """The package's README.md (no local paths: metadata is cleaned by the caller)."""
+    meta = model.metadata or {}
+    prov = meta.get("provenance") or {}
+    config = model.config.to_dict()
+    channels = test_shape[1]
+    grey = channels == 1 and config["in_c"] == 3
+    lines = [
+        f"# {name}", "", description, "", "## What it is", "",
+        (f"An MPRNet (multi-stage progressive restoration network) for "
+         f"**{meta.get('task', '?')}** exported by napari-mprnet as a bioimage.io model. The "
+         f"architecture is in `{ARCH_FILE}` (class `{ARCH_CALLABLE}`: the network with only "
+         f"the final image as output), the weights in `{WEIGHTS_FILE}` (a PyTorch state dict) "
+         f"and `{MODEL_FILE}` (the same model as napari-mprnet saves it, with its metadata)."),
+        "",
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".", "",
+        "## Input and output", "",
+        (f"One image tensor `(batch, channel, y, x)` with {channels} channel(s) of "
+         f"{mapping.dtype} data; y and x must be multiples of {MPRNet.size_multiple}. "
+         + ("The grey plane goes through the 3-channel network as three copies and the output "
+            "channels are averaged, as napari-mprnet does. " if grey else "")
+         + "The output is float32, shaped like the input."), "",
+        mapping.note, "",
+        (f"The output axes declare a halo of {halo} pixels: tiled (blockwise) prediction "
+         "overlaps the blocks by that much, so that it matches whole-image prediction."), "",
+        "## How it was trained", "",
+    ]
+    if meta.get("summary"):
+        lines += [str(meta["summary"]), ""]
+    if prov:
+        lines += ["| | |", "|---|---|"]
+        lines += [f"| {key} | {value} |" for key, value in prov.items() if value is not None]
+        lines.append("")
+    else:
+        lines += ["No training record is stored with this model.", ""]
+    if meta.get("trained") is False:
+        lines += ["**Warning:** this model is marked as untrained (placeholder weights).", ""]
+    lines += [
+        "## Test tensors", "",
+        (f"`{TEST_INPUT_FILE}` (shape {tuple(test_shape)}) and `{TEST_OUTPUT_FILE}`: the "
+         "output of this package's processing and network on the test input. The cover shows "
+         "the test input (left) and output (right)."), "",
+        "## Citation", "", PAPER_TEXT + f" {PAPER_URL}", "",
+        ("The network code is napari-mprnet's own implementation, written from the paper; it "
+         "is compatible with the released MPRNet checkpoints through parameter names only."), "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""Write an MPRNet as a bioimage.io model package (a zip holding ``rdf.yaml``)."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io.atomic import atomic_output
+from ..model.arch import MPRNet
+from . import content as c
+from .intensity import IntensityMapping, choose_mapping
+
+__all__ = ["FORMAT_VERSION", "HALO", "export_bioimageio", "validate_package"]
+
+#: bioimage.io model description format written (0.5 family; newer tools upgrade it).
+FORMAT_VERSION = "0.5.4"
+INPUT_ID = "input0"
+OUTPUT_ID = "output0"
+#: Output halo in pixels (per side) declared on y and x, so that blockwise prediction
+#: matches whole-image prediction (see tests/test_bioimageio.py for the measured error).
+HALO = 32
+
+
+def _resolve_model(model: Any) -> MPRNet:
+    if isinstance(model, MPRNet):
+        net = copy.deepcopy(model)
+    elif isinstance(model, (str, os.PathLike)):
+        from ..weights import load_model
+
+        net = load_model(model, device="cpu")
+    else:
+        raise TypeError(
+            f"model must be an MPRNet, a model file or a task name, got {type(model).__name__}"
+        )
+    net = net.to("cpu").float().eval()
+    net.metadata = c.strip_local_paths(dict(net.metadata or {}))
+    return net
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dump_yaml(rdf: dict) -> str:
+    try:
+        import yaml
+    except ImportError:  # JSON is valid YAML
+        return json.dumps(rdf, indent=2)
+    return yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _channels(net: MPRNet, test_input: Any, grey: bool | None) -> int:
+    in_c = net.config.in_c
+    if in_c != 3:
+        return in_c
+    if grey is None:
+        if test_input is not None:
+            squeezed = np.squeeze(np.asarray(test_input))
+            grey = squeezed.ndim == 2 or (squeezed.ndim == 3 and 3 not in
+                                          (squeezed.shape[0], squeezed.shape[-1]))
+        else:
+            grey = (net.metadata or {}).get("task") != "derain"  # rain: colour photographs
+    return 1 if grey else 3
+
+
+def min_input_size(halo: int) -> int:
+    """The smallest y/x a package with ``halo`` declares (the halo is cropped on both sides)."""
+    return max(c.MIN_SIZE, 2 * halo + MPRNet.size_multiple)
+
+
+def _reference(net: MPRNet, test_input: Any, channels: int, halo: int) -> np.ndarray:
+    if test_input is not None:
+        return c.as_test_input(test_input, channels, min_input_size(halo))
+    stored = (net.metadata or {}).get("normalization") or {}
+    if isinstance(stored, dict) and stored.get("mode") == "percentile":
+        return c.default_test_input(channels, "uint16", (100.0, 1000.0))
+    if isinstance(stored, dict) and stored.get("mode") in ("uint8", "range"):
+        return c.default_test_input(channels, "float32", (float(stored.get("low", 0.0)),
+                                                          float(stored.get("high", 1.0))))
+    return c.default_test_input(channels, "uint8", (0.0, 255.0))
+
+
+def _axes(channels: int, halo: int) -> tuple[list[dict], list[dict]]:
+    names = {1: ["intensity"], 3: ["red", "green", "blue"]}.get(
+        channels, [f"c{i}" for i in range(channels)])
+    space = {"min": min_input_size(halo), "step": MPRNet.size_multiple}
+    inputs = [{"type": "batch"}, {"type": "channel", "channel_names": names}]
+    inputs += [{"type": "space", "id": axis, "size": dict(space)} for axis in ("y", "x")]
+    outputs = [{"type": "batch"}, {"type": "channel", "channel_names": names}]
+    outputs += [{"type": "space", "id": axis, "size": {"tensor_id": INPUT_ID, "axis_id": axis},
+                 **({"halo": halo} if halo else {})} for axis in ("y", "x")]
+    return inputs, outputs
+
+
+def validate_package(path: str | os.PathLike, label: str | os.PathLike | None = None) -> None:
+    """Check ``path`` with bioimageio.spec (when installed); raise ValueError if invalid
+    (naming ``label``, default ``path``)."""
+    try:
+        from bioimageio.spec import load_description
+        from bioimageio.spec.model.v0_5 import ModelDescr
+    except ImportError:
+        return
+    descr = load_description(str(path), perform_io_checks=True)
+    if not isinstance(descr, ModelDescr):
+        summary = descr.validation_summary
+        errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors)
+        raise ValueError(  # noqa: TRY004 - an invalid package is a bad value, not a type
+            f"bioimage.io validation failed for '{label or path}': {errors or summary}")
+
+
+def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
+         mapping: IntensityMapping, channels: int, halo: int, **extra: Any) -> dict:
+    meta = net.metadata or {}
+    task = str(meta.get("task") or "restoration")
+    tags = ["mprnet", "napari-mprnet", "restoration", task, "2d", "pytorch"]
+    tags += [t for t in (extra.pop("tags") or []) if t not in tags]
+    input_axes, output_axes = _axes(channels, halo)
+    test = {role: {"source": file, "sha256": _sha256(files[file])}
+            for role, file in (("in", c.TEST_INPUT_FILE), ("out", c.TEST_OUTPUT_FILE))}
+    input_descr = {"id": INPUT_ID, "description": "degraded image", "axes": input_axes,
+                   "test_tensor": test["in"], "data": {"type": mapping.dtype}}
+    if mapping.preprocessing():
+        input_descr["preprocessing"] = mapping.preprocessing()
+    output_descr = {"id": OUTPUT_ID, "description": "restored image (final stage)",
+                    "axes": output_axes, "test_tensor": test["out"], "data": {"type": "float32"}}
+    if mapping.postprocessing():
+        output_descr["postprocessing"] = mapping.postprocessing()
+    rdf: dict[str, Any] = {
+        "type": "model", "format_version": FORMAT_VERSION, "name": name,
+        "description": description, "authors": c.authors(extra.pop("authors")),
+        "cite": [{"text": c.PAPER_TEXT, "url": c.PAPER_URL}], "license": extra.pop("license"),
+        "documentation": c.README_FILE, "covers": ["cover.png"], "tags": tags,
+        "attachments": [{"source": c.MODEL_FILE, "sha256": _sha256(files[c.MODEL_FILE])}],
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [input_descr], "outputs": [output_descr],
+        "weights": {"pytorch_state_dict": {
+            "source": c.WEIGHTS_FILE, "sha256": _sha256(files[c.WEIGHTS_FILE]),
+            "architecture": {"source": c.ARCH_FILE, "sha256": _sha256(files[c.ARCH_FILE]),
+                             "callable": c.ARCH_CALLABLE,
+                             "kwargs": {**net.config.to_dict(), "halo": halo}},
+            "pytorch_version": torch.__version__.split("+", 1)[0],
+        }},
+        "config": {"napari-mprnet": {"task": task, "normalization": meta.get("normalization"),
+                                     "trained": meta.get("trained")}},
+    }
+    rdf.update({k: str(v) for k, v in extra.items() if v})
+    return json.loads(json.dumps(rdf, default=str))
+
+
+def _write_zip(path: Path, files: dict[str, bytes], overwrite: bool) -> None:
+    """Write and validate the package next to ``path``; only a valid one replaces ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, overwrite=overwrite) as tmp_name:
+        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for member, data in files.items():
+                archive.writestr(member, data)
+        validate_package(tmp_name, path)
+
+
+def export_bioimageio(
+    model: MPRNet | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    name: str,
+    description: str,
+    authors: Sequence[str | dict] | str | None = None,
+    test_input: Any = None,
+    input_range: tuple[float, float] | None = None,
+    grey: bool | None = None,
+    halo: int = HALO,
+    license: str = "BSD-3-Clause",
+    tags: Sequence[str] | None = None,
+    version: str | None = None,
+    git_repo: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``model`` as a bioimage.io model package (format 0.5), validated when
+    bioimageio.spec is installed.
+
+    The package maps intensities as :func:`napari_mprnet.restore` does for images like the
+    test input (see :mod:`napari_mprnet.bioimageio.intensity`), declares a ``halo`` for
+    blockwise prediction, and takes 1-channel input for grey data.
+
+    Parameters
+    ----------
+    model : MPRNet, path or task name
+        The network (not modified), a model file or a bundled task name.
+    path : str or path
+        Destination ``.zip``.
+    name, description : str
+        Shown on bioimage.io.
+    authors : str, dict or list of them, optional
+        "Name", "Name <email>" or "Name <email> @github_user", or dicts with ``name`` (plus
+        e.g. ``affiliation``, ``orcid``, ``github_user``).
+    test_input : array, optional
+        A representative image: 2-D, (C, H, W) or (H, W, C), in the dtype and intensities
+        users will feed (centre-cropped to a multiple of 8, at most 256 px). Its dtype is the
+        declared input type and, for per-image normalisation, its percentiles fix the
+        intensity map. Default: a synthetic uint8 image (uint16 for percentile models).
+    input_range : (float, float), optional
+        Input intensities mapped to 0 and 1 instead of restore()'s choice for the test input.
+    grey : bool, optional
+        A 1-channel input for a 3-channel network (default: a 2-D test input, or not derain).
+    halo : int
+        Output halo in pixels per side (0: none).
+    license : str
+        SPDX identifier of the weights' license.
+    tags : list of str, optional
+        Extra tags.
+    version : str, optional
+        Version of this model package.
+    git_repo : str, optional
+        Repository URL.
+    overwrite : bool
+        Replace an existing ``path``.
+
+    Returns
+    -------
+    pathlib.Path
+        The package written.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or a package bioimageio.spec finds invalid (nothing is written).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".zip":
+        raise ValueError(f"the bioimage.io package must be a .zip file, got '{path}'")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it")
+    for label, value in (("name", name), ("description", description)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{label} must be a non-empty string")
+    if not isinstance(halo, int) or halo < 0 or halo % 4:
+        raise ValueError(f"halo must be a non-negative multiple of 4, got {halo!r}")
+    net = _resolve_model(model)
+    channels = _channels(net, test_input, grey)
+    x = _reference(net, test_input, channels, halo)
+    mapping = choose_mapping(net.metadata, x, input_range)
+    x = x.astype(mapping.dtype)
+    with torch.inference_mode():
+        y = c.packaged_network(net, halo)(torch.from_numpy(mapping.apply_pre(x))).float()
+    y = mapping.apply_post(y.numpy())
+
+    from ..weights import save_model
+
+    files: dict[str, bytes] = {
+        c.ARCH_FILE: c.arch_source().encode("utf-8"),
+        c.WEIGHTS_FILE: c.weights_bytes(net),
+        c.TEST_INPUT_FILE: c.npy_bytes(x),
+        c.TEST_OUTPUT_FILE: c.npy_bytes(y),
+        "cover.png": c.cover_png(x, y),
+        c.README_FILE: c.readme(name.strip(), description.strip(), net, mapping, x.shape,
+                                halo).encode("utf-8"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        files[c.MODEL_FILE] = save_model(net, Path(tmp) / c.MODEL_FILE).read_bytes()
+    rdf = _rdf(name.strip(), description.strip(), net, files, mapping, channels, halo,
+               authors=authors, license=license, tags=tags, version=version,
+               git_repo=git_repo)
+    _write_zip(path, {"rdf.yaml": _dump_yaml(rdf).encode("utf-8"), **files}, overwrite)
+    return path
