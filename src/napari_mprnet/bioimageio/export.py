@@ -111,7 +111,7 @@ def validate_package(path: str | os.PathLike, label: str | os.PathLike | None = 
         from bioimageio.spec.model.v0_5 import ModelDescr
     except ImportError:
         return
-    descr = load_description(str(path), perform_io_checks=True)
+    descr = load_description(str(path), perform_io_checks=False)  # offline: no GitHub look-up
     if not isinstance(descr, ModelDescr):
         summary = descr.validation_summary
         errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors)
