@@ -369,7 +369,8 @@ def test_self_supervised_model_says_so(tmp_path):
     assert "self-supervised** (noise2void)" in readme
     # a supervised model gets neither tag
     plain = tmp_path / "plain.zip"
-    export_bioimageio(tiny(PERCENTILE), plain, name="Tiny", description="supervised test")
+    export_bioimageio(tiny(PERCENTILE), plain, name="Tiny supervised",
+                      description="supervised test")
     assert "self-supervised" not in read_rdf(plain)["tags"]
     spec = pytest.importorskip("bioimageio.spec")
     from bioimageio.spec.model.v0_5 import ModelDescr

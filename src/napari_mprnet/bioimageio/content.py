@@ -19,7 +19,7 @@ from .intensity import IntensityMapping
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
            "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
            "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "readme",
-           "strip_local_paths", "tif_bytes", "weights_bytes"]
+           "strip_local_paths", "tif_bytes", "training_method", "weights_bytes"]
 
 ARCH_FILE = "mprnet_arch.py"
 WEIGHTS_FILE = "weights.pt"
@@ -276,6 +276,12 @@ def cover_png(test_input: np.ndarray, test_output: np.ndarray) -> bytes:
     return iio.imwrite("<bytes>", image, extension=".png")
 
 
+def training_method(meta: dict) -> str | None:
+    """The fine-tuning objective's name from the model's provenance (None: not recorded)."""
+    objective = (meta.get("provenance") or {}).get("objective")
+    return objective.get("name") if isinstance(objective, dict) else None
+
+
 def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping,
            test_shape: tuple[int, ...], halo: int) -> str:
     """The package's README.md (no local paths: metadata is cleaned by the caller)."""
@@ -306,6 +312,10 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
     ]
     if meta.get("summary"):
         lines += [str(meta["summary"]), ""]
+    method = training_method(meta)
+    if method in ("noise2void", "noise2noise"):
+        lines += [(f"Fine-tuned **self-supervised** ({method}): on noisy images alone, "
+                   "without clean targets."), ""]
     if prov:
         lines += ["| | |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in prov.items() if value is not None]

@@ -124,6 +124,9 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
     meta = net.metadata or {}
     task = str(meta.get("task") or "restoration")
     tags = ["mprnet", "napari-mprnet", "restoration", task, "2d", "pytorch"]
+    method = c.training_method(meta)
+    if method in ("noise2void", "noise2noise"):
+        tags += ["self-supervised", method]
     tags += [t for t in (extra.pop("tags") or []) if t not in tags]
     input_axes, output_axes = _axes(channels, halo)
     test = {role: {"source": file, "sha256": _sha256(files[file])}
@@ -152,7 +155,8 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
             "pytorch_version": torch.__version__.split("+", 1)[0],
         }},
         "config": {"napari-mprnet": {"task": task, "normalization": meta.get("normalization"),
-                                     "trained": meta.get("trained")}},
+                                     "trained": meta.get("trained"),
+                                     "training_method": method}},
     }
     rdf.update({k: str(v) for k, v in extra.items() if v})
     return json.loads(json.dumps(rdf, default=str))
