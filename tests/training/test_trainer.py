@@ -546,3 +546,16 @@ def test_malformed_checkpoint_contents_give_one_line(tmp_path, change, message):
     with pytest.raises(ValueError, match=message) as info:
         _small_run(steps=4, resume_from=ckpt)
     assert str(ckpt) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_checksum_is_checked_whatever_the_version_says(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _small_run(steps=2, checkpoint_path=ckpt)
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    data["version"], data["step"] = 1, 1  # an older version number hides no damage
+    torch.save(data, ckpt)
+    with pytest.raises(ValueError, match="is damaged"):
+        load_checkpoint(ckpt)
+    del data["checksum"]  # a version-1 file (no checksum) still loads
+    torch.save(data, ckpt)
+    assert load_checkpoint(ckpt)["step"] == 1

@@ -131,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint '{path}' was written by a newer napari-mprnet "
                          f"(version {version!r}); update napari-mprnet to resume it")
-    if version >= 2 and ckpt.get("checksum") != content_checksum(ckpt):
+    if (version >= 2 or "checksum" in ckpt) and ckpt.get("checksum") != content_checksum(ckpt):
         raise ValueError(f"checkpoint '{path}' is damaged: its checksum does not match its "
                          "contents; resume from another checkpoint or start again")
     problems = [f"'{key}' is missing" if key not in ckpt else
