@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...io.atomic import atomic_output
+from ...io.atomic import atomic_output, atomic_write_bytes
 from ..precision import PRECISIONS
 from .base import Backend, BackendFallbackWarning, InferenceModule
 from .cache import cache_dir, lookup, store, weights_hash
@@ -137,8 +137,8 @@ class TensorRTBackend(Backend):
             if disk:
                 self._save(engine, path, batch)
                 with contextlib.suppress(OSError):
-                    path.with_suffix(".json").write_text(
-                        json.dumps(self.key_material(shape, stages), indent=1))
+                    atomic_write_bytes(path.with_suffix(".json"), json.dumps(
+                        self.key_material(shape, stages), indent=1).encode(), overwrite=True)
         store(key, self.model, engine)
         return engine
 
