@@ -90,7 +90,9 @@ def restore(
     task : {"denoise", "deblur", "derain"}
         Picks the bundled default model when ``model`` is not given.
     model : str, path or MPRNet, optional
-        A task name, a model file (official checkpoint, safetensors...) or a loaded model.
+        A task name (always the bundled model; a local file of such a name only as a path,
+        e.g. "./denoise"), a model file (official checkpoint, safetensors...) or a loaded
+        model.
     tile_size : int or "auto"
         Tile edge in pixels (>= 16); "auto" picks it from free device memory.
     tile_overlap : int
@@ -138,6 +140,14 @@ def restore(
     numpy.ndarray, napari.layers.Image, dask.array.Array, or a list of them
         Same type as the input: a new layer named e.g. "cells (denoised)" for a layer, a lazy
         dask array for a dask array. With ``stages=True``: ``[final, stage2, stage1]``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        One-line messages saying what to change: unusable settings, data that is not an
+        image (booleans, complex, dates, fewer than 2 dimensions, empty), NaN or infinite
+        pixels (dask: at compute time, naming the block), masked arrays (TypeError), model
+        files that cannot be used, a model producing NaN from a finite image.
     """
     check_progress(progress)
     options = {
