@@ -29,6 +29,8 @@ together with the PSNR between independently denoised neighbouring frames (agree
 
     python benchmarks/bench_self_supervised.py --series timelapse_telomeres_2d.tif \
         --steps 40 --json real.json --pictures docs/images
+
+``--pictures`` needs matplotlib (not a dependency of napari-mprnet).
 """
 
 from __future__ import annotations
@@ -165,12 +167,19 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     return row
 
 
-def _picture(path: Path, clean, noisy, base, tuned, bm3d_out, row) -> None:
-    import matplotlib
-
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--pictures needs matplotlib (pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _picture(path: Path, clean, noisy, base, tuned, bm3d_out, row) -> None:
+    plt = _pyplot()
     crop = (slice(0, 200), slice(0, 200))
     panels = [("noisy", noisy), ("bundled model", base), (f"fine-tuned ({row['method']})", tuned)]
     if bm3d_out is not None:
@@ -235,11 +244,7 @@ def run_series(path: Path, args) -> list[dict]:
 
 
 def _series_picture(path: Path, outputs: dict, lo: float, hi: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(2, len(outputs), figsize=(2.6 * len(outputs), 5.2))
     for column, (label, out) in enumerate(outputs.items()):
         for line, t in enumerate((0, 1)):  # two neighbouring held-out frames
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.pictures:
+        _pyplot()  # fail before training, not after
     if args.series is not None:
         rows = run_series(args.series, args)
         if args.json:
