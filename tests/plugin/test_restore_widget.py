@@ -88,7 +88,9 @@ def test_cancel_adds_nothing(make_napari_viewer, qtbot, tiny_model_file, notes):
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert not widget.cancel_button.isEnabled() and widget.run_button.isEnabled()
     assert not [n for n in notes if n[0] == "error"]
-    assert activity == [("MPRNet denoise: big", 1, seen[0][1])]
+    (desc, done, total), = activity
+    assert (done, total) == (1, seen[0][1])
+    assert desc.startswith("MPRNet denoise: big (1/81 tiles") and "left" in desc
     assert not progress._all_instances  # closed
 
 
@@ -278,3 +280,18 @@ def test_opens_on_the_degraded_sample_layer(make_napari_viewer):
     viewer.layers.selection.active = None
     widget = make_widget(viewer)
     assert widget.layer_combo.currentText() == "noisy cells"
+
+
+def test_progress_shows_tiles_and_time_left(make_napari_viewer, qtbot, tiny_model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((96, 96)).astype(np.float32), name="img")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.tile_spin.setValue(32)
+    widget.overlap_spin.setValue(8)
+    shown = []
+    widget.progressed.connect(lambda done, total: shown.append(widget.progress_bar.format()))
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(shown) >= 2
+    assert "tiles" in shown[0] and "left" in shown[0]  # an estimate from the first unit on
+    assert shown[-1].startswith(f"{widget.job.progress.tiles_total}/")
+    assert widget.progress_bar.format() == "%p%"

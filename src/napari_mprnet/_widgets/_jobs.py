@@ -151,6 +151,8 @@ class RestoreJob:
         self.seconds = 0.0
         #: True while the output layers are being added (napari selects each new layer)
         self.adding_layers = False
+        #: The latest :class:`~napari_mprnet.engine.progress.Progress` (tiles, pixels, ETA)
+        self.progress: Progress | None = None
         self._on_progress = on_progress
         self._on_finished = on_finished
         self._started = 0.0
@@ -186,11 +188,14 @@ class RestoreJob:
     # ------------------------------------------------------------------ worker signals
 
     def _yielded(self, step: Progress) -> None:
-        if self._pbar is not None:
-            if self._pbar.total != step.total:
-                self._pbar.total = step.total
-            self._pbar.n = step.done
-            self._pbar.refresh()
+        self.progress = step
+        pbar = self._pbar  # (updating it may run queued events, which can close it)
+        if pbar is not None:
+            if pbar.total != step.total:
+                pbar.total = step.total
+            pbar.n = step.done
+            pbar.set_description(f"{self.description} ({step.describe()})")
+            pbar.refresh()
         if self._on_progress is not None:
             self._on_progress(step.done, step.total)
 

@@ -349,13 +349,16 @@ class RestoreWidget(QWidget):
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.cancel_button.setEnabled(False)
-            self.status_label.setText("Cancelling after the current tile batch…")
+            self.status_label.setText("Cancelling after the current tiles…")
 
     def _on_progress(self, done: int, total: int) -> None:
         if not alive(self):
             return
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
+        step = self.job.progress if self.job is not None else None
+        if step is not None:  # e.g. "12/36 tiles, 1.6 of 4.8 Mpix, 0:35 left"
+            self.progress_bar.setFormat(step.describe())
         self.progressed.emit(done, total)
 
     def _on_finished(self, job: RestoreJob) -> None:
@@ -365,6 +368,7 @@ class RestoreWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1 if job.state == "done" else 0)
+        self.progress_bar.setFormat("%p%")
         name = job.request.source.name
         if job.state == "done":
             added = ", ".join(f"'{layer.name}'" for layer in job.layers)
