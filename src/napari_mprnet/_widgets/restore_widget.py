@@ -352,8 +352,8 @@ class RestoreWidget(QWidget):
             self.status_label.setText("Cancelling after the current tiles…")
 
     def _on_progress(self, done: int, total: int) -> None:
-        if not alive(self):
-            return
+        if not alive(self) or self.job is None or not self.job.running:
+            return  # (a step queued before the job ended must not overwrite its end state)
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
         step = self.job.progress if self.job is not None else None
