@@ -5,7 +5,7 @@ data) are the clean references; noise the bundled model never saw is added, the 
 fine-tuned on *noisy training fields only* (Noise2Void, or Noise2Noise on 4 noisy frames of
 each static field), and PSNR is measured on *held-out* fields (never trained on), against
 the starting model and BM3D (given the true noise level or spectrum; after a generalised
-Anscombe transform for photon noise). The best model is chosen by the self-supervised
+Anscombe transform for photon noise; the per-pixel sigma for correlated noise). The best model is chosen by the self-supervised
 validation loss alone: the clean images are only used for the final scores.
 
 Get the fields (no install)::
@@ -83,12 +83,10 @@ def bm3d_for(noisy: np.ndarray, noise: str) -> np.ndarray:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_quality import anscombe, inverse_anscombe
 
-    if noise == "correlated":  # the true noise power spectrum of the blurred white noise
-        impulse = np.zeros(noisy.shape)
-        impulse[0, 0] = 1.0
-        kernel = ndimage.gaussian_filter(impulse, CORR_BLUR, mode="wrap")
-        psd = np.abs(np.fft.fft2(kernel)) ** 2 * CORR_WHITE**2
-        return np.asarray(bm3d.bm3d(noisy, sigma_psd=psd), np.float32)
+    if noise == "correlated":  # the per-pixel sigma of the blurred white noise (bm3d's
+        # coloured-noise path, sigma_psd=<power spectrum>, fails under numpy 2: np.trapz)
+        sigma = CORR_WHITE / (2 * np.sqrt(np.pi) * CORR_BLUR)
+        return np.asarray(bm3d.bm3d(noisy, sigma_psd=sigma), np.float32)
     if noise == "photon":
         stabilised = anscombe(noisy * 1.0, 0.0)
         return (inverse_anscombe(np.asarray(bm3d.bm3d(stabilised, sigma_psd=1.0)), 0.0)
