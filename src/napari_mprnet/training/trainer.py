@@ -8,13 +8,13 @@ file that :func:`napari_mprnet.restore` uses with the same intensity normalisati
 The trainer is assembled from parts with one job each: ``options`` (argument checks), ``data``
 and ``sampling`` (planes, patches), ``prefetch`` (batches prepared in a worker thread),
 ``objectives`` (target and loss of a batch), ``schedule`` (learning rate), ``precision``
-(autocast), ``validation``, ``checkpoints`` (write, read, resume checks), ``loop`` (the steps)
-and ``results`` (what is returned and stored with the model).
+(autocast), ``sources`` (the planes and the starting network), ``validation``, ``checkpoints``
+(write, read, resume checks), ``loop`` (the steps) and ``results`` (what is returned and
+stored with the model).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from contextlib import closing
@@ -27,7 +27,6 @@ import torch
 from ..engine.devices import resolve_device
 from ..engine.normalize import Normalization
 from ..model.arch import MPRNet
-from ..model.presets import TASKS
 from . import distributed as _ddp
 from .checkpoints import (
     CHECKPOINT_FORMAT,
@@ -40,7 +39,7 @@ from .checkpoints import (
     load_checkpoint,
     plain,
 )
-from .data import PairSet, fingerprint, load_pairs, split_pairs
+from .data import fingerprint
 from .loop import Callback, RunState, StepLoop, restore_state
 from .objectives import Objective
 from .options import check_args, check_writable
@@ -59,7 +58,7 @@ from .results import (
 from .sampling import PatchSampler
 from .schedule import Schedule, learning_rate_at
 from .self_supervised import default_learning_rate, resolve_objective
-from .series import series_pairs
+from .sources import base_network, load_training_data
 from .validation import Validator, validation_crops
 
 __all__ = [
@@ -71,32 +70,6 @@ __all__ = [
     "learning_rate_at",
     "load_checkpoint",
 ]
-
-
-def _load_data(inputs: Any, targets: Any, val_inputs: Any, val_targets: Any, normalize: Any,
-               val_fraction: float, seed: int, series: bool) -> tuple[PairSet, PairSet]:
-    if series:  # Noise2Noise pairs of neighbouring frames, validation by frame blocks
-        pairs, val = series_pairs(inputs, val_fraction=val_fraction, seed=seed,
-                                  normalize=normalize)
-    else:  # without targets (blind spot) every plane is paired with itself
-        pairs = load_pairs(inputs, inputs if targets is None else targets, normalize=normalize)
-    if val_inputs is not None:
-        val = load_pairs(val_inputs, val_targets, normalize=pairs.normalization)
-        return pairs, val
-    if series:
-        return pairs, val
-    if val_fraction > 0 and len(pairs) >= 2:
-        return split_pairs(pairs, val_fraction, seed)
-    return pairs, pairs.subset([])
-
-
-def _base_network(model: Any) -> tuple[MPRNet, MPRNet]:
-    """The base model as given/loaded, and the fp32 CPU copy that is trained."""
-    from ..engine.models import prepare_model
-
-    task_hint = model if isinstance(model, str) and model in TASKS else "denoise"
-    base = prepare_model(model, task_hint)
-    return base, copy.deepcopy(base).to("cpu")
 
 
 @_ddp.with_process_group
@@ -278,13 +251,13 @@ def finetune(
                                          ckpt["normalization"])
 
     # ---------------------------------------------------------------- data and model
-    train, val = _load_data(inputs, targets, val_inputs, val_targets, normalize_arg,
+    train, val = load_training_data(inputs, targets, val_inputs, val_targets, normalize_arg,
                             args["val_fraction"], args["seed"], bool(pairs_from_series))
     norm = train.normalization
     data_print = fingerprint(train, val) if ckpt is not None or ckpt_path is not None else None
     if ckpt is not None and not resume_other_data:
         check_same_data(ckpt, data_print, path=resume_from)
-    base, net = _base_network(model)
+    base, net = base_network(model)
     task = task_of(model, base)
     base_source = describe_source(model, base)
     base_meta = dict(getattr(base, "metadata", None) or {})
