@@ -134,9 +134,8 @@ class Backend:
         raise NotImplementedError
 
     def _next_backend(self) -> Backend:
-        from .eager import EagerBackend  # the end of every fallback chain
-
-        return EagerBackend(self.model, self.device, self.precision, self.options)
+        """The backend to fall back to; each backend that can fail names its own."""
+        raise NotImplementedError(f"the {self.name} backend has no fallback")
 
     def _fall_back(self, error: BaseException | str) -> None:
         self._fallback = self._next_backend()

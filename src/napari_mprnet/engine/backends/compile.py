@@ -9,6 +9,7 @@ import torch
 
 from .base import Backend, InferenceModule
 from .cache import lookup, store
+from .eager import EagerBackend
 
 __all__ = ["CompileBackend"]
 
@@ -39,6 +40,9 @@ class CompileBackend(Backend):
         self.compile_backend = self.options.get("compile_backend", "inductor")
         if not hasattr(torch, "compile"):
             self._fall_back("torch.compile is not available in this torch")
+
+    def _next_backend(self) -> Backend:
+        return EagerBackend(self.model, self.device, self.precision, self.options)
 
     def _key(self, batch: torch.Tensor, stages: bool) -> tuple:
         return ("compile", id(self.model), tuple(batch.shape), batch.dtype, _layout(batch),
