@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -280,12 +279,10 @@ def test_bench_quality_quick(tmp_path, tiny_model):
     weights = save_model(tiny_model, tmp_path / "tiny.safetensors",
                          {"task": "denoise", "trained": False})
     bench = _load_script(ROOT / "benchmarks" / "bench_quality.py", "bench_quality_under_test")
-    started = time.perf_counter()
     out_json, out_md = tmp_path / "q.json", tmp_path / "q.md"
     report = bench.main(["--quick", "--size", "48", "--tile", "32", "--sigmas", "25",
                          "--photons", "30", "--no-bm3d", "--weights", str(weights),
                          "--json", str(out_json), "--markdown", str(out_md)])
-    assert time.perf_counter() - started < 60
     rows = report["rows"]
     assert [r["level"] for r in rows] == ["sigma 25", "sigma 25", "30 photons"]
     for row in rows:

@@ -1,7 +1,7 @@
 """The MPRNet network (Zamir et al., CVPR 2021), written from the paper.
 
 Module and parameter names follow the layout of the released checkpoints so that
-their state dicts load directly; see ``shared/reference`` for the exact list.
+their state dicts load directly; ``tests/data/mprnet_state_dict_*.json`` lists them exactly.
 
 Building blocks
 ---------------
