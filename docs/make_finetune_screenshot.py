@@ -11,13 +11,11 @@ shows validation PSNR next to the training loss. Uses a temporary settings file.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_screenshots import _settle, _wait
+from make_screenshots import _settle, _wait, open_viewer
 
 OUT = Path(__file__).resolve().parent / "images"
 STEPS = 40
@@ -31,20 +29,10 @@ def _quadrants(image):
 
 
 def main() -> int:
-    settings_dir = tempfile.mkdtemp(prefix="napari-mprnet-shots-")
-    os.environ["NAPARI_MPRNET_SETTINGS"] = str(Path(settings_dir) / "settings.json")
-
-    import napari
     import torch
-    from qtpy.QtWidgets import QApplication
 
     torch.manual_seed(0)
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    window = viewer.window._qt_window
-    window.resize(1500, 1000)
-    window.move(0, 0)
-    app = QApplication.instance()
+    viewer, window, app = open_viewer(height=1000)
 
     viewer.open_sample("napari-mprnet", "cells")
     noisy, clean = viewer.layers["noisy cells"].data, viewer.layers["clean cells"].data

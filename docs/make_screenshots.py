@@ -86,20 +86,29 @@ def _restore_and_grab(app, viewer, widget, sample: str, layer_name: str, task: s
     viewer.window._qt_window.grab().save(str(OUT / filename))
 
 
-def main() -> int:
+def open_viewer(height: int = 900):
+    """A napari viewer at a fixed window size, with settings in a fresh temporary folder.
+
+    Returns ``(viewer, window, app)``.
+    """
     settings_dir = tempfile.mkdtemp(prefix="napari-mprnet-shots-")
     os.environ["NAPARI_MPRNET_SETTINGS"] = str(Path(settings_dir) / "settings.json")
 
     import napari
-    from qtpy.QtCore import QPoint
     from qtpy.QtWidgets import QApplication
 
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     window = viewer.window._qt_window
-    window.resize(1500, 900)
+    window.resize(1500, height)
     window.move(0, 0)
-    app = QApplication.instance()
+    return viewer, window, QApplication.instance()
+
+
+def main() -> int:
+    from qtpy.QtCore import QPoint
+
+    viewer, window, app = open_viewer()
 
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-mprnet", "Restore")
     _restore_and_grab(app, viewer, widget, "rainy", "rainy photo", "derain",

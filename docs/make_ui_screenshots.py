@@ -11,32 +11,20 @@ and ``docs/images/restore_cancelled.png``. Uses a temporary settings file.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from make_screenshots import _settle, _wait
+from make_screenshots import _settle, _wait, open_viewer
 
 OUT = Path(__file__).resolve().parent / "images"
 BIG = 3000
 
 
 def main() -> int:
-    settings_dir = tempfile.mkdtemp(prefix="napari-mprnet-shots-")
-    os.environ["NAPARI_MPRNET_SETTINGS"] = str(Path(settings_dir) / "settings.json")
-
-    import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    window = viewer.window._qt_window
-    window.resize(1500, 900)
-    window.move(0, 0)
-    app = QApplication.instance()
+    viewer, window, app = open_viewer()
 
     # 1. the fine-tune widget as it opens on the noisy-cells sample
     viewer.open_sample("napari-mprnet", "cells")
