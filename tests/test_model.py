@@ -6,14 +6,12 @@ import torch
 
 from napari_mprnet.model import OFFICIAL_PRESETS, MPRNet, MPRNetConfig, official_config
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+#: Parameter names, shapes and counts of the published checkpoints (the project's own record).
+REFERENCE = Path(__file__).parent / "data"
 
 
 def _reference(task):
-    path = REFERENCE / f"mprnet_state_dict_{task}.json"
-    if not path.exists():  # the repo's own copy, for clones without ../shared
-        path = Path(__file__).parent / "data" / f"mprnet_state_dict_{task}.json"
-    return json.loads(path.read_text())
+    return json.loads((REFERENCE / f"mprnet_state_dict_{task}.json").read_text())
 
 
 @pytest.mark.parametrize("task", ["denoise", "deblur", "derain"])
