@@ -5,8 +5,9 @@ data) are the clean references; noise the bundled model never saw is added, the 
 fine-tuned on *noisy training fields only* (Noise2Void, or Noise2Noise on 4 noisy frames of
 each static field), and PSNR is measured on *held-out* fields (never trained on), against
 the starting model and BM3D (given the true noise level or spectrum; after a generalised
-Anscombe transform for photon noise; the per-pixel sigma for correlated noise). The best model is chosen by the self-supervised
-validation loss alone: the clean images are only used for the final scores.
+Anscombe transform for photon noise; the true noise power spectrum for correlated noise).
+The best model is chosen by the self-supervised validation loss alone: the clean images are
+only used for the final scores.
 
 Get the fields (no install)::
 
@@ -30,7 +31,7 @@ together with the PSNR between independently denoised neighbouring frames (agree
     python benchmarks/bench_self_supervised.py --series timelapse_telomeres_2d.tif \
         --steps 40 --json real.json --pictures docs/images
 
-``--pictures`` needs matplotlib (not a dependency of napari-mprnet).
+``--pictures`` draws labelled panels with Pillow (installed with imageio, a dependency).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ SEED = 18
 HELD_OUT = ("20P1_POS0008_D_1UL.tif", "20P1_POS0010_D_1UL.tif", "20P1_POS0011_D_1UL.tif")
 FRAMES = 4  # noisy frames per static training field, for Noise2Noise
 
-#: name -> (noise, method, description)
+#: name -> (noise, method, description[, further finetune arguments])
 CASES = {
     "correlated": ("correlated", "noise2noise",
                    ("spatially correlated Gaussian (white sigma 0.3 blurred by a 1-px "
@@ -59,8 +60,15 @@ CASES = {
     "low_photon": ("photon", "noise2void", "Poisson, 1 photon at intensity 1 (gain never seen)"),
     "gaussian25_n2v": ("gaussian", "noise2void", "Gaussian sigma 25/255 (the model's own)"),
     "gaussian25_n2n": ("gaussian", "noise2noise", "Gaussian sigma 25/255 (the model's own)"),
+    "correlated_n2v": ("correlated", "noise2void", "spatially correlated Gaussian, as above"),
+    "correlated_block_n2v": ("correlated", "noise2void",
+                             "spatially correlated Gaussian, as above; 5 x 5 blind block",
+                             {"blind_spot_mask": "square", "blind_spot_span": 2}),
 }
 CORR_WHITE, CORR_BLUR = 0.3, 1.0
+#: What BM3D is told about each noise.
+BM3D_GIVEN = {"correlated": "true noise spectrum", "photon": "Anscombe, sigma 1",
+              "student_t": "estimated sigma", "gaussian": "true sigma"}
 
 
 def degrade(clean: np.ndarray, noise: str, rng: np.random.Generator) -> np.ndarray:
@@ -76,6 +84,15 @@ def degrade(clean: np.ndarray, noise: str, rng: np.random.Generator) -> np.ndarr
     raise ValueError(noise)
 
 
+def correlated_psd(shape: tuple[int, int]) -> np.ndarray:
+    """Power spectrum of the ``correlated`` noise on an image of ``shape`` (bm3d's convention:
+    ``|FFT(kernel)|^2 * variance * number of pixels``)."""
+    impulse = np.zeros(shape)
+    impulse[0, 0] = 1.0
+    kernel = ndimage.gaussian_filter(impulse, CORR_BLUR, mode="wrap")
+    return np.abs(np.fft.fft2(kernel)) ** 2 * CORR_WHITE**2 * impulse.size
+
+
 def bm3d_for(noisy: np.ndarray, noise: str) -> np.ndarray:
     """BM3D given what it needs to know about the noise (an oracle baseline)."""
     import bm3d
@@ -83,10 +100,10 @@ def bm3d_for(noisy: np.ndarray, noise: str) -> np.ndarray:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_quality import anscombe, inverse_anscombe
 
-    if noise == "correlated":  # the per-pixel sigma of the blurred white noise (bm3d's
-        # coloured-noise path, sigma_psd=<power spectrum>, fails under numpy 2: np.trapz)
-        sigma = CORR_WHITE / (2 * np.sqrt(np.pi) * CORR_BLUR)
-        return np.asarray(bm3d.bm3d(noisy, sigma_psd=sigma), np.float32)
+    if noise == "correlated":  # the true power spectrum of the blurred white noise
+        if not hasattr(np, "trapz"):  # bm3d's coloured-noise path calls np.trapz (numpy < 2)
+            np.trapz = np.trapezoid
+        return np.asarray(bm3d.bm3d(noisy, sigma_psd=correlated_psd(noisy.shape)), np.float32)
     if noise == "photon":
         stabilised = anscombe(noisy * 1.0, 0.0)
         return (inverse_anscombe(np.asarray(bm3d.bm3d(stabilised, sigma_psd=1.0)), 0.0)
@@ -122,7 +139,7 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     from napari_mprnet import restore
     from napari_mprnet.training.trainer import finetune
 
-    noise, method, description = CASES[name]
+    noise, method, description, *further = CASES[name]
     rng = np.random.default_rng([SEED, list(CASES).index(name)])
     if method == "noise2noise":
         data = [np.stack([degrade(c, noise, rng) for _ in range(FRAMES)]).astype(np.float32)
@@ -131,6 +148,7 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     else:
         data = [degrade(c, noise, rng).astype(np.float32) for c in train_clean]
         extra = {}
+    extra.update(*further)
     held_noisy = [degrade(c, noise, np.random.default_rng([SEED, 100, i])).astype(np.float32)
                   for i, c in enumerate(held_clean)]
     started = time.perf_counter()
@@ -145,7 +163,8 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     tuned = [restore(n, model=result.model, **options) for n in held_noisy]
     bm3d_out = [bm3d_for(n, noise) for n in held_noisy] if args.bm3d else None
     row = {
-        "case": name, "noise": description, "method": method, "steps": result.steps_done,
+        "case": name, "noise": description, "method": method, "options": extra,
+        "steps": result.steps_done,
         "learning_rate": args.lr, "best_step": result.best_step,
         "base_val_loss": result.base_val_loss, "best_val_loss": result.best_val_loss,
         "input_psnr": float(np.mean([psnr(n, c) for n, c in zip(held_noisy, held_clean)])),
@@ -165,35 +184,44 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     return row
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit("--pictures needs matplotlib (pip install matplotlib)") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _panel(image: np.ndarray, title: str, lo: float = 0.0, hi: float = 1.0):
+    """One grey panel with its title (one or two lines) above it, as a Pillow image."""
+    from PIL import Image, ImageDraw
 
-    return plt
+    grey = np.clip((image - lo) / (hi - lo), 0, 1)
+    picture = Image.fromarray(np.round(grey * 255).astype(np.uint8)).resize(
+        (2 * image.shape[1], 2 * image.shape[0]), Image.NEAREST)
+    panel = Image.new("L", (picture.width, picture.height + 28), 255)
+    panel.paste(picture, (0, 28))
+    ImageDraw.Draw(panel).multiline_text((3, 1), title, fill=0, spacing=2)
+    return panel
+
+
+def _save_grid(path: Path, rows: list[list], caption: str = "") -> None:
+    """Panels in rows (equal sizes), a caption line on top, written as a PNG."""
+    from PIL import Image, ImageDraw
+
+    width, height, gap, top = rows[0][0].width, rows[0][0].height, 6, 16 if caption else 0
+    sheet = Image.new("L", (len(rows[0]) * (width + gap) - gap,
+                            top + len(rows) * (height + gap) - gap), 255)
+    for line, panels in enumerate(rows):
+        for column, panel in enumerate(panels):
+            sheet.paste(panel, (column * (width + gap), top + line * (height + gap)))
+    if caption:
+        ImageDraw.Draw(sheet).text((3, 2), caption, fill=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 def _picture(path: Path, clean, noisy, base, tuned, bm3d_out, row) -> None:
-    plt = _pyplot()
-    crop = (slice(0, 200), slice(0, 200))
-    panels = [("noisy", noisy), ("bundled model", base), (f"fine-tuned ({row['method']})", tuned)]
+    crop = (slice(0, 128), slice(0, 128))
+    panels = [("noisy", noisy), ("bundled model", base), (f"fine-tuned\n{row['method']}", tuned)]
     if bm3d_out is not None:
-        panels.append(("BM3D (oracle noise)", bm3d_out))
+        panels.append((f"BM3D\n({BM3D_GIVEN[CASES[row['case']][0]]})", bm3d_out))
     panels.append(("clean", clean))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
-    for ax, (title, image) in zip(axes, panels):
-        ax.imshow(np.clip(image[crop], 0, 1), cmap="gray", vmin=0, vmax=1)
-        score = "" if image is clean else f"\n{psnr(image[crop], clean[crop]):.2f} dB"
-        ax.set_title(title + score, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(row["noise"], fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_grid(path, [[_panel(image[crop], title if image is clean else
+                              f"{title} {psnr(image[crop], clean[crop]):.2f} dB")
+                       for title, image in panels]], row["noise"])
 
 
 SERIES_HELD_OUT = 30  # last frames of the movie, never trained on
@@ -242,18 +270,8 @@ def run_series(path: Path, args) -> list[dict]:
 
 
 def _series_picture(path: Path, outputs: dict, lo: float, hi: float) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(2, len(outputs), figsize=(2.6 * len(outputs), 5.2))
-    for column, (label, out) in enumerate(outputs.items()):
-        for line, t in enumerate((0, 1)):  # two neighbouring held-out frames
-            ax = axes[line, column]
-            ax.imshow(out[t], cmap="magma", vmin=lo, vmax=hi)
-            ax.set_title(f"{label}, frame t{'+1' if t else ''}", fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_grid(path, [[_panel(out[t], f"{label}\nframe t{'+1' if t else ''}", lo, hi)
+                       for label, out in outputs.items()] for t in (0, 1)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if args.pictures:
-        _pyplot()  # fail before training, not after
     if args.series is not None:
         rows = run_series(args.series, args)
         if args.json:

@@ -183,3 +183,19 @@ def test_method_needing_targets_says_so(folders, tmp_path, capsys):
     status = main(_ssl_args(folders, tmp_path / "m.safetensors", "--method", "supervised"))
     err = capsys.readouterr().err.strip()
     assert status == 2 and "needs targets" in err and len(err.splitlines()) == 1
+
+
+def test_structured_blind_spot_cli(folders, tmp_path, capsys):
+    out = tmp_path / "line.safetensors"
+    status = main(_ssl_args(folders, out, "--blind-spot-mask", "vertical",
+                            "--blind-spot-span", "1"))
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    objective = load_model(out).metadata["provenance"]["objective"]
+    assert (objective["name"], objective["mask"], objective["span"]) == ("noise2void",
+                                                                         "vertical", 1)
+    # a blind spot needs the blind-spot method: one line, before training
+    status = main(_ssl_args(folders, tmp_path / "m.safetensors", "--pairs-from-series",
+                            "--blind-spot-mask", "square"))
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "no blind spot" in err and len(err.splitlines()) == 1

@@ -63,3 +63,10 @@ def test_tasks_match_the_official_presets():
     from napari_mprnet.model import OFFICIAL_PRESETS, TASKS
 
     assert tuple(OFFICIAL_PRESETS) == TASKS
+
+
+def test_blind_spot_mask_choices_match_the_trainer():
+    from napari_mprnet.cli.finetune import BLIND_SPOT_MASKS
+    from napari_mprnet.training.blindspot import MASKS
+
+    assert tuple(BLIND_SPOT_MASKS) == tuple(MASKS)

@@ -340,3 +340,10 @@ def test_folders_without_targets_are_self_supervised(make_napari_viewer, tiny_mo
     assert widget.method_combo.isVisibleTo(widget)
     request = widget.build_request()
     assert request.targets is None and request.method == "noise2void"
+    assert request.blind_spot_mask == "pixel"
+    # the structured blind spots are Noise2Void with a mask
+    widget.method_combo.setCurrentText(
+        "Noise2Void, blind 5 x 5 block (noise correlated in blotches)")
+    request = widget.build_request()
+    assert (request.method, request.pairs_from_series, request.blind_spot_mask) == (
+        "noise2void", False, "square")

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from napari_mprnet.training.blindspot import (
+    MAX_HIDDEN,
     blind_spot_loss,
     mask_batch,
     masked_charbonnier,
     stratified_positions,
+    structure_offsets,
 )
 
 
@@ -148,3 +150,61 @@ def test_blind_spot_loss_sums_stages():
         masked_charbonnier(a, noisy, torch.zeros_like(mask))
     with pytest.raises(TypeError):
         blind_spot_loss(a, noisy, mask)
+
+
+@pytest.mark.parametrize("mask,span,shape", [("horizontal", 2, (1, 5)), ("vertical", 3, (7, 1)),
+                                             ("square", 2, (5, 5))])
+def test_structure_offsets(mask, span, shape):
+    offsets = structure_offsets(mask, span)
+    assert tuple(offsets[0]) == (0, 0)  # the centre first
+    assert len({tuple(o) for o in offsets}) == len(offsets) == shape[0] * shape[1]
+    assert np.ptp(offsets[:, 0]) + 1 == shape[0] and np.ptp(offsets[:, 1]) + 1 == shape[1]
+    assert structure_offsets("pixel", span).tolist() == [[0, 0]]
+
+
+@pytest.mark.parametrize("mask", ["horizontal", "vertical", "square"])
+def test_structured_mask_hides_the_correlated_neighbours(mask):
+    span = 2
+    x = _unique_batch()
+    masked, loss_mask = mask_batch(x, np.random.default_rng(5), fraction=0.015, mask=mask,
+                                   span=span)
+    offsets = structure_offsets(mask, span)
+    b, ys, xs = torch.nonzero(loss_mask[:, 0] > 0, as_tuple=True)
+    assert len(b) > 0
+    hidden = torch.zeros_like(loss_mask[:, 0], dtype=torch.bool)
+    for i, y, xx in zip(b.tolist(), ys.tolist(), xs.tolist()):
+        for dy, dx in offsets:
+            if 0 <= y + dy < 64 and 0 <= xx + dx < 64:
+                hidden[i, y + dy, xx + dx] = True
+                value = masked[i, :, y + dy, xx + dx]
+                # the value of another pixel of the same patch, all channels from one pixel,
+                # farther than 2 * span from this centre: none of the centre's neighbours
+                source = torch.nonzero(x[i, 0] == value[0])
+                assert len(source) == 1
+                sy, sx = source[0].tolist()
+                assert max(abs(sy - y), abs(sx - xx)) > 2 * span
+                assert torch.equal(value, x[i, :, sy, sx])
+    # every pixel outside the structures is untouched; inside, none keeps its own value
+    keep = ~hidden.unsqueeze(1).expand_as(x)
+    assert torch.equal(masked[keep], x[keep])
+    assert not (masked[~keep] == x[~keep]).any()
+    # the loss counts at the centres only; at most about MAX_HIDDEN of the patch is hidden
+    assert float(loss_mask.sum()) == len(b) < float(hidden.sum())
+    assert float(hidden.float().mean()) <= MAX_HIDDEN * 1.1
+
+
+def test_square_masks_draw_fewer_positions():
+    x = _unique_batch()
+    _, pixel = mask_batch(x, np.random.default_rng(0), fraction=0.015)
+    _, square = mask_batch(x, np.random.default_rng(0), fraction=0.015, mask="square", span=3)
+    assert float(square.sum()) < 0.5 * float(pixel.sum())
+
+
+def test_structured_mask_arguments():
+    x = _unique_batch(size=16)
+    with pytest.raises(ValueError, match="mask must be one of"):
+        mask_batch(x, np.random.default_rng(0), mask="diagonal")
+    with pytest.raises(ValueError, match="span"):
+        mask_batch(x, np.random.default_rng(0), mask="square", span=0)
+    with pytest.raises(ValueError, match="too small"):
+        mask_batch(x, np.random.default_rng(0), mask="horizontal", span=3)

@@ -134,6 +134,22 @@ def test_method_and_data_must_agree():
         _run(noisy[0], pairs_from_series=True)
 
 
+def test_structured_blind_spot_from_finetune():
+    noisy, _ = _noisy(5)
+    result = _run(list(noisy), val_fraction=0.2, blind_spot_mask="horizontal",
+                  blind_spot_span=3)
+    objective = result.metadata["provenance"]["objective"]
+    assert objective["name"] == "noise2void"
+    assert objective["mask"] == "horizontal" and objective["span"] == 3
+    assert result.best_val_loss < result.base_val_loss
+    with pytest.raises(ValueError, match="no blind spot"):
+        _run(noisy, pairs_from_series=True, blind_spot_mask="square")
+    with pytest.raises(ValueError, match="blind_spot_mask must be one of"):
+        _run(list(noisy), blind_spot_mask="ring")
+    with pytest.raises(ValueError, match="give the mask to the objective"):
+        _run(list(noisy), objective=Noise2Void(), blind_spot_mask="square")
+
+
 def test_default_learning_rate_is_lower_for_self_supervised_methods():
     noisy, clean = _noisy(2)
     ssl = _run(list(noisy), steps=1, learning_rate=None, val_fraction=0.0)

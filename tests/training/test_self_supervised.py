@@ -28,7 +28,12 @@ def test_objective_for_names():
     with pytest.raises(ValueError, match="replacement"):
         Noise2Void(replacement="zeros")
     assert objective_for("noise2void").describe() == {
-        "name": "noise2void", "fraction": 0.015, "radius": 2, "replacement": "median"}
+        "name": "noise2void", "fraction": 0.015, "radius": 2, "replacement": "median",
+        "mask": "pixel", "span": 2}
+    with pytest.raises(ValueError, match="mask must be one of"):
+        Noise2Void(mask="ring")
+    structured = objective_for("noise2void", mask="vertical", span=3).describe()
+    assert structured["mask"] == "vertical" and structured["span"] == 3
     assert objective_for("noise2noise").describe()["name"] == "noise2noise"
 
 

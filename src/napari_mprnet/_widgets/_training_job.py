@@ -46,6 +46,7 @@ class FinetuneRequest:
     data_name: str = "data"
     method: str = "supervised"
     pairs_from_series: bool = False
+    blind_spot_mask: str = "pixel"
 
 
 class _Relay(QObject):
@@ -77,6 +78,7 @@ def _train(request: FinetuneRequest, emit: Callable[[dict], Any],
             callback=callback,
             method=request.method,
             pairs_from_series=request.pairs_from_series,
+            blind_spot_mask=request.blind_spot_mask,
         )
     except Exception as err:  # reported as a notification, not a traceback dialog
         log.debug("napari-mprnet fine-tuning failed", exc_info=True)

@@ -48,10 +48,16 @@ if TYPE_CHECKING:
 __all__ = ["FOLDERS", "LAYERS", "SELF_SUPERVISED_METHODS", "FinetuneWidget"]
 
 _TITLE = "MPRNet fine-tune"
-#: Method choices without a target: label -> (method, pairs_from_series).
+#: Method choices without a target: label -> (method, pairs_from_series, blind_spot_mask).
 SELF_SUPERVISED_METHODS = {
-    "Noise2Void (noisy images)": ("noise2void", False),
-    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True),
+    "Noise2Void (noisy images)": ("noise2void", False, "pixel"),
+    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True, "pixel"),
+    "Noise2Void, blind line along x (noise correlated along rows)":
+        ("noise2void", False, "horizontal"),
+    "Noise2Void, blind line along y (noise correlated along columns)":
+        ("noise2void", False, "vertical"),
+    "Noise2Void, blind 5 x 5 block (noise correlated in blotches)":
+        ("noise2void", False, "square"),
 }
 
 
@@ -126,8 +132,10 @@ class FinetuneWidget(QWidget):
         self.method_combo.addItems(list(SELF_SUPERVISED_METHODS))
         self.method_combo.setToolTip(
             "Without clean targets: Noise2Void learns from single noisy images (noise "
-            "independent between pixels); Noise2Noise pairs each frame of a stack of a static "
-            "sample with the next (noise independent between frames)"
+            "independent between pixels; the blind line / block variants hide the neighbours "
+            "of camera noise correlated along rows, columns or in blotches); Noise2Noise "
+            "pairs each frame of a stack of a static sample with the next (noise independent "
+            "between frames, any correlation between pixels: the method for correlated noise)"
         )
         self.method_label = QLabel("Method")
         self.val_spin = QDoubleSpinBox()
@@ -261,11 +269,12 @@ class FinetuneWidget(QWidget):
         model, model_label = resolve_weights(self._weights_choice(), task)
         if self.patch_spin.value() % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {self.patch_spin.value()}")
-        method, series = ("supervised", False) if targets is not None else (
+        method, series, blind_spot = ("supervised", False, "pixel") if targets is not None else (
             SELF_SUPERVISED_METHODS[self.method_combo.currentText()])
         return FinetuneRequest(
             method=method,
             pairs_from_series=series,
+            blind_spot_mask=blind_spot,
             inputs=inputs,
             targets=targets,
             data_label=label,

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from .common import fail
 
-__all__ = ["add_parser", "run"]
+__all__ = ["BLIND_SPOT_MASKS", "add_parser", "run"]
+
+#: ``training.blindspot.MASKS``, spelled out so that building the parser does not import
+#: torch (tests/test_cli_startup.py checks that the two agree).
+BLIND_SPOT_MASKS = ("pixel", "horizontal", "vertical", "square")
 
 _MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
 
@@ -40,6 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--pairs-from-series", action="store_true",
                       help="noise2noise pairs from neighbouring frames of each input stack "
                       "(t, t+1); validation on held-out blocks of frames")
+    data.add_argument("--blind-spot-mask", choices=BLIND_SPOT_MASKS, default="pixel",
+                      help="noise2void: hide the masked pixel alone (default; needs noise "
+                      "independent from pixel to pixel), or with its neighbours along x, "
+                      "along y or in a square, for camera noise correlated in that direction "
+                      "(for noise correlated every way, prefer --pairs-from-series on "
+                      "repeated frames)")
+    data.add_argument("--blind-spot-span", type=int, default=2,
+                      help="half-length of a structured --blind-spot-mask (default: 2)")
     data.add_argument("--val-inputs", type=Path, default=None,
                       help="folder of degraded validation images (default: hold out planes)")
     data.add_argument("--val-targets", type=Path, default=None,
@@ -192,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(
             str(args.inputs), None if args.targets is None else str(args.targets),
             method=args.method, pairs_from_series=args.pairs_from_series,
+            blind_spot_mask=args.blind_spot_mask, blind_spot_span=args.blind_spot_span,
             val_inputs=None if args.val_inputs is None else str(args.val_inputs),
             val_targets=None if args.val_targets is None else str(args.val_targets),
             model=args.base, steps=args.steps, patch_size=args.patch_size,

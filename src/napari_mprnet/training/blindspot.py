@@ -21,6 +21,15 @@ Choices made here:
   checkerboard artefacts of blind-spot networks partly to the neighbour replacement. (N2V2
   also changes a U-Net's pooling and top skip connection; MPRNet has no max-pooling and the
   architecture is left unchanged.) Neighbours outside the patch are never used.
+- **Structured masks** (structN2V idea, for noise correlated between neighbouring pixels:
+  line or blotch camera noise). ``mask="horizontal"`` / ``"vertical"`` hide a line of
+  ``2 * span + 1`` pixels through every masked position, ``"square"`` a
+  ``(2 * span + 1)^2`` block, so that the correlated neighbours cannot give the centre's
+  noise away. Every hidden pixel (centre included) takes the value of a random pixel of the
+  same patch farther than ``2 * span`` from the centre (a value of the image, whose noise is
+  not correlated with the centre's); the loss is still taken at the centres only. Fewer positions are
+  drawn when the structures would hide more than a quarter of the patch
+  (:data:`MAX_HIDDEN`).
 - **Loss.** The paper's Charbonnier distance, summed over the stage outputs, at masked pixels
   only (:func:`blind_spot_loss`). The paper's edge (Laplacian) term does not apply: the
   Laplacian at a masked pixel mixes in unmasked pixels, whose noisy values the network sees,
@@ -37,15 +46,23 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "MASKS",
+    "MAX_HIDDEN",
     "REPLACEMENTS",
     "blind_spot_loss",
     "mask_batch",
     "masked_charbonnier",
     "stratified_positions",
+    "structure_offsets",
 ]
 
 #: How a masked pixel's value is replaced.
 REPLACEMENTS = ("median", "mean", "neighbour")
+#: Which pixels around a masked position are hidden: the position alone (Noise2Void), a line
+#: through it along x or y, or a square block (structured blind spots).
+MASKS = ("pixel", "horizontal", "vertical", "square")
+#: Structured masks hide at most about this share of a patch (fewer positions are drawn).
+MAX_HIDDEN = 0.25
 
 
 def _cell_side(fraction: float) -> int:
@@ -88,6 +105,60 @@ def stratified_positions(
     return np.stack([b[keep], y[keep], x[keep]], axis=1).astype(np.int64)
 
 
+def structure_offsets(mask: str, span: int) -> np.ndarray:
+    """``(K, 2)`` offsets (dy, dx) of the pixels a ``mask`` hides, the centre (0, 0) first.
+
+    ``"pixel"``: the centre alone; ``"horizontal"`` / ``"vertical"``: ``2 * span + 1``
+    pixels along x / y; ``"square"``: the ``(2 * span + 1)^2`` block.
+    """
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
+    if isinstance(span, bool) or not isinstance(span, (int, np.integer)) or span < 1:
+        raise ValueError(f"mask span must be an integer >= 1, got {span!r}")
+    if mask == "pixel":
+        return np.zeros((1, 2), dtype=np.int64)
+    line = np.array([0] + [d for d in range(-span, span + 1) if d], dtype=np.int64)
+    if mask == "horizontal":
+        return np.stack([np.zeros_like(line), line], axis=1)
+    if mask == "vertical":
+        return np.stack([line, np.zeros_like(line)], axis=1)
+    dy, dx = np.meshgrid(line, line, indexing="ij")
+    return np.stack([dy.ravel(), dx.ravel()], axis=1)
+
+
+def _far_pixels(pixels: np.ndarray, distance: int, height: int, width: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random pixel of the patch per row of ``pixels`` ((n, 2) y, x), farther than
+    ``distance`` (Chebyshev) from it."""
+    ys = rng.integers(0, height, size=len(pixels))
+    xs = rng.integers(0, width, size=len(pixels))
+    for _ in range(100):  # a redraw succeeds with probability >= 1 - (2 d + 1)^2 / (H W)
+        near = np.maximum(np.abs(ys - pixels[:, 0]), np.abs(xs - pixels[:, 1])) <= distance
+        if not near.any():
+            break
+        ys[near] = rng.integers(0, height, size=int(near.sum()))
+        xs[near] = rng.integers(0, width, size=int(near.sum()))
+    return ys, xs
+
+
+def _hide_structures(x: Tensor, masked: Tensor, positions: np.ndarray, mask: str, span: int,
+                     rng: np.random.Generator) -> None:
+    """Give every pixel of every position's structure (in ``masked``) the value a pixel of
+    the same patch has in ``x`` farther than ``3 * span`` from it, so farther than
+    ``2 * span`` from every centre whose structure holds it (structures may overlap)."""
+    _, _, height, width = x.shape
+    offsets = structure_offsets(mask, span)
+    ys = (positions[:, 1:2] + offsets[None, :, 0]).ravel()
+    xs = (positions[:, 2:3] + offsets[None, :, 1]).ravel()
+    b = np.repeat(positions[:, 0], len(offsets))
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    b, ys, xs = b[inside], ys[inside], xs[inside]
+    src_y, src_x = _far_pixels(np.stack([ys, xs], axis=1), 3 * span, height, width, rng)
+    b_t, ys_t, xs_t = (torch.from_numpy(a).to(x.device) for a in (b, ys, xs))
+    sy_t, sx_t = torch.from_numpy(src_y).to(x.device), torch.from_numpy(src_x).to(x.device)
+    masked[b_t, :, ys_t, xs_t] = x[b_t, :, sy_t, sx_t]
+
+
 def _neighbour_offsets(n: int, radius: int, rng: np.random.Generator) -> np.ndarray:
     """``(n, 2)`` offsets drawn uniformly from the window without its centre."""
     side = 2 * radius + 1
@@ -115,6 +186,8 @@ def mask_batch(
     fraction: float = 0.015,
     radius: int = 2,
     replacement: str = "median",
+    mask: str = "pixel",
+    span: int = 2,
 ) -> tuple[Tensor, Tensor]:
     """Replace a stratified sample of pixels of a batch, for blind-spot training.
 
@@ -129,12 +202,19 @@ def mask_batch(
     radius : int
         The replacement window is ``(2 * radius + 1)`` pixels square (centre excluded).
     replacement : {"median", "mean", "neighbour"}
-        A local statistic of the window (N2V2) or one random pixel of it (N2V).
+        A local statistic of the window (N2V2) or one random pixel of it (N2V); for the
+        ``"pixel"`` mask only.
+    mask : {"pixel", "horizontal", "vertical", "square"}
+        Hide the position alone, or a structure of correlated neighbours around it (see the
+        module docstring): each of its pixels takes the value of a far pixel of the patch.
+    span : int
+        Half-length of a structured mask (``2 * span + 1`` pixels across).
 
     Returns
     -------
     (torch.Tensor, torch.Tensor)
-        The masked input (a copy of ``x``) and the mask (B, 1, H, W), 1.0 at replaced pixels.
+        The masked input (a copy of ``x``) and the mask (B, 1, H, W), 1.0 at the positions
+        whose loss counts (the centres).
     """
     if not isinstance(x, Tensor) or x.ndim != 4:
         raise ValueError(f"x must be a 4-D tensor (B, C, H, W), got {getattr(x, 'shape', x)}")
@@ -144,12 +224,23 @@ def mask_batch(
         )
     if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 1:
         raise ValueError(f"radius must be an integer >= 1, got {radius!r}")
+    hidden = len(structure_offsets(mask, span))
     batch, _, height, width = x.shape
     if min(height, width) <= 2 * radius:
         raise ValueError(f"patches of {height}x{width} are too small for radius {radius}")
+    if hidden > 1 and min(height, width) <= 6 * span + 1:
+        raise ValueError(f"patches of {height}x{width} are too small for a {mask} mask of "
+                         f"span {span} (need more than {6 * span + 1} pixels)")
+    if hidden > 1:
+        _cell_side(fraction)  # checks it
+        fraction = max(0.001, min(fraction, MAX_HIDDEN / hidden))
     positions = stratified_positions(batch, height, width, fraction, rng)
     b, y, xx = (torch.from_numpy(positions[:, i]).to(x.device) for i in range(3))
-    if replacement == "neighbour":
+    if hidden > 1:
+        masked = x.clone()
+        _hide_structures(x, masked, positions, mask, span, rng)
+        values = None
+    elif replacement == "neighbour":
         offsets = _neighbour_offsets(len(positions), int(radius), rng)
         ny, nx = positions[:, 1] + offsets[:, 0], positions[:, 2] + offsets[:, 1]
         # an offset that leaves the patch is mirrored (still not the centre: it is non-zero)
@@ -167,11 +258,12 @@ def mask_batch(
             values = torch.nanmedian(windows, dim=1).values
         else:
             values = torch.nanmean(windows, dim=1)
-    masked = x.clone()
-    masked[b, :, y, xx] = values.to(x.dtype)
-    mask = torch.zeros((batch, 1, height, width), dtype=x.dtype, device=x.device)
-    mask[b, 0, y, xx] = 1.0
-    return masked, mask
+    if values is not None:
+        masked = x.clone()
+        masked[b, :, y, xx] = values.to(x.dtype)
+    loss_mask = torch.zeros((batch, 1, height, width), dtype=x.dtype, device=x.device)
+    loss_mask[b, 0, y, xx] = 1.0
+    return masked, loss_mask
 
 
 def masked_charbonnier(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-3) -> Tensor:

@@ -5,7 +5,9 @@ images:
 
 - :class:`Noise2Void` (``method="noise2void"``, no targets): blind-spot training, see
   :mod:`napari_mprnet.training.blindspot`. Needs noise that is independent from pixel to
-  pixel (given the signal) and has zero mean.
+  pixel (given the signal) and has zero mean; with a structured mask (``mask="horizontal"``,
+  ``"vertical"`` or ``"square"``) noise correlated over a few pixels along those directions
+  is tolerated too (the correlated neighbours are hidden with the centre).
 - :class:`Noise2Noise` (``method="noise2noise"``): the targets are a second, independent
   noisy acquisition of the same scene (for a time series of a static sample:
   :func:`napari_mprnet.training.series.series_pairs`). The noise may be correlated between
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .blindspot import REPLACEMENTS, blind_spot_loss, mask_batch
+from .blindspot import MASKS, REPLACEMENTS, blind_spot_loss, mask_batch, structure_offsets
 from .objectives import Batch, Objective, Supervised
 
 __all__ = [
@@ -61,12 +63,19 @@ class Noise2Void(Objective):
     radius : int
         Replacement window ``(2 * radius + 1)`` square, centre excluded.
     replacement : {"median", "mean", "neighbour"}
-        N2V2's local median / mean, or N2V's random neighbour.
+        N2V2's local median / mean, or N2V's random neighbour (``mask="pixel"`` only).
+    mask : {"pixel", "horizontal", "vertical", "square"}
+        Hide the masked pixel alone, or with its neighbours along x / along y / in a block,
+        for noise correlated between neighbouring pixels (structured blind spot).
+    span : int
+        Half-length of a structured mask (``2 * span + 1`` pixels across).
     """
 
     fraction: float = 0.015
     radius: int = 2
     replacement: str = "median"
+    mask: str = "pixel"
+    span: int = 2
     name = "noise2void"
     needs_targets = False
 
@@ -74,10 +83,12 @@ class Noise2Void(Objective):
         if self.replacement not in REPLACEMENTS:
             raise ValueError(f"replacement must be one of {', '.join(REPLACEMENTS)}, "
                              f"got {self.replacement!r}")
+        structure_offsets(self.mask, self.span)  # checks both
 
     def prepare(self, inputs: Tensor, targets: Tensor, rng: np.random.Generator) -> Batch:
         masked, mask = mask_batch(inputs, rng, fraction=self.fraction, radius=self.radius,
-                                  replacement=self.replacement)
+                                  replacement=self.replacement, mask=self.mask,
+                                  span=self.span)
         return Batch(masked, inputs, mask)
 
     def loss(self, stages: Sequence[Tensor], batch: Batch) -> Tensor:
@@ -101,7 +112,7 @@ def objective_for(method: str, edge_weight: float = 0.05, **options) -> Objectiv
         Edge-loss weight of the objectives that have one (not Noise2Void: see
         :mod:`napari_mprnet.training.blindspot`).
     **options
-        Noise2Void settings (``fraction``, ``radius``, ``replacement``).
+        Noise2Void settings (``fraction``, ``radius``, ``replacement``, ``mask``, ``span``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -164,23 +175,37 @@ def default_learning_rate(objective: Objective) -> float:
 
 
 def resolve_objective(method: str | None, objective: Objective | None, targets: object,
-                      pairs_from_series: bool, edge_weight: float) -> Objective:
+                      pairs_from_series: bool, edge_weight: float,
+                      blind_spot_mask: str = "pixel", blind_spot_span: int = 2) -> Objective:
     """The objective of a ``finetune`` call, checked against its data.
 
     ``method`` None picks ``"noise2noise"`` with ``pairs_from_series``, ``"supervised"``
     with targets and ``"noise2void"`` without; an explicit ``objective`` replaces ``method``.
+    ``blind_spot_mask``/``blind_spot_span`` are Noise2Void's ``mask``/``span``.
     """
+    structured = blind_spot_mask != "pixel" or blind_spot_span != 2
+    if blind_spot_mask not in MASKS:
+        raise ValueError(f"blind_spot_mask must be one of {', '.join(MASKS)}, "
+                         f"got {blind_spot_mask!r}")
     if objective is not None:
         if method is not None:
             raise ValueError("give method or objective, not both")
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+        if structured:
+            raise ValueError("give the mask to the objective (Noise2Void(mask=..., span=...)), "
+                             "not blind_spot_mask/blind_spot_span")
         chosen = objective
     else:
         if method is None:
             method = ("noise2noise" if pairs_from_series
                       else "supervised" if targets is not None else "noise2void")
-        chosen = objective_for(method, edge_weight)
+        if structured and method != "noise2void":
+            raise ValueError(f"blind_spot_mask/blind_spot_span are Noise2Void settings; "
+                             f"method {method!r} has no blind spot")
+        chosen = (objective_for(method, edge_weight, mask=blind_spot_mask,
+                                span=blind_spot_span)
+                  if structured else objective_for(method, edge_weight))
     if pairs_from_series:
         if chosen.name != "noise2noise":
             raise ValueError("pairs_from_series=True makes Noise2Noise pairs of neighbouring "

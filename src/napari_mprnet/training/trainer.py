@@ -106,6 +106,8 @@ def finetune(
     resume_other_data: bool = False,
     method: str | None = None,
     pairs_from_series: bool = False,
+    blind_spot_mask: str = "pixel",
+    blind_spot_span: int = 2,
 ) -> FinetuneResult:
     """Fine-tune an MPRNet on paired degraded/clean images, or on noisy images alone.
 
@@ -198,6 +200,12 @@ def finetune(
         Noise2Noise pairs ``(t, t + 1)`` from the neighbouring frames of the inputs (stacks
         along their first axis), validated on held-out blocks of frames
         (:func:`~napari_mprnet.training.series.series_pairs`).
+    blind_spot_mask : {"pixel", "horizontal", "vertical", "square"}
+        Noise2Void: hide the masked pixel alone (pixel-independent noise), or with its
+        ``blind_spot_span`` neighbours along x / y / in a block, for camera noise correlated
+        along those directions (:mod:`~napari_mprnet.training.blindspot`).
+    blind_spot_span : int
+        Half-length of a structured blind spot (``2 * span + 1`` pixels across).
 
     Returns
     -------
@@ -212,7 +220,7 @@ def finetune(
         The loss or gradient became NaN/infinite (a ``FloatingPointError``).
     """
     objective = resolve_objective(method, objective, targets, bool(pairs_from_series),
-                                  edge_weight)
+                                  edge_weight, blind_spot_mask, blind_spot_span)
     if learning_rate is None:
         learning_rate = default_learning_rate(objective)
     args = check_args({
