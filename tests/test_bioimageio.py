@@ -109,7 +109,7 @@ def test_package_contents_and_rdf(percentile_package):
     assert "class MPRNetFinal(MPRNet)" in source and "from ." not in source
     assert "Multi-Stage Progressive Image Restoration" in readme
     assert "best_val_psnr | 31.5" in readme  # provenance from the metadata
-    assert x.dtype == np.uint16 and x.shape == (1, 1, 96, 96)  # grey: one channel
+    assert x.dtype == np.uint16 and x.shape == (1, 1, 192, 192)  # grey: one channel
 
     rdf = read_rdf(percentile_package)
     assert rdf["type"] == "model" and rdf["format_version"].startswith("0.5.")
@@ -121,29 +121,25 @@ def test_package_contents_and_rdf(percentile_package):
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
     assert inp["axes"][1]["channel_names"] == ["intensity"]
     assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
-    assert inp["axes"][2]["size"] == {"min": 2 * bio.HALO + 8, "step": 8}
+    assert inp["axes"][2]["size"] == {"min": bio.MIN_BLOCK, "step": 8}
     assert out["axes"][3]["size"] == {"tensor_id": "input0", "axis_id": "x"}
     assert out["axes"][2]["halo"] == out["axes"][3]["halo"] == bio.HALO
     assert inp["data"] == {"type": "uint16"}
-    # restore()'s percentiles of the test input, fixed: scale_linear in, its inverse out
-    low, high = np.percentile(x.astype(np.float64), [0.5, 99.8])
-    (scale, cast), (inverse, clip) = inp["preprocessing"], out["postprocessing"]
-    assert scale["id"] == inverse["id"] == "scale_linear" and cast["id"] == "ensure_dtype"
-    np.testing.assert_allclose([scale["kwargs"]["gain"], scale["kwargs"]["offset"]],
-                               [1 / (high - low), -low / (high - low)], rtol=1e-6)
-    np.testing.assert_allclose([inverse["kwargs"]["gain"], inverse["kwargs"]["offset"]],
-                               [high - low, low], rtol=1e-6)
-    assert clip == {"id": "clip", "kwargs": {"min": 0.0, "max": 65535.0}}
-    assert "no processing step that inverts a per-image" in readme
+    # per-image percentiles: the packaged network normalises and inverts them itself; the
+    # package declares the cast to float32 and restore()'s clip to the input type
+    assert inp["preprocessing"] == [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
+    assert out["postprocessing"] == [{"id": "clip", "kwargs": {"min": 0.0, "max": 65535.0}}]
+    assert "by its own 0.5 and 99.8 percentiles" in readme
     weights = rdf["weights"]["pytorch_state_dict"]
     assert weights["architecture"]["callable"] == "MPRNetFinal"
     assert weights["architecture"]["source"] == "mprnet_arch.py"
-    assert weights["architecture"]["kwargs"] == {**TINY.to_dict(), "halo": bio.HALO}
+    assert weights["architecture"]["kwargs"] == {**TINY.to_dict(), "halo": bio.HALO,
+                                                 "percentiles": [0.5, 99.8]}
 
 
 def test_packaged_architecture_reproduces_test_output(percentile_package, tmp_path):
     out, expected = run_packaged(percentile_package, tmp_path)
-    assert out.shape == expected.shape == (1, 1, 96, 96)
+    assert out.shape == expected.shape == (1, 1, 192, 192)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-2)
 
 
@@ -183,7 +179,7 @@ def test_authors_with_github_handles():
 def test_linear_normalisation_round_trip_and_given_input(tmp_path):
     """uint8-trained models: scale_linear 1/255 in, x255 out; a given (H, W) test image."""
     model = tiny({"mode": "uint8", "low": 0.0, "high": 255.0})
-    image = np.random.default_rng(1).integers(0, 256, (90, 101)).astype(np.uint8)
+    image = np.random.default_rng(1).integers(0, 256, (198, 211)).astype(np.uint8)
     path = export_bioimageio(model, tmp_path / "u8.zip", name="uint8 model", description="d",
                              test_input=image, grey=False)
     rdf = read_rdf(path)
@@ -191,7 +187,7 @@ def test_linear_normalisation_round_trip_and_given_input(tmp_path):
     assert rdf["inputs"][0]["data"] == {"type": "uint8"}
     assert rdf["outputs"][0]["postprocessing"][0]["kwargs"] == {"gain": 255.0, "offset": 0.0}
     out, expected = run_packaged(path, tmp_path)
-    assert expected.shape == (1, 3, 88, 96)  # centre-cropped to multiples of 8
+    assert expected.shape == (1, 3, 192, 208)  # centre-cropped to multiples of 8
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
     # the same as napari-mprnet's own normalisation, network, inverse
     with zipfile.ZipFile(path) as archive:
@@ -202,7 +198,7 @@ def test_linear_normalisation_round_trip_and_given_input(tmp_path):
 
 
 def test_identity_model_and_loading_the_attachment(tmp_path, tiny_model):
-    image = np.random.default_rng(2).random((96, 96)).astype(np.float32)  # already 0..1
+    image = np.random.default_rng(2).random((192, 192)).astype(np.float32)  # already 0..1
     path = export_bioimageio(tiny_model, tmp_path / "id.zip", name="Tiny model", description="d",
                              test_input=image)
     rdf = read_rdf(path)
@@ -220,7 +216,7 @@ def test_bad_arguments(tmp_path, tiny_model):
         export_bioimageio(tiny_model, tmp_path / "x.tar", name="Tiny model", description="d")
     with pytest.raises(ValueError, match="name"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name=" ", description="d")
-    with pytest.raises(ValueError, match="at least 72x72"):
+    with pytest.raises(ValueError, match=f"at least {bio.MIN_BLOCK}x{bio.MIN_BLOCK}"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
                           test_input=np.zeros((64, 96)))
     if importlib.util.find_spec("bioimageio.spec") is not None:  # validated at export
@@ -228,6 +224,9 @@ def test_bad_arguments(tmp_path, tiny_model):
             export_bioimageio(tiny_model, tmp_path / "x.zip", name="abc", description="d")
     with pytest.raises(ValueError, match="halo"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d", halo=3)
+    with pytest.raises(ValueError, match="min_size"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
+                          min_size=100)
     with pytest.raises(ValueError, match="input_range"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
                           input_range=(5, 5))
@@ -275,29 +274,71 @@ def _core_predict(package, image, blocks=None) -> np.ndarray:
     return np.asarray(sample.members["output0"].data)[0, 0]
 
 
-def test_core_predict_gives_restores_result_whole_and_blockwise(percentile_package):
-    """bioimage.io's own predictor on raw uint16 input: restore()'s result within 1% of the
-    output range (edges included: the halo's mirror padding is taken off inside)."""
+def test_core_predict_gives_restores_result_for_any_intensity_range(percentile_package):
+    """bioimage.io's own predictor on raw uint16 input gives restore()'s result within 1% of
+    the output range (edges included: the halo's mirror padding is taken off inside), also
+    for an image of a very different range than the test input (x4+500): the packaged
+    network normalises each image by its own percentiles."""
     pytest.importorskip("bioimageio.core")
     from napari_mprnet import restore
 
     with zipfile.ZipFile(percentile_package) as archive:
         x = npy(archive, "test_input.npy")[0, 0]
-    # the reference image, and a larger one with the same intensity range
-    image = np.tile(x, (2, 2))[:, :184]
+    image = np.tile(x, (2, 2))[:, :-16]  # larger, not square
+    shifted = (image.astype(np.float64) * 4 + 500).astype(np.uint16)
     model = tiny(PERCENTILE)
-    for raw in (x, image):
+    wholes = {}
+    for label, raw in (("test input", x), ("larger", image), ("x4+500", shifted)):
         ours = restore(raw, "denoise", model, device="cpu")
-        whole = _core_predict(percentile_package, raw)
-        assert whole.shape == raw.shape
+        wholes[label] = whole = _core_predict(percentile_package, raw)
+        assert whole.shape == raw.shape, label
         span = float(ours.max() - ours.min())
-        assert np.abs(whole - ours).max() <= 0.01 * span
-    # blockwise (88 px blocks with the 32 px halo): the network's stage-1 quarters and its
-    # channel attention see each block on its own, so blocks differ from whole-image
-    # prediction by more than the halo alone removes (see the README); the mean stays small
-    blockwise = _core_predict(percentile_package, image, blocks=2)
+        assert np.abs(whole - ours).max() <= 0.01 * span, label
+    # the map follows the image: x4+500 in gives the same result x4+500 out
+    span = float(np.ptp(wholes["x4+500"]))
+    assert np.abs(wholes["x4+500"] - (wholes["larger"] * 4 + 500)).max() <= 1e-4 * span
+
+
+def test_core_blockwise_prediction(percentile_package):
+    """Blockwise prediction with bioimage.io's smallest blocks (the declared minimum, its
+    halo included): each block is normalised by its own percentiles, so it too follows the
+    image's range exactly; it differs from whole-image prediction only by the network's own
+    block effects (MPRNet splits each block in quarters and halves and its channel attention
+    averages over the block): small on average, larger along the blocks' centre lines (the
+    bundled models' numbers: benchmarks/bench_bioimageio_blocks.py, docs/bioimageio.md)."""
+    pytest.importorskip("bioimageio.core")
+    with zipfile.ZipFile(percentile_package) as archive:
+        x = npy(archive, "test_input.npy")[0, 0]
+    image = np.tile(x, (2, 2))[:, :-16]
+    shifted = (image.astype(np.float64) * 4 + 500).astype(np.uint16)
+    whole = _core_predict(percentile_package, image)
+    blockwise = _core_predict(percentile_package, image, blocks=0)
     assert blockwise.shape == image.shape and np.all(np.isfinite(blockwise))
-    assert np.abs(blockwise - whole).mean() <= 0.015 * span
+    span = float(np.ptp(whole))
+    assert np.abs(blockwise - whole).mean() <= 0.005 * span
+    assert np.abs(blockwise - whole).max() > 0  # really cut into blocks
+    shifted_blocks = _core_predict(percentile_package, shifted, blocks=0)
+    assert np.abs(shifted_blocks - (blockwise * 4 + 500)).max() <= 1e-4 * 4 * span
+
+
+def test_packaged_percentiles_are_restores(tiny_model):
+    """The packaged network's percentile range is the engine's (NaN ignored, subsampled
+    beyond 4 million values, constant images)."""
+    from napari_mprnet.engine.normalize import choose_normalization
+
+    net = bio.content.packaged_network(tiny_model, 0, percentiles=[0.5, 99.8])
+    percentile_range = type(net)._restore.__globals__["_percentile_range"]
+    rng = np.random.default_rng(4)
+    noisy = rng.gamma(2.0, 300.0, (97, 131)).astype(np.float32)
+    noisy[3, 4] = np.nan
+    cases = [rng.integers(0, 4000, (64, 80)).astype(np.uint16), noisy,
+             np.full((16, 16), 7.0, np.float32), np.full((8, 8), 3e7, np.float32),
+             rng.random((2100, 2000)).astype(np.float32)]
+    for data in cases:
+        norm = choose_normalization(data, "percentile")
+        low, high = percentile_range(torch.from_numpy(data)[None, None], (0.5, 99.8))
+        np.testing.assert_allclose([low, high], [norm.low, norm.high], rtol=1e-9,
+                                   err_msg=str(data.shape))
 
 
 def test_core_predict_uint8_grey_matches_restore(tmp_path):
@@ -305,7 +346,7 @@ def test_core_predict_uint8_grey_matches_restore(tmp_path):
     from napari_mprnet import restore
 
     model = tiny()  # no stored normalisation: restore() divides uint8 by 255
-    image = np.random.default_rng(3).integers(0, 256, (96, 104)).astype(np.uint8)
+    image = np.random.default_rng(3).integers(0, 256, (192, 200)).astype(np.uint8)
     path = export_bioimageio(model, tmp_path / "u8.zip", name="uint8 model", description="d",
                              test_input=image)
     rdf = read_rdf(path)
@@ -322,7 +363,7 @@ def test_core_predict_uint8_grey_matches_restore(tmp_path):
 
 def test_cli_export(tmp_path, capsys):
     model_file = save_model(tiny(PERCENTILE), tmp_path / "tuned.safetensors")
-    image = np.random.default_rng(0).random((96, 96)).astype(np.float32) * 1000
+    image = np.random.default_rng(0).random((192, 192)).astype(np.float32) * 1000
     np.save(tmp_path / "test.npy", image)
     out = tmp_path / "pkg.zip"
     argv = ["export-bioimageio", str(model_file), "--out", str(out), "--name", "Tuned",
@@ -336,11 +377,15 @@ def test_cli_export(tmp_path, capsys):
                               {"name": "Bob", "github_user": "bob"}]
     assert "cells" in rdf["tags"]
     with zipfile.ZipFile(out) as archive:
-        assert npy(archive, "test_input.npy").shape == (1, 1, 96, 96)
+        assert npy(archive, "test_input.npy").shape == (1, 1, 192, 192)
     assert main(argv + ["--overwrite", "--rgb", "--input-range", "0", "1000"]) == 0
     rdf = read_rdf(out)
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["red", "green", "blue"]
     assert rdf["inputs"][0]["preprocessing"][0]["kwargs"] == {"gain": 0.001, "offset": 0.0}
+    assert main(argv + ["--overwrite", "--halo", "16", "--min-size", "64"]) == 0
+    axes = read_rdf(out)
+    assert axes["inputs"][0]["axes"][2]["size"] == {"min": 64, "step": 8}
+    assert axes["outputs"][0]["axes"][2]["halo"] == 16
     assert main(argv) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
@@ -351,8 +396,13 @@ def test_cli_export(tmp_path, capsys):
                  "--name", "x"]) == 2
 
 
-def test_module_constants():
+def test_module_constants(capsys):
     assert bio.FORMAT_VERSION.startswith("0.5.")
+    with pytest.raises(SystemExit):
+        main(["export-bioimageio", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {bio.HALO})" in text  # the torch-free CLI spells the defaults out
+    assert f"(default: {bio.MIN_BLOCK};" in text
 
 
 def test_self_supervised_model_says_so(tmp_path):

@@ -14,9 +14,17 @@ The package is validated with bioimageio.spec when it is installed; test it with
 """
 
 from .content import ARCH_CALLABLE, ARCH_FILE, MIN_SIZE, MODEL_FILE
-from .export import FORMAT_VERSION, HALO, INPUT_ID, OUTPUT_ID, export_bioimageio, validate_package
+from .export import (
+    FORMAT_VERSION,
+    HALO,
+    INPUT_ID,
+    MIN_BLOCK,
+    OUTPUT_ID,
+    export_bioimageio,
+    validate_package,
+)
 from .intensity import IntensityMapping, choose_mapping
 
-__all__ = ["ARCH_CALLABLE", "ARCH_FILE", "FORMAT_VERSION", "HALO", "INPUT_ID", "MIN_SIZE",
-           "MODEL_FILE", "OUTPUT_ID", "IntensityMapping", "choose_mapping", "export_bioimageio",
+__all__ = ["ARCH_CALLABLE", "ARCH_FILE", "FORMAT_VERSION", "HALO", "INPUT_ID", "MIN_BLOCK",
+           "MIN_SIZE", "MODEL_FILE", "OUTPUT_ID", "IntensityMapping", "choose_mapping", "export_bioimageio",
            "validate_package"]

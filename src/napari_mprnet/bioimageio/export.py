@@ -21,7 +21,8 @@ from ..model.arch import MPRNet
 from . import content as c
 from .intensity import IntensityMapping, choose_mapping
 
-__all__ = ["FORMAT_VERSION", "HALO", "export_bioimageio", "validate_package"]
+__all__ = ["FORMAT_VERSION", "HALO", "MIN_BLOCK", "export_bioimageio", "min_input_size",
+           "validate_package"]
 
 #: bioimage.io model description format written (0.5 family; newer tools upgrade it).
 FORMAT_VERSION = "0.5.4"
@@ -30,6 +31,10 @@ OUTPUT_ID = "output0"
 #: Output halo in pixels (per side) declared on y and x, so that blockwise prediction
 #: matches whole-image prediction (see tests/test_bioimageio.py for the measured error).
 HALO = 32
+#: Default smallest input y/x (and so smallest block bioimage.io cuts): the network's
+#: channel attention and stage-1/2 splits see a whole block, so small blocks differ more
+#: from whole-image prediction (benchmarks/bench_bioimageio_blocks.py).
+MIN_BLOCK = 192
 
 
 def _resolve_model(model: Any) -> MPRNet:
@@ -74,27 +79,30 @@ def _channels(net: MPRNet, test_input: Any, grey: bool | None) -> int:
     return 1 if grey else 3
 
 
-def min_input_size(halo: int) -> int:
-    """The smallest y/x a package with ``halo`` declares (the halo is cropped on both sides)."""
-    return max(c.MIN_SIZE, 2 * halo + MPRNet.size_multiple)
+def min_input_size(halo: int, min_size: int | None = None) -> int:
+    """The smallest y/x a package with ``halo`` declares: ``min_size`` (default
+    :data:`MIN_BLOCK`), at least the halo on both sides plus 8."""
+    smallest = 2 * halo + MPRNet.size_multiple
+    return max(c.MIN_SIZE, smallest, MIN_BLOCK if min_size is None else int(min_size))
 
 
-def _reference(net: MPRNet, test_input: Any, channels: int, halo: int) -> np.ndarray:
+def _reference(net: MPRNet, test_input: Any, channels: int, min_size: int) -> np.ndarray:
     if test_input is not None:
-        return c.as_test_input(test_input, channels, min_input_size(halo))
+        return c.as_test_input(test_input, channels, min_size)
+    size = max(c.DEFAULT_TEST_SIZE, min_size)
     stored = (net.metadata or {}).get("normalization") or {}
     if isinstance(stored, dict) and stored.get("mode") == "percentile":
-        return c.default_test_input(channels, "uint16", (100.0, 1000.0))
+        return c.default_test_input(channels, "uint16", (100.0, 1000.0), size)
     if isinstance(stored, dict) and stored.get("mode") in ("uint8", "range"):
         return c.default_test_input(channels, "float32", (float(stored.get("low", 0.0)),
-                                                          float(stored.get("high", 1.0))))
-    return c.default_test_input(channels, "uint8", (0.0, 255.0))
+                                                          float(stored.get("high", 1.0))), size)
+    return c.default_test_input(channels, "uint8", (0.0, 255.0), size)
 
 
-def _axes(channels: int, halo: int) -> tuple[list[dict], list[dict]]:
+def _axes(channels: int, halo: int, min_size: int) -> tuple[list[dict], list[dict]]:
     names = {1: ["intensity"], 3: ["red", "green", "blue"]}.get(
         channels, [f"c{i}" for i in range(channels)])
-    space = {"min": min_input_size(halo), "step": MPRNet.size_multiple}
+    space = {"min": min_size, "step": MPRNet.size_multiple}
     inputs = [{"type": "batch"}, {"type": "channel", "channel_names": names}]
     inputs += [{"type": "space", "id": axis, "size": dict(space)} for axis in ("y", "x")]
     outputs = [{"type": "batch"}, {"type": "channel", "channel_names": names}]
@@ -120,7 +128,8 @@ def validate_package(path: str | os.PathLike, label: str | os.PathLike | None = 
 
 
 def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
-         mapping: IntensityMapping, channels: int, halo: int, **extra: Any) -> dict:
+         mapping: IntensityMapping, channels: int, halo: int, min_size: int,
+         **extra: Any) -> dict:
     meta = net.metadata or {}
     task = str(meta.get("task") or "restoration")
     tags = ["mprnet", "napari-mprnet", "restoration", task, "2d", "pytorch"]
@@ -128,7 +137,7 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
     if method in ("noise2void", "noise2noise"):
         tags += ["self-supervised", method]
     tags += [t for t in (extra.pop("tags") or []) if t not in tags]
-    input_axes, output_axes = _axes(channels, halo)
+    input_axes, output_axes = _axes(channels, halo, min_size)
     test = {role: {"source": file, "sha256": _sha256(files[file])}
             for role, file in (("in", c.TEST_INPUT_FILE), ("out", c.TEST_OUTPUT_FILE))}
     input_descr = {"id": INPUT_ID, "description": "degraded image", "axes": input_axes,
@@ -151,7 +160,8 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
             "source": c.WEIGHTS_FILE, "sha256": _sha256(files[c.WEIGHTS_FILE]),
             "architecture": {"source": c.ARCH_FILE, "sha256": _sha256(files[c.ARCH_FILE]),
                              "callable": c.ARCH_CALLABLE,
-                             "kwargs": {**net.config.to_dict(), "halo": halo}},
+                             "kwargs": {**net.config.to_dict(), "halo": halo,
+                                        **mapping.network_kwargs}},
             "pytorch_version": torch.__version__.split("+", 1)[0],
         }},
         "config": {"napari-mprnet": {"task": task, "normalization": meta.get("normalization"),
@@ -183,6 +193,7 @@ def export_bioimageio(
     input_range: tuple[float, float] | None = None,
     grey: bool | None = None,
     halo: int = HALO,
+    min_size: int | None = None,
     license: str = "BSD-3-Clause",
     tags: Sequence[str] | None = None,
     version: str | None = None,
@@ -218,6 +229,10 @@ def export_bioimageio(
         A 1-channel input for a 3-channel network (default: a 2-D test input, or not derain).
     halo : int
         Output halo in pixels per side (0: none).
+    min_size : int, optional
+        Smallest input y/x the package declares (a multiple of 8; default
+        :data:`MIN_BLOCK`, at least ``2 * halo + 8``): bioimage.io never cuts smaller blocks
+        and does not take smaller images.
     license : str
         SPDX identifier of the weights' license.
     tags : list of str, optional
@@ -249,13 +264,19 @@ def export_bioimageio(
             raise ValueError(f"{label} must be a non-empty string")
     if not isinstance(halo, int) or halo < 0 or halo % 4:
         raise ValueError(f"halo must be a non-negative multiple of 4, got {halo!r}")
+    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int)
+                                 or min_size < c.MIN_SIZE or min_size % MPRNet.size_multiple):
+        raise ValueError(f"min_size must be a multiple of {MPRNet.size_multiple}, at least "
+                         f"{c.MIN_SIZE}, got {min_size!r}")
+    min_size = min_input_size(halo, min_size)
     net = _resolve_model(model)
     channels = _channels(net, test_input, grey)
-    x = _reference(net, test_input, channels, halo)
+    x = _reference(net, test_input, channels, min_size)
     mapping = choose_mapping(net.metadata, x, input_range)
     x = x.astype(mapping.dtype)
     with torch.inference_mode():
-        y = c.packaged_network(net, halo)(torch.from_numpy(mapping.apply_pre(x))).float()
+        net_in = torch.from_numpy(mapping.apply_pre(x))
+        y = c.packaged_network(net, halo, **mapping.network_kwargs)(net_in).float()
     y = mapping.apply_post(y.numpy())
 
     from ..weights import save_model
@@ -267,11 +288,11 @@ def export_bioimageio(
         c.TEST_OUTPUT_FILE: c.npy_bytes(y),
         "cover.png": c.cover_png(x, y),
         c.README_FILE: c.readme(name.strip(), description.strip(), net, mapping, x.shape,
-                                halo).encode("utf-8"),
+                                halo, min_size).encode("utf-8"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         files[c.MODEL_FILE] = save_model(net, Path(tmp) / c.MODEL_FILE).read_bytes()
-    rdf = _rdf(name.strip(), description.strip(), net, files, mapping, channels, halo,
+    rdf = _rdf(name.strip(), description.strip(), net, files, mapping, channels, halo, min_size,
                authors=authors, license=license, tags=tags, version=version,
                git_repo=git_repo)
     _write_zip(path, {"rdf.yaml": _dump_yaml(rdf).encode("utf-8"), **files}, overwrite)

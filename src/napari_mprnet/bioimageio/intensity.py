@@ -1,14 +1,17 @@
-"""How a bioimage.io package maps intensities: the fixed linear map restore() would use.
+"""How a bioimage.io package maps intensities as restore() does.
 
 ``restore()`` maps an input to the network's 0..1 range and maps the result back with the
 inverse (see :mod:`napari_mprnet.engine.normalize`). For uint8 images and for models trained
-with a fixed range that map is fixed; for other images it is the image's own percentiles.
-bioimage.io 0.5 has no processing step that inverts a per-image ``scale_range`` (its
-``scale_mean_variance`` matches the output's mean and spread to the input's, which brightens
-a denoised image by the noise it removed), so a package fixes the map to restore()'s
-percentiles of a reference image: ``scale_linear`` in, its exact inverse out, then the clip
-restore() applies to integer inputs. Images with the reference's intensity range get
-restore()'s result; for others export with their range (``input_range``).
+with a fixed range that map is fixed: the package declares it (``scale_linear`` in, its exact
+inverse out, then the clip restore() applies to integer inputs). For other images it is the
+image's own percentiles, and bioimage.io 0.5 has no processing step that inverts a per-image
+``scale_range`` (its ``scale_mean_variance`` matches the output's mean and spread to the
+input's, which brightens a denoised image by the noise it removed). So the packaged network
+(``MPRNetFinal`` with ``percentiles``) normalises each input itself and inverts exactly: the
+package declares only the cast to float32 and the clip. Whole-image prediction then gives
+restore()'s result for any intensity range; in blockwise prediction each block is mapped by
+its own percentiles (measured in ``benchmarks/bench_bioimageio_blocks.py``). A fixed range
+can still be asked for (``input_range``).
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ class IntensityMapping:
     Parameters
     ----------
     low, high : float
-        Input intensities mapped to 0 and 1 (``None``: the data is used as given).
+        Input intensities mapped to 0 and 1 (``None``: no fixed map).
     dtype : str
         The input data type the package declares ("uint8", "uint16" or "float32").
     clip : (float, float) or None
         Output range (an integer input dtype's range, as restore() clips), or None.
     note : str
         One paragraph for the README.
+    percentiles : (float, float) or None
+        Each image's (low, high) percentiles mapped to 0 and 1 inside the packaged network
+        (with no fixed map), or None.
     """
 
     low: float | None
@@ -46,10 +52,17 @@ class IntensityMapping:
     dtype: str = "float32"
     clip: tuple[float, float] | None = None
     note: str = ""
+    percentiles: tuple[float, float] | None = None
 
     @property
     def is_identity(self) -> bool:
+        """No fixed map (the data goes in as given, or the network normalises it itself)."""
         return self.low is None
+
+    @property
+    def network_kwargs(self) -> dict:
+        """Keyword arguments of the packaged ``MPRNetFinal`` for this mapping."""
+        return {"percentiles": None if self.percentiles is None else list(self.percentiles)}
 
     def preprocessing(self) -> list[dict]:
         """bioimage.io steps for the input (ending in float32: bioimage.io otherwise casts the
@@ -74,7 +87,7 @@ class IntensityMapping:
         return steps
 
     def apply_pre(self, x: np.ndarray) -> np.ndarray:
-        """The preprocessing in numpy (float32)."""
+        """The preprocessing in numpy (float32; a per-image map is the network's own)."""
         x = np.asarray(x, dtype=np.float32)
         for step in self.preprocessing():
             if step["id"] == "scale_linear":
@@ -141,21 +154,33 @@ def choose_mapping(metadata: dict, reference: np.ndarray,
             return IntensityMapping(None, None, dtype, clip, note=(
                 "The network works on intensities in 0..1: inputs are used as given (scale "
                 "your images to 0..1 first), as napari-mprnet does for such images."))
+        if norm.mode == "percentile":
+            return _per_image(dtype, clip, percentiles if stored.get("mode") == "percentile"
+                              else DEFAULT_PERCENTILES)
         low, high = norm.low, norm.high
-        how = ("uint8 intensities, as napari-mprnet maps them" if norm.mode == "uint8" else
-               "napari-mprnet's percentile normalisation of the reference image (test input)")
+        how = "uint8 intensities, as napari-mprnet maps them"
     note = (
         f"Input intensities {low:g}..{high:g} are mapped to 0..1 (`scale_linear`), from "
         f"{how}, and the output is mapped back with the exact inverse"
         + (f" and clipped to {clip[0]:g}..{clip[1]:g}" if clip else "") + ", so results are "
         "on the input's intensity scale, as napari-mprnet gives them."
     )
-    if how.startswith("napari-mprnet's percentile"):
-        note += (
-            " napari-mprnet normalises every image by its own percentiles; bioimage.io 0.5 has "
-            "no processing step that inverts a per-image percentile normalisation, so this "
-            "package fixes the range: images with a similar intensity range get "
-            "napari-mprnet's result. For data with a different range, export again with "
-            "`--test-input` one of those images (or `--input-range LOW HIGH`)."
-        )
     return IntensityMapping(low, high, dtype, clip, note=note)
+
+
+def _per_image(dtype: str, clip: tuple[float, float] | None,
+               percentiles: tuple[float, float]) -> IntensityMapping:
+    low_p, high_p = (float(p) for p in percentiles)
+    note = (
+        f"Each image is normalised as napari-mprnet does it, by its own {low_p:g} and "
+        f"{high_p:g} percentiles mapped to 0..1, and the result is mapped back with the exact "
+        f"inverse, so results are on the input's intensity scale whatever its range. "
+        "bioimage.io 0.5 has no processing step that inverts a per-image percentile "
+        f"normalisation, so the packaged network (`percentiles` in its kwargs) does both "
+        "itself; the package declares only the cast to float32"
+        + (f" and, after the network, the clip to {clip[0]:g}..{clip[1]:g}" if clip else "")
+        + ". In blockwise (tiled) prediction each block is normalised by its own "
+        "percentiles (with its halo), which is close to, but not exactly, the whole image's "
+        "map; for exactly one fixed map export with `--input-range LOW HIGH`."
+    )
+    return IntensityMapping(None, None, dtype, clip, note=note, percentiles=(low_p, high_p))

@@ -17,10 +17,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Write MODEL (denoise, deblur, derain or a model file, e.g. one saved by "
         "'finetune') as a bioimage.io model package: rdf.yaml, the network source, "
         "PyTorch weights, test tensors, a README and a cover image. The package maps "
-        "intensities as napari-mprnet does for images like --test-input (uint8: /255 and back; "
-        "other images: the fixed range of their percentiles, see --input-range), takes grey "
-        "images as 1 channel, declares a halo for tiled prediction, and is validated with "
-        "bioimageio.spec when that is installed.",
+        "intensities as napari-mprnet does (uint8: /255 and back; other images: each by its own "
+        "percentiles, inside the packaged network, or a fixed --input-range), takes grey "
+        "images as 1 channel, declares a halo and a smallest block for tiled prediction, and "
+        "is validated with bioimageio.spec when that is installed.",
     )
     parser.add_argument("model", help="denoise, deblur, derain or a model file")
     parser.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
@@ -41,8 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "users will feed (default: a synthetic uint8 image)")
     parser.add_argument("--input-range", type=float, nargs=2, default=None,
                         metavar=("LOW", "HIGH"),
-                        help="input intensities mapped to 0 and 1 (default: as napari-mprnet "
-                        "normalises --test-input)")
+                        help="one fixed map: input intensities mapped to 0 and 1 (default: as "
+                        "napari-mprnet normalises each image)")
+    parser.add_argument("--halo", type=int, default=None, metavar="PX",
+                        help="output halo per side for tiled prediction, a multiple of 4 "
+                        "(default: 32)")
+    parser.add_argument("--min-size", type=int, default=None, metavar="PX",
+                        help="smallest input side and tile the package declares, a multiple "
+                        "of 8 (default: 192; smaller tiles differ more from whole-image "
+                        "prediction, and bioimage.io takes no smaller image)")
     colour = parser.add_mutually_exclusive_group()
     colour.add_argument("--grey", dest="grey", action="store_true", default=None,
                         help="1-channel input (default for a 2-D --test-input, and for "
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         path = export_bioimageio(
             model, out, name=args.name, description=description, authors=authors,
             test_input=test_input, input_range=args.input_range, grey=args.grey,
+            **({} if args.halo is None else {"halo": args.halo}), min_size=args.min_size,
             license=args.license, tags=args.tags, overwrite=True,
         )
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
