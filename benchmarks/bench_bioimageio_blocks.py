@@ -14,8 +14,10 @@ by :func:`napari_mprnet.bioimageio.export_bioimageio`:
   the nearest block seam and to the whole image's centre lines, where MPRNet's stage 1 and
   2 split their input).
 - **whole-image prediction vs restore()**: the per-image package on the raw image, the same
-  image x4+500 and as uint8 (its own uint8 package), against ``restore()`` (fp32, and with
-  its CPU default precision).
+  image x4+500 and as uint8 (its own uint8 package), against ``restore()`` in one tile
+  (fp32: what whole-image prediction computes) and with its CPU defaults (tiles of at most
+  384 px, blended: on larger images restore() itself is tiled; and bf16 where the CPU has
+  it).
 
     python benchmarks/bench_bioimageio_blocks.py                       # denoiser, 384 px
     python benchmarks/bench_bioimageio_blocks.py --task deblur --halos 32 64 --blocks 256 384
@@ -158,11 +160,14 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path) -> list[dict]:
     for label, raw in (("raw uint16", image), ("uint16 x4+500", shifted),
                        ("uint8", as_uint8)):
         whole = _predict(packages[raw.dtype.name], raw)
-        for precision in ("fp32", None):
-            ours = restore(raw, task, device="cpu", precision=precision).astype(np.float64)
+        one_tile = -(-max(raw.shape) // 8) * 8
+        for precision, tile in (("fp32", one_tile), ("fp32", "auto"), (None, "auto")):
+            ours = restore(raw, task, device="cpu", precision=precision,
+                           tile_size=tile).astype(np.float64)
             errors = _errors(whole, ours)
             row = {"measure": "whole_vs_restore", "task": task, "input": label,
                    "restore_precision": precision or "cpu default",
+                   "restore_tile": "one tile" if tile == one_tile else "auto (cpu)",
                    **{k: v for k, v in errors.items() if not k.startswith("_")}}
             print(json.dumps(row), flush=True)
             rows.append(row)
