@@ -64,6 +64,13 @@ CASES = {
     "correlated_block_n2v": ("correlated", "noise2void",
                              "spatially correlated Gaussian, as above; 5 x 5 blind block",
                              {"blind_spot_mask": "square", "blind_spot_span": 2}),
+    "low_photon_neighbour_mse": ("photon", "noise2void",
+                                 ("Poisson, 1 photon at intensity 1; random-neighbour "
+                                  "replacement, squared error"),
+                                 {"objective": ("neighbour", "mse")}),
+    "low_photon_neighbour": ("photon", "noise2void",
+                             "Poisson, 1 photon at intensity 1; random-neighbour replacement",
+                             {"objective": ("neighbour", "charbonnier")}),
 }
 CORR_WHITE, CORR_BLUR = 0.3, 1.0
 #: What BM3D is told about each noise.
@@ -149,6 +156,12 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
         data = [degrade(c, noise, rng).astype(np.float32) for c in train_clean]
         extra = {}
     extra.update(*further)
+    if "objective" in extra:  # Noise2Void(replacement, distance) instead of the method name
+        from napari_mprnet.training.self_supervised import Noise2Void
+
+        replacement, distance = extra.pop("objective")
+        extra["objective"] = Noise2Void(replacement=replacement, distance=distance)
+        method = None
     held_noisy = [degrade(c, noise, np.random.default_rng([SEED, 100, i])).astype(np.float32)
                   for i, c in enumerate(held_clean)]
     started = time.perf_counter()
@@ -163,7 +176,9 @@ def run_case(name: str, train_clean, held_clean, args) -> dict:
     tuned = [restore(n, model=result.model, **options) for n in held_noisy]
     bm3d_out = [bm3d_for(n, noise) for n in held_noisy] if args.bm3d else None
     row = {
-        "case": name, "noise": description, "method": method, "options": extra,
+        "case": name, "noise": description, "method": result.metadata["provenance"]["objective"]["name"],
+        "options": {k: v if k != "objective" else v.describe() for k, v in extra.items()},
+        "objective": result.metadata["provenance"]["objective"],
         "steps": result.steps_done,
         "learning_rate": args.lr, "best_step": result.best_step,
         "base_val_loss": result.base_val_loss, "best_val_loss": result.best_val_loss,

@@ -188,12 +188,12 @@ def test_method_needing_targets_says_so(folders, tmp_path, capsys):
 def test_structured_blind_spot_cli(folders, tmp_path, capsys):
     out = tmp_path / "line.safetensors"
     status = main(_ssl_args(folders, out, "--blind-spot-mask", "vertical",
-                            "--blind-spot-span", "1"))
+                            "--blind-spot-span", "1", "--blind-spot-loss", "charbonnier"))
     captured = capsys.readouterr()
     assert status == 0, captured.err
     objective = load_model(out).metadata["provenance"]["objective"]
-    assert (objective["name"], objective["mask"], objective["span"]) == ("noise2void",
-                                                                         "vertical", 1)
+    assert (objective["name"], objective["mask"], objective["span"],
+            objective["distance"]) == ("noise2void", "vertical", 1, "charbonnier")
     # a blind spot needs the blind-spot method: one line, before training
     status = main(_ssl_args(folders, tmp_path / "m.safetensors", "--pairs-from-series",
                             "--blind-spot-mask", "square"))

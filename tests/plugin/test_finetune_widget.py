@@ -345,5 +345,8 @@ def test_folders_without_targets_are_self_supervised(make_napari_viewer, tiny_mo
     widget.method_combo.setCurrentText(
         "Noise2Void, blind 5 x 5 block (noise correlated in blotches)")
     request = widget.build_request()
-    assert (request.method, request.pairs_from_series, request.blind_spot_mask) == (
-        "noise2void", False, "square")
+    assert (request.method, request.pairs_from_series, request.blind_spot_mask,
+            request.blind_spot_distance) == ("noise2void", False, "square", "mse")
+    widget.method_combo.setCurrentText(
+        "Noise2Void, outlier-robust loss (symmetric heavy-tailed noise)")
+    assert widget.build_request().blind_spot_distance == "charbonnier"

@@ -208,3 +208,27 @@ def test_structured_mask_arguments():
         mask_batch(x, np.random.default_rng(0), mask="square", span=0)
     with pytest.raises(ValueError, match="too small"):
         mask_batch(x, np.random.default_rng(0), mask="horizontal", span=3)
+
+
+def test_squared_error_distance_seeks_the_mean_of_skewed_noise():
+    # targets 0, 0, 0, 3 at one masked pixel: the mean is 0.75, the median 0
+    noisy = torch.tensor([0.0, 0.0, 0.0, 3.0]).reshape(4, 1, 1, 1).expand(4, 1, 4, 4).clone()
+    mask = torch.zeros(4, 1, 4, 4)
+    mask[:, :, 1, 2] = 1
+
+    def best(distance):
+        pred = torch.zeros(1, 1, 4, 4, requires_grad=True)
+        optimiser = torch.optim.SGD([pred], lr=0.05)
+        for _ in range(400):
+            optimiser.zero_grad()
+            blind_spot_loss([pred.expand(4, 1, 4, 4)], noisy, mask, distance=distance).backward()
+            optimiser.step()
+        return float(pred.detach()[0, 0, 1, 2])
+
+    assert abs(best("mse") - 0.75) < 0.02
+    assert abs(best("charbonnier")) < 0.1
+    diff = torch.zeros(4, 1, 4, 4)
+    assert float(masked_charbonnier(diff, noisy, mask, distance="mse")) == pytest.approx(
+        9 / 4)
+    with pytest.raises(ValueError, match="distance"):
+        masked_charbonnier(diff, noisy, mask, distance="l1")

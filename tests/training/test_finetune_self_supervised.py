@@ -146,7 +146,12 @@ def test_structured_blind_spot_from_finetune():
         _run(noisy, pairs_from_series=True, blind_spot_mask="square")
     with pytest.raises(ValueError, match="blind_spot_mask must be one of"):
         _run(list(noisy), blind_spot_mask="ring")
-    with pytest.raises(ValueError, match="give the mask to the objective"):
+    charbonnier = _run(list(noisy), steps=1, val_fraction=0.0,
+                       blind_spot_distance="charbonnier")
+    assert charbonnier.metadata["provenance"]["objective"]["distance"] == "charbonnier"
+    with pytest.raises(ValueError, match="distance must be one of"):
+        _run(list(noisy), blind_spot_distance="l1")
+    with pytest.raises(ValueError, match="blind-spot settings to the objective"):
         _run(list(noisy), objective=Noise2Void(), blind_spot_mask="square")
 
 

@@ -29,7 +29,9 @@ def test_objective_for_names():
         Noise2Void(replacement="zeros")
     assert objective_for("noise2void").describe() == {
         "name": "noise2void", "fraction": 0.015, "radius": 2, "replacement": "median",
-        "mask": "pixel", "span": 2}
+        "mask": "pixel", "span": 2, "distance": "mse"}
+    with pytest.raises(ValueError, match="distance must be one of"):
+        Noise2Void(distance="l1")
     with pytest.raises(ValueError, match="mask must be one of"):
         Noise2Void(mask="ring")
     structured = objective_for("noise2void", mask="vertical", span=3).describe()
@@ -53,7 +55,7 @@ def test_noise2void_loss_ignores_unmasked_outputs():
     far = batch.targets + 0.5 * (1 - batch.mask)
     near = batch.targets + 0.5 * batch.mask
     assert float(objective.loss([far], batch)) < 2e-3
-    assert float(objective.loss([near], batch)) > 0.4
+    assert float(objective.loss([near], batch)) > 0.2  # 0.5 ** 2: squared error
 
 
 def test_score_is_fixed_and_lower_for_a_better_prediction(tiny_model):

@@ -47,6 +47,7 @@ class FinetuneRequest:
     method: str = "supervised"
     pairs_from_series: bool = False
     blind_spot_mask: str = "pixel"
+    blind_spot_distance: str = "mse"
 
 
 class _Relay(QObject):
@@ -79,6 +80,7 @@ def _train(request: FinetuneRequest, emit: Callable[[dict], Any],
             method=request.method,
             pairs_from_series=request.pairs_from_series,
             blind_spot_mask=request.blind_spot_mask,
+            blind_spot_distance=request.blind_spot_distance,
         )
     except Exception as err:  # reported as a notification, not a traceback dialog
         log.debug("napari-mprnet fine-tuning failed", exc_info=True)

@@ -48,16 +48,19 @@ if TYPE_CHECKING:
 __all__ = ["FOLDERS", "LAYERS", "SELF_SUPERVISED_METHODS", "FinetuneWidget"]
 
 _TITLE = "MPRNet fine-tune"
-#: Method choices without a target: label -> (method, pairs_from_series, blind_spot_mask).
+#: Method choices without a target: label -> (method, pairs_from_series, blind-spot mask,
+#: blind-spot distance).
 SELF_SUPERVISED_METHODS = {
-    "Noise2Void (noisy images)": ("noise2void", False, "pixel"),
-    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True, "pixel"),
+    "Noise2Void (noisy images)": ("noise2void", False, "pixel", "mse"),
+    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True, "pixel", "mse"),
     "Noise2Void, blind line along x (noise correlated along rows)":
-        ("noise2void", False, "horizontal"),
+        ("noise2void", False, "horizontal", "mse"),
     "Noise2Void, blind line along y (noise correlated along columns)":
-        ("noise2void", False, "vertical"),
+        ("noise2void", False, "vertical", "mse"),
     "Noise2Void, blind 5 x 5 block (noise correlated in blotches)":
-        ("noise2void", False, "square"),
+        ("noise2void", False, "square", "mse"),
+    "Noise2Void, outlier-robust loss (symmetric heavy-tailed noise)":
+        ("noise2void", False, "pixel", "charbonnier"),
 }
 
 
@@ -130,6 +133,10 @@ class FinetuneWidget(QWidget):
                                 "a clean target, 5e-5 self-supervised")
         self.method_combo = QComboBox()
         self.method_combo.addItems(list(SELF_SUPERVISED_METHODS))
+        # long labels: the combo stays narrow, its list shows them whole
+        self.method_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method_combo.setMinimumContentsLength(24)
         self.method_combo.setToolTip(
             "Without clean targets: Noise2Void learns from single noisy images (noise "
             "independent between pixels; the blind line / block variants hide the neighbours "
@@ -269,12 +276,14 @@ class FinetuneWidget(QWidget):
         model, model_label = resolve_weights(self._weights_choice(), task)
         if self.patch_spin.value() % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {self.patch_spin.value()}")
-        method, series, blind_spot = ("supervised", False, "pixel") if targets is not None else (
-            SELF_SUPERVISED_METHODS[self.method_combo.currentText()])
+        method, series, blind_spot, distance = (
+            ("supervised", False, "pixel", "mse") if targets is not None
+            else SELF_SUPERVISED_METHODS[self.method_combo.currentText()])
         return FinetuneRequest(
             method=method,
             pairs_from_series=series,
             blind_spot_mask=blind_spot,
+            blind_spot_distance=distance,
             inputs=inputs,
             targets=targets,
             data_label=label,

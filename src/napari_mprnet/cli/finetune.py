@@ -52,6 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "repeated frames)")
     data.add_argument("--blind-spot-span", type=int, default=2,
                       help="half-length of a structured --blind-spot-mask (default: 2)")
+    data.add_argument("--blind-spot-loss", choices=("mse", "charbonnier"), default="mse",
+                      help="noise2void distance: mse (default; unbiased for any zero-mean "
+                      "noise, photon counts included) or charbonnier (robust to outliers, "
+                      "for symmetric heavy-tailed noise only)")
     data.add_argument("--val-inputs", type=Path, default=None,
                       help="folder of degraded validation images (default: hold out planes)")
     data.add_argument("--val-targets", type=Path, default=None,
@@ -205,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
             str(args.inputs), None if args.targets is None else str(args.targets),
             method=args.method, pairs_from_series=args.pairs_from_series,
             blind_spot_mask=args.blind_spot_mask, blind_spot_span=args.blind_spot_span,
+            blind_spot_distance=args.blind_spot_loss,
             val_inputs=None if args.val_inputs is None else str(args.val_inputs),
             val_targets=None if args.val_targets is None else str(args.val_targets),
             model=args.base, steps=args.steps, patch_size=args.patch_size,

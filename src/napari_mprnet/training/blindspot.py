@@ -30,10 +30,15 @@ Choices made here:
   not correlated with the centre's); the loss is still taken at the centres only. Fewer positions are
   drawn when the structures would hide more than a quarter of the patch
   (:data:`MAX_HIDDEN`).
-- **Loss.** The paper's Charbonnier distance, summed over the stage outputs, at masked pixels
-  only (:func:`blind_spot_loss`). The paper's edge (Laplacian) term does not apply: the
-  Laplacian at a masked pixel mixes in unmasked pixels, whose noisy values the network sees,
-  so it would reward copying the input.
+- **Loss.** A distance summed over the stage outputs, at masked pixels only
+  (:func:`blind_spot_loss`). ``distance="mse"`` (the squared error, the objective's default)
+  learns the conditional *mean* of the noisy value, the clean value for any zero-mean
+  noise; ``"charbonnier"``, the paper's distance, is close to L1 and learns the conditional
+  *median*: robust to outliers and right for symmetric noise, but biased for skewed noise
+  (the median of a Poisson count of mean below 0.7 is 0: at 1 photon per unit intensity a
+  Charbonnier run darkened the images and lost 9 dB, docs/self_supervised.md). The paper's
+  edge (Laplacian) term does not apply: the Laplacian at a masked pixel mixes in unmasked
+  pixels, whose noisy values the network sees, so it would reward copying the input.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DISTANCES",
     "MASKS",
     "MAX_HIDDEN",
     "REPLACEMENTS",
@@ -56,6 +62,8 @@ __all__ = [
     "structure_offsets",
 ]
 
+#: Distances of the blind-spot loss: the paper's Charbonnier (median-seeking) or squared error.
+DISTANCES = ("charbonnier", "mse")
 #: How a masked pixel's value is replaced.
 REPLACEMENTS = ("median", "mean", "neighbour")
 #: Which pixels around a masked position are hidden: the position alone (Noise2Void), a line
@@ -266,8 +274,10 @@ def mask_batch(
     return masked, loss_mask
 
 
-def masked_charbonnier(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-3) -> Tensor:
-    """Charbonnier distance averaged over the masked pixels (and all channels) only.
+def masked_charbonnier(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-3,
+                       distance: str = "charbonnier") -> Tensor:
+    """Charbonnier distance (or squared error) averaged over the masked pixels (and all
+    channels) only.
 
     Parameters
     ----------
@@ -277,12 +287,16 @@ def masked_charbonnier(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 
         (B, 1, H, W), 1 where the loss is taken, 0 elsewhere.
     eps : float
         Charbonnier constant.
+    distance : {"charbonnier", "mse"}
+        ``sqrt(d^2 + eps^2)`` (median-seeking) or ``d^2`` (mean-seeking).
 
     Returns
     -------
     torch.Tensor
         A scalar; pixels where ``mask`` is 0 have no influence on it or on its gradient.
     """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != pred.shape[0] or (
@@ -296,13 +310,17 @@ def masked_charbonnier(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 
     # select before the distance, so unmasked pixels stay out of the graph entirely
     chosen = mask.expand_as(pred) > 0
     diff = pred[chosen] - target[chosen]
+    if distance == "mse":
+        return (diff * diff).sum() / count
     return torch.sqrt(diff * diff + eps * eps).sum() / count
 
 
 def blind_spot_loss(
-    stages: Sequence[Tensor], noisy: Tensor, mask: Tensor, eps: float = 1e-3
+    stages: Sequence[Tensor], noisy: Tensor, mask: Tensor, eps: float = 1e-3,
+    distance: str = "charbonnier",
 ) -> Tensor:
-    """The paper's Charbonnier loss summed over the stages, at masked pixels only.
+    """The paper's Charbonnier loss (or squared error) summed over the stages, at masked
+    pixels only.
 
     ``stages`` are the network's outputs for the *masked* input (a list, finest first),
     ``noisy`` the unmasked patches (B, C, H, W) and ``mask`` (B, 1, H, W) from
@@ -310,4 +328,4 @@ def blind_spot_loss(
     """
     if isinstance(stages, Tensor) or not len(stages):
         raise TypeError("stages must be a non-empty sequence of tensors (one per stage)")
-    return sum(masked_charbonnier(s, noisy, mask, eps) for s in stages)
+    return sum(masked_charbonnier(s, noisy, mask, eps, distance) for s in stages)

@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .blindspot import MASKS, REPLACEMENTS, blind_spot_loss, mask_batch, structure_offsets
+from .blindspot import (
+    DISTANCES,
+    MASKS,
+    REPLACEMENTS,
+    blind_spot_loss,
+    mask_batch,
+    structure_offsets,
+)
 from .objectives import Batch, Objective, Supervised
 
 __all__ = [
@@ -69,6 +76,11 @@ class Noise2Void(Objective):
         for noise correlated between neighbouring pixels (structured blind spot).
     span : int
         Half-length of a structured mask (``2 * span + 1`` pixels across).
+    distance : {"mse", "charbonnier"}
+        The squared error (default: mean-seeking, unbiased for any zero-mean noise, skewed
+        photon counts included) or the paper's Charbonnier (median-seeking: robust to
+        outliers, but biased low for skewed noise; see :mod:`~napari_mprnet.training.
+        blindspot`).
     """
 
     fraction: float = 0.015
@@ -76,6 +88,7 @@ class Noise2Void(Objective):
     replacement: str = "median"
     mask: str = "pixel"
     span: int = 2
+    distance: str = "mse"
     name = "noise2void"
     needs_targets = False
 
@@ -84,6 +97,9 @@ class Noise2Void(Objective):
             raise ValueError(f"replacement must be one of {', '.join(REPLACEMENTS)}, "
                              f"got {self.replacement!r}")
         structure_offsets(self.mask, self.span)  # checks both
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, "
+                             f"got {self.distance!r}")
 
     def prepare(self, inputs: Tensor, targets: Tensor, rng: np.random.Generator) -> Batch:
         masked, mask = mask_batch(inputs, rng, fraction=self.fraction, radius=self.radius,
@@ -92,7 +108,7 @@ class Noise2Void(Objective):
         return Batch(masked, inputs, mask)
 
     def loss(self, stages: Sequence[Tensor], batch: Batch) -> Tensor:
-        return blind_spot_loss(stages, batch.targets, batch.mask)
+        return blind_spot_loss(stages, batch.targets, batch.mask, distance=self.distance)
 
 
 @dataclass(frozen=True)
@@ -176,14 +192,18 @@ def default_learning_rate(objective: Objective) -> float:
 
 def resolve_objective(method: str | None, objective: Objective | None, targets: object,
                       pairs_from_series: bool, edge_weight: float,
-                      blind_spot_mask: str = "pixel", blind_spot_span: int = 2) -> Objective:
+                      blind_spot_mask: str = "pixel", blind_spot_span: int = 2,
+                      blind_spot_distance: str = "mse") -> Objective:
     """The objective of a ``finetune`` call, checked against its data.
 
     ``method`` None picks ``"noise2noise"`` with ``pairs_from_series``, ``"supervised"``
     with targets and ``"noise2void"`` without; an explicit ``objective`` replaces ``method``.
-    ``blind_spot_mask``/``blind_spot_span`` are Noise2Void's ``mask``/``span``.
+    ``blind_spot_mask``/``blind_spot_span``/``blind_spot_distance`` are Noise2Void's
+    ``mask``/``span``/``distance``.
     """
-    structured = blind_spot_mask != "pixel" or blind_spot_span != 2
+    blind_spot = {"mask": blind_spot_mask, "span": blind_spot_span,
+                  "distance": blind_spot_distance}
+    structured = blind_spot != {"mask": "pixel", "span": 2, "distance": "mse"}
     if blind_spot_mask not in MASKS:
         raise ValueError(f"blind_spot_mask must be one of {', '.join(MASKS)}, "
                          f"got {blind_spot_mask!r}")
@@ -193,18 +213,17 @@ def resolve_objective(method: str | None, objective: Objective | None, targets: 
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
         if structured:
-            raise ValueError("give the mask to the objective (Noise2Void(mask=..., span=...)), "
-                             "not blind_spot_mask/blind_spot_span")
+            raise ValueError("give the blind-spot settings to the objective (Noise2Void(mask=..., "
+                             "span=..., distance=...)), not as blind_spot_* arguments")
         chosen = objective
     else:
         if method is None:
             method = ("noise2noise" if pairs_from_series
                       else "supervised" if targets is not None else "noise2void")
         if structured and method != "noise2void":
-            raise ValueError(f"blind_spot_mask/blind_spot_span are Noise2Void settings; "
+            raise ValueError(f"blind_spot_mask/_span/_distance are Noise2Void settings; "
                              f"method {method!r} has no blind spot")
-        chosen = (objective_for(method, edge_weight, mask=blind_spot_mask,
-                                span=blind_spot_span)
+        chosen = (objective_for(method, edge_weight, **blind_spot)
                   if structured else objective_for(method, edge_weight))
     if pairs_from_series:
         if chosen.name != "noise2noise":

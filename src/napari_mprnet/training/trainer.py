@@ -108,6 +108,7 @@ def finetune(
     pairs_from_series: bool = False,
     blind_spot_mask: str = "pixel",
     blind_spot_span: int = 2,
+    blind_spot_distance: str = "mse",
 ) -> FinetuneResult:
     """Fine-tune an MPRNet on paired degraded/clean images, or on noisy images alone.
 
@@ -200,12 +201,13 @@ def finetune(
         Noise2Noise pairs ``(t, t + 1)`` from the neighbouring frames of the inputs (stacks
         along their first axis), validated on held-out blocks of frames
         (:func:`~napari_mprnet.training.series.series_pairs`).
-    blind_spot_mask : {"pixel", "horizontal", "vertical", "square"}
-        Noise2Void: hide the masked pixel alone (pixel-independent noise), or with its
-        ``blind_spot_span`` neighbours along x / y / in a block, for camera noise correlated
-        along those directions (:mod:`~napari_mprnet.training.blindspot`).
-    blind_spot_span : int
-        Half-length of a structured blind spot (``2 * span + 1`` pixels across).
+    blind_spot_mask, blind_spot_span, blind_spot_distance
+        Noise2Void settings: hide the masked pixel alone (``"pixel"``) or with its ``span``
+        neighbours along x / y / in a block (``"horizontal"``, ``"vertical"``,
+        ``"square"``: camera noise correlated between pixels); the loss ``"mse"`` (unbiased
+        for any zero-mean noise, photon counts included) or the paper's ``"charbonnier"``
+        (robust to outliers, symmetric noise only). See
+        :class:`~napari_mprnet.training.self_supervised.Noise2Void`.
 
     Returns
     -------
@@ -220,7 +222,8 @@ def finetune(
         The loss or gradient became NaN/infinite (a ``FloatingPointError``).
     """
     objective = resolve_objective(method, objective, targets, bool(pairs_from_series),
-                                  edge_weight, blind_spot_mask, blind_spot_span)
+                                  edge_weight, blind_spot_mask, blind_spot_span,
+                                  blind_spot_distance)
     if learning_rate is None:
         learning_rate = default_learning_rate(objective)
     args = check_args({
