@@ -40,7 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "acquisitions)")
     data.add_argument("--method", choices=("supervised", "noise2noise", "noise2void"),
                       default=None, help="training objective (default: supervised with "
-                      "--targets, noise2void without, noise2noise with --pairs-from-series)")
+                      "--targets, noise2void without, noise2noise with --pairs-from-series); "
+                      "noise2void needs noise independent from pixel to pixel: for correlated "
+                      "camera noise use --pairs-from-series on repeated frames, or "
+                      "--blind-spot-mask")
     data.add_argument("--pairs-from-series", action="store_true",
                       help="noise2noise pairs from neighbouring frames of each input stack "
                       "(t, t+1); validation on held-out blocks of frames")
