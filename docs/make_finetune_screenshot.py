@@ -47,7 +47,7 @@ def main() -> int:
     widget.steps_spin.setValue(STEPS)
     widget.patch_spin.setValue(64)
     widget.batch_spin.setValue(2)
-    widget.lr_spin.setValue(1e-3)
+    widget.lr_spin.setValue(1e-4)  # a gentle rate: the bundled model is already good here
     widget.val_spin.setValue(0.25)
     widget.name_edit.setText("cells (fine-tuned)")
     job = widget.start()
@@ -57,6 +57,11 @@ def main() -> int:
     if job.result is None:
         raise RuntimeError(f"fine-tuning ended {job.state}: {job.error}")
     viewer.reset_view()
+    from qtpy.QtWidgets import QWidget
+
+    for child in window.findChildren(QWidget):  # the "model registered" pop-up covers the view
+        if type(child).__name__ == "NapariQtNotification":
+            child.close()
     _settle(app, 1.0)
     window.grab().save(str(OUT / "finetune_widget.png"))
     print(f"wrote {OUT / 'finetune_widget.png'}: {len(widget.plot.loss_points)} loss points, "
