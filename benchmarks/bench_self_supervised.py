@@ -256,11 +256,15 @@ def run_series(path: Path, args) -> list[dict]:
               "precision": "fp32"}
     models = {"bundled model": "denoise"}
     rows = []
-    for method, extra in (("noise2void", {}), ("noise2noise", {"pairs_from_series": True})):
+    runs = (("noise2void", "noise2void", {}),
+            ("noise2void, 5 x 5 blind block", "noise2void", {"blind_spot_mask": "square"}),
+            ("noise2noise", "noise2noise", {"pairs_from_series": True}))
+    for label, method, extra in runs:
         started = time.perf_counter()
-        result = finetune(train if extra else list(train), method=method, **common, **extra)
-        models[method] = result.model
-        rows.append({"case": f"real telomeres {method}", "method": method,
+        frames = train if extra.get("pairs_from_series") else list(train)
+        result = finetune(frames, method=method, **common, **extra)
+        models[label] = result.model
+        rows.append({"case": f"real telomeres {label}", "method": method, "options": extra,
                      "best_step": result.best_step, "base_val_loss": result.base_val_loss,
                      "best_val_loss": result.best_val_loss,
                      "train_s": round(time.perf_counter() - started, 1)})
