@@ -111,7 +111,7 @@ def _where(error: np.ndarray, block: int, halo: int) -> dict:
 
 
 def blockwise(task: str, image: np.ndarray, halos: list[int], blocks: list[int],
-              mappings: list[str], folder: Path) -> list[dict]:
+              mappings: list[str], folder: Path, tile: int) -> list[dict]:
     from napari_mprnet.bioimageio import export_bioimageio
     from napari_mprnet.engine.normalize import choose_normalization
 
@@ -122,7 +122,7 @@ def blockwise(task: str, image: np.ndarray, halos: list[int], blocks: list[int],
             package = folder / f"{task}_{mapping}_h{halo}.zip"
             export_bioimageio(task, package, name=f"Bundled {task} ({mapping})",
                               description="benchmark package", test_input=image, halo=halo,
-                              min_size=16, input_range=None if mapping == "per-image" else
+                              tile=tile, min_size=16, input_range=None if mapping == "per-image" else
                               (norm.low, norm.high))
             start = time.perf_counter()
             whole = _predict(package, image)
@@ -134,7 +134,8 @@ def blockwise(task: str, image: np.ndarray, halos: list[int], blocks: list[int],
                 result = _predict(package, image, block)
                 errors = _errors(result, whole)
                 row = {"measure": "blockwise_vs_whole", "task": task, "size": image.shape[0],
-                       "mapping": mapping, "halo": halo, "block": block,
+                       "mapping": mapping, "halo": halo, "tile": tile, "block": block,
+                       "on_grid": _on_grid(image.shape, block, halo, tile),
                        **{k: v for k, v in errors.items() if not k.startswith("_")},
                        **_where(errors["_map"], block, halo),
                        "whole_s": round(whole_s, 1),
@@ -144,7 +145,15 @@ def blockwise(task: str, image: np.ndarray, halos: list[int], blocks: list[int],
     return rows
 
 
-def whole_vs_restore(task: str, image: np.ndarray, folder: Path) -> list[dict]:
+def _on_grid(shape: tuple[int, ...], block: int, halo: int, tile: int) -> bool:
+    """Whether every inner block starts and ends on the packaged network's tile grid (then
+    blockwise prediction runs the network on the same tile windows as whole-image)."""
+    return all(s % tile == 0 and (e == n or e % tile == 0)
+               for n in shape for s in _inner_starts(n, block, halo)
+               for e in [min(s + block - 2 * halo, n)])
+
+
+def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int) -> list[dict]:
     from napari_mprnet import restore
     from napari_mprnet.bioimageio import export_bioimageio
 
@@ -156,7 +165,7 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path) -> list[dict]:
     for dtype, reference in (("uint16", image), ("uint8", as_uint8)):
         packages[dtype] = export_bioimageio(
             task, folder / f"{task}_{dtype}.zip", name=f"Bundled {task} {dtype}",
-            description="benchmark package", test_input=reference)
+            description="benchmark package", test_input=reference, tile=grid)
     for label, raw in (("raw uint16", image), ("uint16 x4+500", shifted),
                        ("uint8", as_uint8)):
         whole = _predict(packages[raw.dtype.name], raw)
@@ -166,6 +175,7 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path) -> list[dict]:
                            tile_size=tile).astype(np.float64)
             errors = _errors(whole, ours)
             row = {"measure": "whole_vs_restore", "task": task, "input": label,
+                   "size": raw.shape[0], "tile": grid,
                    "restore_precision": precision or "cpu default",
                    "restore_tile": "one tile" if tile == one_tile else "auto (cpu)",
                    **{k: v for k, v in errors.items() if not k.startswith("_")}}
@@ -180,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=384, help="image side (px)")
     parser.add_argument("--halos", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--blocks", type=int, nargs="+", default=[128, 192, 256, 320])
+    parser.add_argument("--tile", type=int, default=None,
+                        help="the packaged network's tile grid (default: export's, 384)")
     parser.add_argument("--mappings", nargs="+", choices=("per-image", "fixed"),
                         default=["per-image", "fixed"])
     parser.add_argument("--skip-restore", action="store_true",
@@ -187,11 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     args = parser.parse_args(argv)
 
+    from napari_mprnet.bioimageio import TILE
+
+    tile = TILE if args.tile is None else args.tile
     image = _image(args.task, args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = blockwise(args.task, image, args.halos, args.blocks, args.mappings, Path(tmp))
+        rows = blockwise(args.task, image, args.halos, args.blocks, args.mappings, Path(tmp),
+                         tile)
         if not args.skip_restore:
-            rows += whole_vs_restore(args.task, image, Path(tmp))
+            rows += whole_vs_restore(args.task, image, Path(tmp), tile)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

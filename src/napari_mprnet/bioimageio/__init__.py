@@ -4,7 +4,7 @@ The package is self-contained: the network's source (:mod:`napari_mprnet.model.a
 verbatim, plus a small ``MPRNetFinal`` wrapper whose forward returns only the final image and
 takes grey input), ``pytorch_state_dict`` weights whose parameter names match that source,
 test tensors computed here, pre- and post-processing that reproduce ``restore()``'s intensity
-handling (:mod:`.intensity`), a halo for blockwise prediction, a README and a cover.
+handling (:mod:`.intensity`), a halo and a fixed tile grid for blockwise prediction, a README and a cover.
 
 >>> export_bioimageio(model, "cells.zip", name="Cells denoiser",
 ...                   description="MPRNet fine-tuned on ...")  # doctest: +SKIP
@@ -20,11 +20,12 @@ from .export import (
     INPUT_ID,
     MIN_BLOCK,
     OUTPUT_ID,
+    TILE,
     export_bioimageio,
     validate_package,
 )
 from .intensity import IntensityMapping, choose_mapping
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "FORMAT_VERSION", "HALO", "INPUT_ID", "MIN_BLOCK",
-           "MIN_SIZE", "MODEL_FILE", "OUTPUT_ID", "IntensityMapping", "choose_mapping", "export_bioimageio",
-           "validate_package"]
+           "MIN_SIZE", "MODEL_FILE", "OUTPUT_ID", "TILE", "IntensityMapping", "choose_mapping",
+           "export_bioimageio", "validate_package"]

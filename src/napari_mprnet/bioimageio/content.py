@@ -18,7 +18,8 @@ from .intensity import IntensityMapping
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
            "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
-           "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "readme",
+           "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "predict_whole",
+           "readme",
            "strip_local_paths", "tif_bytes", "training_method", "weights_bytes"]
 
 ARCH_FILE = "mprnet_arch.py"
@@ -47,12 +48,17 @@ _WRAPPER_SOURCE = """
 # --------------------------------------------------------------------------- bioimage.io
 # Added by napari-mprnet's bioimage.io export. bioimage.io consumers get the final image only,
 # computed as napari-mprnet computes it: a grey (1-channel) input goes through a 3-channel
-# network as three copies and the output channels are averaged; the mirror padding a
-# consumer adds at the image edges for the declared halo is taken off again before the
-# network runs (napari-mprnet runs the network on the image itself, padding only the bottom
-# and right to a multiple of 8), so edge pixels match napari-mprnet's. With ``percentiles``
-# the wrapper maps each image by its own percentiles to 0..1 and the result back (the exact
-# inverse), as napari-mprnet does: bioimage.io 0.5 has no processing step for that inverse.
+# network as three copies and the output channels are averaged. With a halo, the network runs
+# on a fixed grid of tiles (``tile`` px, ``halo`` px of context each side) starting at the
+# first pixel inside the halo, so that a block whose inside starts on that grid is restored
+# by the same tile windows as the whole image. The mirror padding a consumer adds at the
+# image edges for the halo is taken off a tile window again before the network runs
+# (napari-mprnet runs the network on the image itself, padding only the bottom and right to
+# a multiple of 8), so an image of at most ``tile`` px is restored as napari-mprnet restores
+# it. With ``percentiles`` each tile window is mapped by its own percentiles to 0..1 and the
+# result back (the exact inverse), as napari-mprnet does for an image: bioimage.io 0.5 has no
+# processing step for that inverse, and a per-window map is the same for a block and for the
+# whole image.
 # Same modules and parameter names as MPRNet, so napari-mprnet state dicts load unchanged.
 
 import math  # noqa: E402
@@ -63,15 +69,12 @@ _MAX_SAMPLES = 4_000_000
 _NETWORK_INPUT_LIMIT = 1e6
 
 
-def _mirror_width(x: torch.Tensor, dim: int, halo: int) -> int:
-    \"\"\"Width of the mirror padding at the start of ``dim`` (0 if none): the first
-    ``w >= halo`` where the ``halo`` pixels before ``w`` mirror the ``halo`` pixels after it.\"\"\"
-    size = x.shape[dim]
-    for width in range(halo, size // 2 + 1):
-        before = x.narrow(dim, width - halo, halo).flip(dim)
-        if torch.equal(before, x.narrow(dim, width, halo)):
-            return width
-    return 0
+def _is_mirrored(x: torch.Tensor, dim: int, width: int) -> bool:
+    \"\"\"Whether the first ``width`` pixels along ``dim`` mirror the next ``width`` (the
+    symmetric padding bioimage.io adds at an image edge).\"\"\"
+    if width <= 0 or x.shape[dim] < 2 * width + 2:
+        return False
+    return torch.equal(x.narrow(dim, 0, width).flip(dim), x.narrow(dim, width, width))
 
 
 def _percentile_range(x: torch.Tensor, percentiles) -> tuple[float, float]:
@@ -94,14 +97,20 @@ def _percentile_range(x: torch.Tensor, percentiles) -> tuple[float, float]:
 class MPRNetFinal(MPRNet):
     \"\"\"MPRNet whose forward returns only the final (stage-3) image, shaped like the input.
 
-    ``halo``: the output halo the package declares (0: inputs are never padded).
-    ``percentiles``: (low, high) percentiles each image is normalised by (None: the input is
-    already in the network's range).
+    ``halo``: the output halo the package declares (0: the input is restored as one piece).
+    ``tile``: with a halo, the input's interior (inside the halo) is cut into tiles of
+    ``tile`` pixels on a grid starting at the interior's first pixel; each tile is restored
+    with ``halo`` pixels of context on every side and only its own pixels are kept, so a
+    block whose interior starts on the grid sees exactly the tiles whole-image prediction
+    sees. ``percentiles``: (low, high) percentiles each tile window is normalised by (None:
+    the input is already in the network's range).
     \"\"\"
 
-    def __init__(self, *args, halo: int = 0, percentiles=None, **kwargs) -> None:
+    def __init__(self, *args, halo: int = 0, tile: int = 384, percentiles=None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.halo = int(halo)
+        self.tile = int(tile)
         self.percentiles = None if percentiles is None else tuple(map(float, percentiles))
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,16 +140,32 @@ class MPRNetFinal(MPRNet):
             outs.append(out.to(x.dtype))
         return torch.cat(outs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.halo:
-            return self._restore(x)
-        top, left = (_mirror_width(x, dim, self.halo) for dim in (2, 3))
-        bottom, right = (_mirror_width(x.flip(dim), dim, self.halo) for dim in (2, 3))
+    def _window(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        \"\"\"``x`` restored without bioimage.io's edge padding (a context that mirrors the
+        pixels next to it is taken off: napari-mprnet pads nothing there), and the rows and
+        columns taken off at its top and left.\"\"\"
+        top, left = (int(_is_mirrored(x, dim, self.halo)) * self.halo for dim in (2, 3))
+        bottom, right = (int(_is_mirrored(x.flip(dim), dim, self.halo)) * self.halo
+                         for dim in (2, 3))
         h, w = x.shape[-2:]
-        if h - top - bottom < 2 or w - left - right < 2:  # (nearly) constant: no padding
-            top = left = bottom = right = 0
-        out = self._restore(x[..., top:h - bottom, left:w - right])
-        return torch.nn.functional.pad(out, (left, right, top, bottom), mode="replicate")
+        return self._restore(x[..., top:h - bottom, left:w - right]), top, left
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        halo = self.halo
+        h, w = x.shape[-2:]
+        if not halo or h <= 2 * halo or w <= 2 * halo:
+            return self._restore(x)
+        inner = torch.empty(x.shape[:2] + (h - 2 * halo, w - 2 * halo), dtype=x.dtype,
+                            device=x.device)
+        for y0 in range(halo, h - halo, self.tile):
+            y1 = min(y0 + self.tile, h - halo)
+            for x0 in range(halo, w - halo, self.tile):
+                x1 = min(x0 + self.tile, w - halo)
+                window = x[..., y0 - halo:y1 + halo, x0 - halo:x1 + halo]
+                out, top, left = self._window(window)
+                inner[..., y0 - halo:y1 - halo, x0 - halo:x1 - halo] = \
+                    out[..., halo - top:halo - top + y1 - y0, halo - left:halo - left + x1 - x0]
+        return torch.nn.functional.pad(inner, (halo, halo, halo, halo), mode="replicate")
 """
 
 _AUTHOR = re.compile(r"^(?P<name>[^<@]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?:@(?P<github>[\w-]+))?$")
@@ -261,6 +286,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
+
+
+def predict_whole(net: torch.nn.Module, x: torch.Tensor, halo: int) -> torch.Tensor:
+    """``net`` on ``x`` as bioimage.io's whole-image prediction runs it: ``x`` padded
+    symmetrically by ``halo`` on y and x, the output's halo cropped."""
+    if not halo:
+        return net(x)
+    padded = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (halo, halo), (halo, halo)),
+                                     mode="symmetric"))
+    return net(padded)[..., halo:-halo, halo:-halo]
 
 
 def packaged_network(model: MPRNet, halo: int, **kwargs: Any) -> torch.nn.Module:

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.planning import MAX_CPU_AUTO_TILE
 from ..io.atomic import atomic_output
 from ..model.arch import MPRNet
 from . import content as c
 from .intensity import IntensityMapping, choose_mapping
 
-__all__ = ["FORMAT_VERSION", "HALO", "MIN_BLOCK", "export_bioimageio", "min_input_size",
+__all__ = ["FORMAT_VERSION", "HALO", "MIN_BLOCK", "TILE", "export_bioimageio", "min_input_size",
            "validate_package"]
 
 #: bioimage.io model description format written (0.5 family; newer tools upgrade it).
@@ -35,6 +36,9 @@ HALO = 32
 #: channel attention and stage-1/2 splits see a whole block, so small blocks differ more
 #: from whole-image prediction (benchmarks/bench_bioimageio_blocks.py).
 MIN_BLOCK = 192
+#: Side of the fixed tile grid the packaged network restores its input on (images up to
+#: this size are one tile; see ``MPRNetFinal`` in content.py): the CPU tile restore() uses.
+TILE = MAX_CPU_AUTO_TILE
 
 
 def _resolve_model(model: Any) -> MPRNet:
@@ -128,7 +132,7 @@ def validate_package(path: str | os.PathLike, label: str | os.PathLike | None = 
 
 
 def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
-         mapping: IntensityMapping, channels: int, halo: int, min_size: int,
+         mapping: IntensityMapping, channels: int, halo: int, tile: int, min_size: int,
          **extra: Any) -> dict:
     meta = net.metadata or {}
     task = str(meta.get("task") or "restoration")
@@ -161,7 +165,7 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
             "architecture": {"source": c.ARCH_FILE, "sha256": _sha256(files[c.ARCH_FILE]),
                              "callable": c.ARCH_CALLABLE,
                              "kwargs": {**net.config.to_dict(), "halo": halo,
-                                        **mapping.network_kwargs}},
+                                        "tile": tile, **mapping.network_kwargs}},
             "pytorch_version": torch.__version__.split("+", 1)[0],
         }},
         "config": {"napari-mprnet": {"task": task, "normalization": meta.get("normalization"),
@@ -193,6 +197,7 @@ def export_bioimageio(
     input_range: tuple[float, float] | None = None,
     grey: bool | None = None,
     halo: int = HALO,
+    tile: int = TILE,
     min_size: int | None = None,
     license: str = "BSD-3-Clause",
     tags: Sequence[str] | None = None,
@@ -229,6 +234,12 @@ def export_bioimageio(
         A 1-channel input for a 3-channel network (default: a 2-D test input, or not derain).
     halo : int
         Output halo in pixels per side (0: none).
+    tile : int
+        With a halo, the packaged network restores its input in tiles of ``tile`` px (a
+        multiple of 8) on a grid starting inside the halo, each with ``halo`` px of context:
+        blockwise prediction with blocks of ``k * tile + 2 * halo`` px on images whose sides
+        are multiples of ``tile`` equals whole-image prediction (default :data:`TILE`:
+        images up to 384 px are one tile, restored as restore() does on a CPU).
     min_size : int, optional
         Smallest input y/x the package declares (a multiple of 8; default
         :data:`MIN_BLOCK`, at least ``2 * halo + 8``): bioimage.io never cuts smaller blocks
@@ -264,6 +275,10 @@ def export_bioimageio(
             raise ValueError(f"{label} must be a non-empty string")
     if not isinstance(halo, int) or halo < 0 or halo % 4:
         raise ValueError(f"halo must be a non-negative multiple of 4, got {halo!r}")
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MPRNet.size_multiple \
+            or tile % MPRNet.size_multiple:
+        raise ValueError(f"tile must be a positive multiple of {MPRNet.size_multiple}, got "
+                         f"{tile!r}")
     if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int)
                                  or min_size < c.MIN_SIZE or min_size % MPRNet.size_multiple):
         raise ValueError(f"min_size must be a multiple of {MPRNet.size_multiple}, at least "
@@ -276,8 +291,11 @@ def export_bioimageio(
     x = x.astype(mapping.dtype)
     with torch.inference_mode():
         net_in = torch.from_numpy(mapping.apply_pre(x))
-        y = c.packaged_network(net, halo, **mapping.network_kwargs)(net_in).float()
-    y = mapping.apply_post(y.numpy())
+        packaged = c.packaged_network(net, halo, tile=tile, **mapping.network_kwargs)
+        # bioimageio.core's test runs the network on the test input as it is (no padding,
+        # the output's halo kept); the cover shows what its predict gives
+        y = mapping.apply_post(packaged(net_in).float().numpy())
+        shown = mapping.apply_post(c.predict_whole(packaged, net_in, halo).float().numpy())
 
     from ..weights import save_model
 
@@ -286,13 +304,14 @@ def export_bioimageio(
         c.WEIGHTS_FILE: c.weights_bytes(net),
         c.TEST_INPUT_FILE: c.npy_bytes(x),
         c.TEST_OUTPUT_FILE: c.npy_bytes(y),
-        "cover.png": c.cover_png(x, y),
+        "cover.png": c.cover_png(x, shown),
         c.README_FILE: c.readme(name.strip(), description.strip(), net, mapping, x.shape,
                                 halo, min_size).encode("utf-8"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         files[c.MODEL_FILE] = save_model(net, Path(tmp) / c.MODEL_FILE).read_bytes()
-    rdf = _rdf(name.strip(), description.strip(), net, files, mapping, channels, halo, min_size,
+    rdf = _rdf(name.strip(), description.strip(), net, files, mapping, channels, halo, tile,
+               min_size,
                authors=authors, license=license, tags=tags, version=version,
                git_repo=git_repo)
     _write_zip(path, {"rdf.yaml": _dump_yaml(rdf).encode("utf-8"), **files}, overwrite)

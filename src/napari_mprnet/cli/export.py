@@ -46,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--halo", type=int, default=None, metavar="PX",
                         help="output halo per side for tiled prediction, a multiple of 4 "
                         "(default: 32)")
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="the packaged network restores its input in tiles of PX on a "
+                        "fixed grid, so blocks of k*PX + 2*halo on images whose sides are "
+                        "multiples of PX give whole-image prediction's result; a multiple of 8 "
+                        "(default: 384: images up to 384 px are one tile, as in restore())")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
                         help="smallest input side and tile the package declares, a multiple "
                         "of 8 (default: 192; smaller tiles differ more from whole-image "
@@ -104,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         path = export_bioimageio(
             model, out, name=args.name, description=description, authors=authors,
             test_input=test_input, input_range=args.input_range, grey=args.grey,
-            **({} if args.halo is None else {"halo": args.halo}), min_size=args.min_size,
+            **({} if args.halo is None else {"halo": args.halo}),
+            **({} if args.tile is None else {"tile": args.tile}), min_size=args.min_size,
             license=args.license, tags=args.tags, overwrite=True,
         )
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
