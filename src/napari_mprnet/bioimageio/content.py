@@ -14,12 +14,10 @@ import torch
 
 from ..model import arch as _arch
 from ..model.arch import MPRNet
-from .intensity import IntensityMapping
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
            "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
            "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "predict_whole",
-           "readme",
            "strip_local_paths", "tif_bytes", "training_method", "weights_bytes"]
 
 ARCH_FILE = "mprnet_arch.py"
@@ -360,64 +358,3 @@ def training_method(meta: dict) -> str | None:
     """The fine-tuning objective's name from the model's provenance (None: not recorded)."""
     objective = (meta.get("provenance") or {}).get("objective")
     return objective.get("name") if isinstance(objective, dict) else None
-
-
-def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping,
-           test_shape: tuple[int, ...], halo: int, min_size: int | None = None) -> str:
-    """The package's README.md (no local paths: metadata is cleaned by the caller)."""
-    meta = model.metadata or {}
-    prov = meta.get("provenance") or {}
-    config = model.config.to_dict()
-    channels = test_shape[1]
-    grey = channels == 1 and config["in_c"] == 3
-    lines = [
-        f"# {name}", "", description, "", "## What it is", "",
-        (f"An MPRNet (multi-stage progressive restoration network) for "
-         f"**{meta.get('task', '?')}** exported by napari-mprnet as a bioimage.io model. The "
-         f"architecture is in `{ARCH_FILE}` (class `{ARCH_CALLABLE}`: the network with only "
-         f"the final image as output), the weights in `{WEIGHTS_FILE}` (a PyTorch state dict) "
-         f"and `{MODEL_FILE}` (the same model as napari-mprnet saves it, with its metadata)."),
-        "",
-        "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".", "",
-        "## Input and output", "",
-        (f"One image tensor `(batch, channel, y, x)` with {channels} channel(s) of "
-         f"{mapping.dtype} data; y and x must be multiples of {MPRNet.size_multiple}. "
-         + ("The grey plane goes through the 3-channel network as three copies and the output "
-            "channels are averaged, as napari-mprnet does. " if grey else "")
-         + "The output is float32, shaped like the input."), "",
-        mapping.note, "",
-        (f"The output axes declare a halo of {halo} pixels and the input a smallest side of "
-         f"{test_shape[-1] if min_size is None else min_size} pixels: tiled (blockwise) "
-         "prediction overlaps the blocks by the halo and never cuts smaller blocks. Blockwise "
-         "results are close to, not exactly, whole-image prediction: MPRNet splits each "
-         "block into quarters (stage 1) and halves (stage 2) and its channel attention "
-         "averages over the whole block, so pixels near each block's centre lines are "
-         "restored a little differently (napari-mprnet's measurement with its bundled "
-         "denoiser: about 0.05% of the output range on average, up to a few % at single "
-         "pixels). Whole-image prediction gives napari-mprnet's result."), "",
-        "## How it was trained", "",
-    ]
-    if meta.get("summary"):
-        lines += [str(meta["summary"]), ""]
-    method = training_method(meta)
-    if method in ("noise2void", "noise2noise"):
-        lines += [(f"Fine-tuned **self-supervised** ({method}): on noisy images alone, "
-                   "without clean targets."), ""]
-    if prov:
-        lines += ["| | |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in prov.items() if value is not None]
-        lines.append("")
-    else:
-        lines += ["No training record is stored with this model.", ""]
-    if meta.get("trained") is False:
-        lines += ["**Warning:** this model is marked as untrained (placeholder weights).", ""]
-    lines += [
-        "## Test tensors", "",
-        (f"`{TEST_INPUT_FILE}` (shape {tuple(test_shape)}) and `{TEST_OUTPUT_FILE}`: the "
-         "output of this package's processing and network on the test input. The cover shows "
-         "the test input (left) and output (right)."), "",
-        "## Citation", "", PAPER_TEXT + f" {PAPER_URL}", "",
-        ("The network code is napari-mprnet's own implementation, written from the paper; it "
-         "is compatible with the released MPRNet checkpoints through parameter names only."), "",
-    ]
-    return "\n".join(lines)

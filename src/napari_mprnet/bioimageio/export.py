@@ -21,6 +21,7 @@ from ..io.atomic import atomic_output
 from ..model.arch import MPRNet
 from . import content as c
 from .intensity import IntensityMapping, choose_mapping
+from .package_readme import readme
 
 __all__ = ["FORMAT_VERSION", "HALO", "MIN_BLOCK", "TILE", "export_bioimageio", "min_input_size",
            "validate_package"]
@@ -305,8 +306,8 @@ def export_bioimageio(
         c.TEST_INPUT_FILE: c.npy_bytes(x),
         c.TEST_OUTPUT_FILE: c.npy_bytes(y),
         "cover.png": c.cover_png(x, shown),
-        c.README_FILE: c.readme(name.strip(), description.strip(), net, mapping, x.shape,
-                                halo, min_size).encode("utf-8"),
+        c.README_FILE: readme(name.strip(), description.strip(), net, mapping, x.shape,
+                                halo, min_size, tile).encode("utf-8"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         files[c.MODEL_FILE] = save_model(net, Path(tmp) / c.MODEL_FILE).read_bytes()
