@@ -104,7 +104,7 @@ class MPRNetFinal(MPRNet):
     the input is already in the network's range).
     \"\"\"
 
-    def __init__(self, *args, halo: int = 0, tile: int = 384, percentiles=None,
+    def __init__(self, *args, halo: int = 0, tile: int = 512, percentiles=None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.halo = int(halo)

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.planning import MAX_CPU_AUTO_TILE
 from ..io.atomic import atomic_output
 from ..model.arch import MPRNet
 from . import content as c
@@ -37,9 +36,11 @@ HALO = 32
 #: channel attention and stage-1/2 splits see a whole block, so small blocks differ more
 #: from whole-image prediction (benchmarks/bench_bioimageio_blocks.py).
 MIN_BLOCK = 192
-#: Side of the fixed tile grid the packaged network restores its input on (images up to
-#: this size are one tile; see ``MPRNetFinal`` in content.py): the CPU tile restore() uses.
-TILE = MAX_CPU_AUTO_TILE
+#: Side of the fixed tile grid the packaged network restores its input on (see
+#: ``MPRNetFinal`` in content.py): images up to this size are one tile, so every image
+#: restore() runs in one CPU tile (MAX_CPU_AUTO_TILE) is restored as restore() does, and
+#: common sides (512, 1024, 2048) are multiples of it (blockwise == whole-image there).
+TILE = 512
 
 
 def _resolve_model(model: Any) -> MPRNet:
@@ -239,8 +240,9 @@ def export_bioimageio(
         With a halo, the packaged network restores its input in tiles of ``tile`` px (a
         multiple of 8) on a grid starting inside the halo, each with ``halo`` px of context:
         blockwise prediction with blocks of ``k * tile + 2 * halo`` px on images whose sides
-        are multiples of ``tile`` equals whole-image prediction (default :data:`TILE`:
-        images up to 384 px are one tile, restored as restore() does on a CPU).
+        are multiples of ``tile`` equals whole-image prediction (default :data:`TILE`, 512:
+        images up to 512 px are one tile, so those restore() runs in one CPU tile, up to
+        384 px, are restored exactly as restore() does).
     min_size : int, optional
         Smallest input y/x the package declares (a multiple of 8; default
         :data:`MIN_BLOCK`, at least ``2 * halo + 8``): bioimage.io never cuts smaller blocks

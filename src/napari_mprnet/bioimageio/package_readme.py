@@ -22,7 +22,7 @@ __all__ = ["readme"]
 
 def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping,
            test_shape: tuple[int, ...], halo: int, min_size: int | None = None,
-           tile: int = 384) -> str:
+           tile: int = 512) -> str:
     """The package's README.md (no local paths: metadata is cleaned by the caller)."""
     meta = model.metadata or {}
     prov = meta.get("provenance") or {}

@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the packaged network restores its input in tiles of PX on a "
                         "fixed grid, so blocks of k*PX + 2*halo on images whose sides are "
                         "multiples of PX give whole-image prediction's result; a multiple of 8 "
-                        "(default: 384: images up to 384 px are one tile, as in restore())")
+                        "(default: 512: images up to 512 px are one tile)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
                         help="smallest input side and tile the package declares, a multiple "
                         "of 8 (default: 192; smaller tiles differ more from whole-image "
