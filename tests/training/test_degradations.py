@@ -196,14 +196,16 @@ def test_sampled_parameters_in_ranges():
         if p["noise"] == "gaussian":
             assert 0 <= p["sigma"] <= 50 / 255
         else:
-            assert 5 <= p["photons"] <= 1000
+            assert 5 <= p["photons"] <= 3000
             assert 0 <= p["read_noise"] <= 4
     assert kinds == {"gaussian", "poisson_gaussian"}
     # low noise is well covered (nearly clean images must keep their detail), high noise too
     draws = [sample_params("denoise", rng) for _ in range(4000)]
     sigmas = np.array([p["sigma"] for p in draws if p["noise"] == "gaussian"]) * 255
-    assert 0.17 < (sigmas < 5).mean() < 0.26
-    assert 0.30 < (sigmas > 25).mean() < 0.44
+    assert 0.27 < (sigmas < 5).mean() < 0.37
+    assert 0.24 < (sigmas > 25).mean() < 0.34
+    photons = np.array([p["photons"] for p in draws if p["noise"] != "gaussian"])
+    assert 0.30 < (photons > 300).mean() < 0.42
     for _ in range(30):
         p = sample_params("derain", rng)
         lo, hi = model["derain"]["angle_deg_from_vertical"]

@@ -15,11 +15,11 @@ noise per channel a network learns to average the copies and fails on real grey 
 Random degradation models (:func:`sample_params`, :func:`degrade`)
 ------------------------------------------------------------------
 denoise
-    Half of the images: Gaussian noise, sigma = 50/255 * u^1.5 with u uniform (blind; in
+    Half of the images: Gaussian noise, sigma = 50/255 * u^2 with u uniform (blind; in
     [0, 50]/255, low noise drawn more often than high so that nearly clean images keep
     their detail). The other half:
     Poisson-Gaussian noise of a photon-counting camera, photons at intensity 1 log-uniform in
-    [5, 1000], Gaussian read noise uniform in [0, 4] photons (electrons) rms.
+    [5, 3000], Gaussian read noise uniform in [0, 4] photons (electrons) rms.
 deblur
     One kernel per image, the kind uniform among Gaussian (sigma 0.5-3 px, anisotropic,
     rotated), defocus (disk radius 1-5 px) and motion (length 3-21 px, any angle, slightly

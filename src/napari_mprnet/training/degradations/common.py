@@ -15,10 +15,11 @@ DEGRADATION_MODEL: dict[str, dict[str, Any]] = {
     "denoise": {
         "gaussian_fraction": 0.5,
         "gaussian_sigma": [0.0, 50.0 / 255.0],
-        # sigma = lo + (hi - lo) * u**power, u uniform: more nearly clean images (21% of the
-        # Gaussian draws below 5/255, 37% above 25/255) so that detail survives at low noise
-        "gaussian_sigma_power": 1.5,
-        "poisson_photons_loguniform": [5.0, 1000.0],
+        # sigma = lo + (hi - lo) * u**power, u uniform: more nearly clean images (32% of the
+        # Gaussian draws below 5/255, 29% above 25/255) so that detail survives at low noise
+        "gaussian_sigma_power": 2.0,
+        # up to 3000 photons, so that 1000 photons (little noise) is not the edge of the range
+        "poisson_photons_loguniform": [5.0, 3000.0],
         "poisson_read_noise_photons": [0.0, 4.0],
         "clipped": False,
     },
