@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "multiples of PX give whole-image prediction's result; a multiple of 8 "
                         "(default: 512: images up to 512 px are one tile)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
-                        help="smallest input side and tile the package declares, a multiple "
+                        help="smallest input side and block the package declares, a multiple "
                         "of 8 (default: 192; smaller tiles differ more from whole-image "
                         "prediction, and bioimage.io takes no smaller image)")
     colour = parser.add_mutually_exclusive_group()
