@@ -57,7 +57,8 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
             "differ a little near their centre lines, where MPRNet splits its input "
             "(napari-mprnet's measurement with its bundled denoiser: about 0.05% of the "
             "output range on average, up to a few % at single pixels). Images of at most "
-            f"{tile} pixels are one tile: whole-image prediction gives napari-mprnet's result."
+            f"{tile} pixels are one tile: whole-image prediction gives napari-mprnet's result "
+            "computed in one piece."
             if halo else "Whole-image prediction gives napari-mprnet's result.")), "",
         "## How it was trained", "",
     ]
@@ -78,7 +79,8 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
     lines += [
         "## Test tensors", "",
         (f"`{TEST_INPUT_FILE}` (shape {tuple(test_shape)}) and `{TEST_OUTPUT_FILE}`: the "
-         "output of this package's processing and network on the test input. The cover shows "
+         "output of this package's processing and network on the test input as bioimage.io's "
+         "test feeds it (unpadded: the outer halo pixels are context only). The cover shows "
          "the test input (left) and output (right)."), "",
         "## Citation", "", PAPER_TEXT + f" {PAPER_URL}", "",
         ("The network code is napari-mprnet's own implementation, written from the paper; it "
