@@ -203,7 +203,7 @@ def resolve_objective(method: str | None, objective: Objective | None, targets: 
     """
     blind_spot = {"mask": blind_spot_mask, "span": blind_spot_span,
                   "distance": blind_spot_distance}
-    structured = blind_spot != {"mask": "pixel", "span": 2, "distance": "mse"}
+    custom_blind_spot = blind_spot != {"mask": "pixel", "span": 2, "distance": "mse"}
     if blind_spot_mask not in MASKS:
         raise ValueError(f"blind_spot_mask must be one of {', '.join(MASKS)}, "
                          f"got {blind_spot_mask!r}")
@@ -212,7 +212,7 @@ def resolve_objective(method: str | None, objective: Objective | None, targets: 
             raise ValueError("give method or objective, not both")
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
-        if structured:
+        if custom_blind_spot:
             raise ValueError("give the blind-spot settings to the objective (Noise2Void(mask=..., "
                              "span=..., distance=...)), not as blind_spot_* arguments")
         chosen = objective
@@ -220,11 +220,11 @@ def resolve_objective(method: str | None, objective: Objective | None, targets: 
         if method is None:
             method = ("noise2noise" if pairs_from_series
                       else "supervised" if targets is not None else "noise2void")
-        if structured and method != "noise2void":
+        if custom_blind_spot and method != "noise2void":
             raise ValueError(f"blind_spot_mask/_span/_distance are Noise2Void settings; "
                              f"method {method!r} has no blind spot")
         chosen = (objective_for(method, edge_weight, **blind_spot)
-                  if structured else objective_for(method, edge_weight))
+                  if custom_blind_spot else objective_for(method, edge_weight))
     if pairs_from_series:
         if chosen.name != "noise2noise":
             raise ValueError("pairs_from_series=True makes Noise2Noise pairs of neighbouring "
