@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from napari_mprnet.model import OFFICIAL_PRESETS, MPRNet, MPRNetConfig, official_config
+from napari_mprnet.model.arch import ChannelAttention
+from napari_mprnet.model.forwards import split_forward
 
 #: Parameter names, shapes and counts of the published checkpoints (the project's own record).
 REFERENCE = Path(__file__).parent / "data"
@@ -67,6 +69,61 @@ def test_top_quarters_are_independent_in_stage1_encoder(tiny_model):
         tiny_model(x)
     handle.remove()
     assert len(feats) == 4 and feats[0].shape[-2:] == (16, 16)
+
+
+def _local(model: MPRNet) -> MPRNet:
+    """Make every channel attention a constant gate (its squeeze weights zero): the tiny
+    network is then strictly local (a pixel's output depends on pixels ~25 px around)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ChannelAttention):
+                module.conv_du[0].weight.zero_()
+    return model
+
+
+def test_default_forward_is_the_papers_split(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        default, split = tiny_model(x), tiny_model(x, split_patches=True)
+        whole = tiny_model(x, split_patches=False)
+        assert MPRNet.split_patches is True
+        for a, b, c in zip(default, split, split_forward(tiny_model, x)):
+            assert torch.equal(a, b) and torch.equal(a, c)
+        assert not torch.allclose(default[0], whole[0], atol=1e-4)
+        tiny_model.split_patches = False  # the attribute is the default of forward()
+        assert all(torch.equal(a, b) for a, b in zip(tiny_model(x), whole))
+
+
+def test_unsplit_forward_differs_only_along_the_split_lines(tiny_model):
+    """Same weights, no split: far from the centre lines (where the paper's patches meet)
+    both forwards compute the same thing; on the lines they differ."""
+    model = _local(tiny_model)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        split, whole = model(x, split_patches=True), model(x, split_patches=False)
+    far = torch.ones(128, 128, dtype=torch.bool)
+    far[64 - 32:64 + 32] = False
+    far[:, 64 - 32:64 + 32] = False
+    for a, b in zip(split, whole):  # final, stage 2, stage 1
+        diff = (a - b).abs().amax(dim=(0, 1))
+        assert diff[far].max() < 1e-5
+        assert diff[62:66].max() > 1e-3 and diff[:, 62:66].max() > 1e-3
+
+
+def test_unsplit_forward_of_a_crop_is_the_crop_of_the_forward(tiny_model):
+    """What makes tiles and bioimage.io blocks agree with the whole image: without the
+    split, a crop restores like the same pixels inside the whole image (away from its
+    edges); with the split, the crop's own centre lines show."""
+    model = _local(tiny_model)
+    x = torch.rand(1, 3, 160, 160)
+    crop = x[..., 24:120, 40:136]  # 96 x 96, offsets multiples of the 4x down-sampling
+    with torch.no_grad():
+        whole = model(x, split_patches=False)[0][..., 24:120, 40:136]
+        part = model(crop, split_patches=False)[0]
+        part_split = model(crop, split_patches=True)[0]
+    inner = (slice(None), slice(None), slice(32, 64), slice(32, 64))
+    assert (whole[inner] - part[inner]).abs().max() < 1e-5
+    assert (whole[inner] - part_split[inner]).abs().max() > 1e-3
 
 
 def test_one_channel_network():

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .forwards import split_forward, whole_forward
+
 __all__ = ["MPRNet", "MPRNetConfig"]
 
 #: Number of CABs at every encoder and decoder level (fixed by the architecture).
@@ -310,11 +312,16 @@ class MPRNet(nn.Module):
     Notes
     -----
     ``forward(x)`` takes an ``(N, C, H, W)`` tensor with ``H`` and ``W`` multiples of 8 and
-    returns ``[final, stage2, stage1]``, each the size of ``x``.
+    returns ``[final, stage2, stage1]``, each the size of ``x``. ``forward(x,
+    split_patches=False)`` runs stages 1 and 2 on the whole input instead of the paper's
+    quarters and halves (:mod:`~napari_mprnet.model.forwards`).
     """
 
     #: Height and width of the input must be multiples of this.
     size_multiple = 8
+    #: Default of ``forward(split_patches=None)``: the paper's multi-patch split (training
+    #: and checkpoints use it; the inference engine passes False, see ``restore()``).
+    split_patches = True
 
     def __init__(self, config: MPRNetConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -344,8 +351,13 @@ class MPRNet(nn.Module):
         self.concat23 = _conv(2 * cfg.n_feat, width3, cfg.kernel_size, cfg.bias)
         self.tail = _conv(width3, cfg.out_c, cfg.kernel_size, cfg.bias)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Restore ``x``; return ``[final, stage2, stage1]`` images."""
+    def forward(self, x: torch.Tensor, split_patches: bool | None = None) -> list[torch.Tensor]:
+        """Restore ``x``; return ``[final, stage2, stage1]`` images.
+
+        ``split_patches``: True runs stage 1 on quarters and stage 2 on halves of ``x``
+        (the paper), False every stage on the whole of ``x``; None (default) follows
+        :attr:`split_patches`. See :mod:`napari_mprnet.model.forwards`.
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_c:
             raise ValueError(
                 f"MPRNet expects an (N, {self.config.in_c}, H, W) tensor, got {tuple(x.shape)}"
@@ -356,33 +368,6 @@ class MPRNet(nn.Module):
                 f"height and width must be multiples of {self.size_multiple}, got {h}x{w}; "
                 "pad the image (the engine does this for you)"
             )
-        half_h, half_w = h // 2, w // 2
-        halves = [x[:, :, :half_h], x[:, :, half_h:]]
-
-        # Stage 1: four quarter patches; encoder features rejoined along the width.
-        stage1_feats, stage1_decs, stage1_imgs, sam_feats = [], [], [], []
-        for half in halves:
-            quarters = [half[..., :half_w], half[..., half_w:]]
-            encs = [self.stage1_encoder(self.shallow_feat1(q)) for q in quarters]
-            joined = [torch.cat(pair, dim=3) for pair in zip(*encs)]
-            decs = self.stage1_decoder(joined)
-            feats, img = self.sam12(decs[0], half)
-            stage1_feats.append(joined)
-            stage1_decs.append(decs)
-            stage1_imgs.append(img)
-            sam_feats.append(feats)
-        stage1_img = torch.cat(stage1_imgs, dim=2)
-
-        # Stage 2: two halves, fused with stage-1 features; rejoined along the height.
-        stage2_encs = []
-        for half, feats, enc1, dec1 in zip(halves, sam_feats, stage1_feats, stage1_decs):
-            fused = self.concat12(torch.cat([self.shallow_feat2(half), feats], dim=1))
-            stage2_encs.append(self.stage2_encoder(fused, enc1, dec1))
-        enc2 = [torch.cat(pair, dim=2) for pair in zip(*stage2_encs)]
-        dec2 = self.stage2_decoder(enc2)
-        feats3, stage2_img = self.sam23(dec2[0], x)
-
-        # Stage 3: the whole image at its original resolution.
-        fused = self.concat23(torch.cat([self.shallow_feat3(x), feats3], dim=1))
-        final = self.tail(self.stage3_orsnet(fused, enc2, dec2)) + x
-        return [final, stage2_img, stage1_img]
+        if split_patches is None:
+            split_patches = self.split_patches
+        return (split_forward if split_patches else whole_forward)(self, x)
