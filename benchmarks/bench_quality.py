@@ -247,10 +247,12 @@ def _model_from_checkpoint(path: str):
 class ModelRunner:
     """Run a model whole-image and tiled; remembers the tiled - whole PSNR differences."""
 
-    def __init__(self, task: str, weights: str | None, device: str, tile: int) -> None:
+    def __init__(self, task: str, weights: str | None, device: str, tile: int,
+                 strength: float | str = "auto") -> None:
         from napari_mprnet.api import prepare_model
 
         self.task = task
+        self.strength = strength
         if weights and str(weights).endswith(".pt"):  # a training checkpoint
             self.model = _model_from_checkpoint(weights)
         else:
@@ -273,7 +275,8 @@ class ModelRunner:
 
         return restore(img, self.task, model=self.model, tile_size=tile,
                        tile_overlap=min(32, tile // 4),
-                       device=self.device, normalize="none", rgb=img.ndim == 3)
+                       device=self.device, normalize="none", rgb=img.ndim == 3,
+                       strength=self.strength)
 
     def __call__(self, degraded: np.ndarray, clean: np.ndarray, _info: dict) -> np.ndarray:
         whole_tile = -(-max(degraded.shape[:2]) // 8) * 8
@@ -373,7 +376,8 @@ def _method_table(task: str, runner: ModelRunner | None, use_bm3d: bool) -> dict
 
 
 def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
-    runner = None if args.no_model else ModelRunner(task, args.weights, args.device, args.tile)
+    runner = None if args.no_model else ModelRunner(task, args.weights, args.device, args.tile,
+                                                args.strength)
     methods = _method_table(task, runner, not args.no_bm3d)
     previous = _previous_rows(args.baselines_from, args)
     rows = []
@@ -486,7 +490,8 @@ def _cell(result: dict) -> str:
 def markdown(report: dict) -> str:
     lines = [
         (f"Quality benchmark ({report['date']}, {report['mode']}, {report['size']} px images, "
-         f"seed {SEED}); cells are PSNR (dB) / SSIM against the clean image."),
+         f"seed {SEED}, model strength {report.get('strength', 1.0)}); cells are PSNR (dB) / "
+         "SSIM against the clean image."),
         "",
     ]
     for task in report["tasks"]:
@@ -533,6 +538,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reuse the baselines' results (not the model's) of the same rows "
                         "and images from an earlier --corpus report written with --json")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strength", default="auto",
+                        help="restore(strength=...) of the model rows: auto (default) or a "
+                             "number (1.0: the plain network output)")
     parser.add_argument("--sigmas", type=float, nargs="+",
                         help=f"Gaussian noise levels (/255) for denoise (default "
                         f"{DENOISE_SIGMAS}; with --corpus {REAL_SIGMAS})")
@@ -558,6 +566,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--size must be >= 32")
     if args.tile and args.tile >= args.size:  # keep the tiled run tiled
         args.tile = max(16, args.size // 2 // 8 * 8)
+    if args.strength != "auto":
+        try:
+            args.strength = float(args.strength)
+        except ValueError:
+            parser.error(f"--strength must be auto or a number, got {args.strength!r}")
     args.json_stdout = args.json == "-"
     real = args.corpus is not None
     args.sigmas = args.sigmas or list(REAL_SIGMAS if real else DENOISE_SIGMAS)
@@ -577,7 +590,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows, models = [], {}
     for task in tasks:
         if not args.no_model:
-            models[task] = ModelRunner(task, args.weights, args.device, args.tile).describe()
+            models[task] = ModelRunner(task, args.weights, args.device, args.tile,
+                                                args.strength).describe()
         rows.extend(run_task(task, args, images))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -585,6 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
                  else "full"),
         "size": args.size,
         "tile": args.tile,
+        "strength": args.strength,
         "seed": SEED,
         "tasks": tasks,
         "cases": _cases_key(args),

@@ -141,10 +141,11 @@ def test_integer_inputs_are_clipped_to_their_range_unless_asked(tmp_path, weight
     folder.mkdir()
     rng = np.random.default_rng(3)
     tifffile.imwrite(folder / "photo.tif", (rng.random((40, 40)) * 255).astype(np.uint8))
-    assert _run(folder, "--weights", weights, "-o", tmp_path / "clipped") == 0
+    one = ("--strength", "1")  # the untrained network's own output, overshoot included
+    assert _run(folder, "--weights", weights, "-o", tmp_path / "clipped", *one) == 0
     clipped = tifffile.imread(tmp_path / "clipped" / "photo_denoised.tif")
     assert clipped.dtype == np.float32 and clipped.min() >= 0 and clipped.max() <= 255
-    assert _run(folder, "--weights", weights, "-o", tmp_path / "raw", "--no-clip") == 0
+    assert _run(folder, "--weights", weights, "-o", tmp_path / "raw", "--no-clip", *one) == 0
     raw = tifffile.imread(tmp_path / "raw" / "photo_denoised.tif")
     assert raw.min() < 0 or raw.max() > 255  # the untrained net overshoots: the clip was real
     np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))
@@ -317,3 +318,21 @@ def test_imagej_hyperstack_and_ome_tiff_come_back_with_their_metadata(tmp_path, 
         pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
     assert pixels["PhysicalSizeX"] == 0.2 and [c["Name"] for c in pixels["Channel"]] == [
         "DAPI", "GFP"]
+
+
+def test_strength_option_reaches_restore(tmp_path, images, weights, capsys):
+    source = images / "stack.tif"
+    assert _run(source, "--weights", weights, "-o", tmp_path / "zero", "--strength", "0") == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "zero" / "stack_denoised.tif"),
+                               tifffile.imread(source), rtol=1e-5, atol=0.05)
+    assert _run(source, "--weights", weights, "-o", tmp_path / "one", "--strength", "1") == 0
+    assert _run(source, "--weights", weights, "-o", tmp_path / "auto", "--strength",
+                "AUTO") == 0
+    assert not np.allclose(tifffile.imread(tmp_path / "one" / "stack_denoised.tif"),
+                           tifffile.imread(source), atol=1)
+    capsys.readouterr()
+    for bad in ("strong", "-1", "nan"):
+        assert _run(source, "--weights", weights, "-o", tmp_path / "bad", "--strength",
+                    bad) == 2
+        err = capsys.readouterr().err
+        assert "--strength must be 'auto' or a" in err and len(err.strip().splitlines()) == 1

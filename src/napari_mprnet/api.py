@@ -41,6 +41,7 @@ def iter_restore(
     clip: bool = True,
     backend: str = "eager",
     backend_options: dict | None = None,
+    strength: float | str = "auto",
 ) -> Generator[Progress, None, list[np.ndarray]]:
     """Restore an array step by step: a generator of :class:`Progress` after every tile batch.
 
@@ -53,7 +54,7 @@ def iter_restore(
         model, task, tile_size=tile_size, tile_overlap=tile_overlap, batch_size=batch_size,
         device=device, precision=precision, stages=stages, normalize=normalize,
         percentiles=percentiles, output_dtype=output_dtype, clip=clip, backend=backend,
-        backend_options=backend_options,
+        backend_options=backend_options, strength=strength,
     )
     return (yield from restorer.iter_run(image, axes, rgb))
 
@@ -79,6 +80,7 @@ def restore(
     chunk_size: int | str | None = "auto",
     backend: str = "eager",
     backend_options: dict | None = None,
+    strength: float | str = "auto",
 ) -> Any:
     """Restore an image with MPRNet.
 
@@ -134,6 +136,14 @@ def restore(
         falls back (tensorrt -> compile -> eager). "auto": the fastest on the device.
     backend_options : dict, optional
         Backend settings, e.g. ``{"cuda_graphs": True}``.
+    strength : "auto" or float
+        How far the final image moves from the input towards the network output:
+        ``input + w * (output - input)``, one ``w`` per 2-D plane. A number fixes ``w``
+        (1.0: the network output, 0: the input). "auto" (denoising; 1.0 for the other tasks)
+        chooses ``w`` per plane by Stein's unbiased risk estimate from a noise level
+        measured on the image itself, so that nearly clean images keep their detail; it is
+        measured on the central 256 x 256 window (two extra forwards of that window), so the
+        result does not depend on tiling or chunking. See docs/strength.md.
 
     Returns
     -------
@@ -155,6 +165,7 @@ def restore(
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
         "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
         "clip": clip, "backend": backend, "backend_options": backend_options,
+        "strength": strength,
     }
     from . import _layers
     from .scale import lazy

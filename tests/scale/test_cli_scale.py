@@ -84,12 +84,13 @@ def test_integer_zarr_is_clipped_like_the_in_memory_path(tmp_path, weights):
     store[:] = image
     for flag, folder in (([], "clipped"), (["--no-clip"], "raw")):
         assert main(["restore", str(tmp_path / "u8.zarr"), "-o", str(tmp_path / folder),
-                     "--weights", weights, *flag, *ENGINE]) == 0
+                     "--weights", weights, "--strength", "1", *flag, *ENGINE]) == 0
     clipped = zarr.open_array(str(tmp_path / "clipped" / "u8_denoised.zarr"), mode="r")[:]
     raw = zarr.open_array(str(tmp_path / "raw" / "u8_denoised.zarr"), mode="r")[:]
     assert clipped.min() >= 0 and clipped.max() <= 255 and (raw.min() < 0 or raw.max() > 255)
     np.testing.assert_array_equal(clipped, np.clip(raw, 0, 255))
-    np.testing.assert_array_equal(clipped, restore(image, model=weights, **FAST_API))
+    np.testing.assert_array_equal(clipped, restore(image, model=weights, strength=1.0,
+                                                   **FAST_API))
 
 
 def test_ome_zarr_in_ome_zarr_out(tmp_path, weights):

@@ -103,9 +103,9 @@ def test_single_block_sees_at_most_chunk_plus_halo(tiny_model, monkeypatch):
     seen = []
     original = lazy.restore_block
 
-    def recording(block, spec, block_info=None, **shared):
+    def recording(block, *arrays, spec, block_info=None, **shared):
         seen.append(block.shape)
-        return original(block, spec, block_info=block_info, **shared)
+        return original(block, *arrays, spec=spec, block_info=block_info, **shared)
 
     monkeypatch.setattr(lazy, "restore_block", recording)
     image = _image((150, 170), seed=3)

@@ -7,7 +7,7 @@ import sys
 
 from ..engine.tiling import validate_tiling
 
-__all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail"]
+__all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail", "parse_strength"]
 
 #: ``engine.backends.BACKENDS``, spelled out so that building the parser does not import torch
 #: (tests/test_cli_startup.py checks that the two agree).
@@ -63,6 +63,23 @@ def engine_options(args: argparse.Namespace) -> dict:
 
         options["backend"] = normalize_backend(backend)
     return options
+
+
+def parse_strength(value: str) -> float | str:
+    """``--strength``: "auto" or a number >= 0 (checked as ``restore()`` checks it)."""
+    from ..engine.strength import check_strength
+
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"--strength must be 'auto' or a number >= 0, got {value!r}") from None
+    try:
+        return check_strength(number)
+    except ValueError:
+        raise ValueError(f"--strength must be 'auto' or a finite number >= 0, "
+                         f"got {value!r}") from None
 
 
 def fail(message: str, status: int = 2) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..model.tasks import TASKS
 from ._batch import Job, collect_inputs, parse_output_dtype, plan_jobs, write_outputs
-from .common import add_engine_arguments, engine_options, fail
+from .common import add_engine_arguments, engine_options, fail, parse_strength
 
 __all__ = ["add_parser", "run"]
 
@@ -58,6 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ._scale import add_scale_arguments
 
     add_scale_arguments(parser)
+    parser.add_argument("--strength", default="auto", metavar="auto|FLOAT",
+                        help="denoising strength: 'auto' (default) measures per plane how "
+                        "far to move from the input towards the network output, so that "
+                        "nearly clean images keep their detail; a number fixes it (1: the "
+                        "network output, 0: the input); other tasks: auto = 1")
     parser.add_argument("--stages", action="store_true",
                         help="also write the stage-2 and stage-1 images")
     parser.add_argument("--axes", default=None,
@@ -178,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("no input images found")
     try:
         options = engine_options(args)
+        options["strength"] = parse_strength(args.strength)
         parse_output_dtype(args.output_dtype, np.dtype("float32"))
         jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages)
     except (ValueError, TypeError) as err:

@@ -23,6 +23,7 @@ from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
 from .models import prepare_model
 from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
 from .runner import Progress, TiledRunner, drive
+from .strength import blend, check_strength, fixed_weight, probe_weights, probe_window
 
 __all__ = [
     "TASK_SUFFIX",
@@ -227,7 +228,9 @@ class Restorer:
         clip: bool = True,
         backend: str = "eager",
         backend_options: dict | None = None,
+        strength: float | str = "auto",
     ) -> None:
+        self.strength = check_strength(strength)
         self.stages = _check_bool("stages", stages)
         self.clip = _check_bool("clip", clip)
         self.percentiles = check_percentiles(percentiles)
@@ -304,6 +307,48 @@ class Restorer:
                                                             limits)))
         return results
 
+    def needs_probe(self) -> bool:
+        """Whether the strength is measured per plane (``strength="auto"``, denoising)."""
+        return fixed_weight(self.strength, self.task) is None
+
+    def plane_weights(self, crops: np.ndarray, layout: PlaneLayout) -> np.ndarray:
+        """The blend weight of every data plane from its normalised probe window
+        ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image share one)."""
+        group = 3 if self._splits_rgb(layout) else 1
+        runner = self.runner
+
+        def forward(batch: np.ndarray) -> np.ndarray:
+            return runner.forward_tiles(batch, False)[0]
+
+        backend = runner.backend
+        if backend.fixed_shape:  # compiled for the tile shape: the window runs eagerly
+            from .backends.eager import EagerBackend
+
+            runner.backend = EagerBackend(runner.model, runner.device, runner.precision)
+        try:
+            with runner._threads():
+                return probe_weights(forward, crops, group)
+        finally:
+            runner.backend = backend
+
+    def network_weights(self, weights: np.ndarray, layout: PlaneLayout) -> np.ndarray:
+        """Per-data-plane ``weights`` repeated for the network planes they cover."""
+        return np.repeat(weights, 3) if self._splits_rgb(layout) else np.asarray(weights)
+
+    def apply_strength(self, normalised: np.ndarray, final: np.ndarray, layout: PlaneLayout,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+        """The final network planes moved towards the input by the strength: fixed, the
+        given per-data-plane ``weights``, or measured on ``normalised``'s probe windows."""
+        fixed = fixed_weight(self.strength, self.task)
+        if fixed == 1.0:
+            return final
+        if fixed is not None:
+            weights = np.full(layout.n_planes, fixed)
+        elif weights is None:
+            ys, xs = probe_window(layout.height, layout.width)
+            weights = self.plane_weights(normalised[:, ys, xs], layout)
+        return blend(normalised, final, self.network_weights(weights, layout))
+
     # ----------------------------------------------------------------- whole images
 
     def iter_run(self, image: Any, axes: str | None = None, rgb: bool | None = None
@@ -316,6 +361,7 @@ class Restorer:
         norm = self.normalization(data)
         normalised = self.planes_in(data, layout, norm)
         outputs = yield from self.runner.iter_run(normalised, stages=self.stages)
+        outputs[0] = self.apply_strength(normalised, outputs[0], layout)
         del normalised
         return self.planes_out(outputs, layout, norm, data)
 

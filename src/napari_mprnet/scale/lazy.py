@@ -40,6 +40,7 @@ import numpy as np
 from ..engine.axes import PlaneLayout
 from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
+from ..engine.strength import probe_window
 from ..engine.tiling import axis_starts, axis_weights
 from .models import ModelHandle, effective_device, handle_for
 
@@ -141,12 +142,14 @@ class BlockSpec:
     backend: str = "eager"
     backend_options: dict | None = None
     clip: bool = True
+    strength: float | str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __dask_tokenize__(self):
         return (self.axes, self.y, self.x, self.handle.key, self.task, self.norm, self.stages,
                 str(self.out_dtype), str(self.device), self.precision, self.batch_size,
-                self.backend, repr(sorted((self.backend_options or {}).items())), self.clip)
+                self.backend, repr(sorted((self.backend_options or {}).items())), self.clip,
+                self.strength)
 
 
 def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[np.ndarray]:
@@ -174,15 +177,33 @@ def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
                     tile_overlap=spec.y.overlap, batch_size=spec.batch_size,
                     device=effective_device(spec.device), precision=spec.precision,
                     stages=spec.stages, normalize=spec.norm, output_dtype=spec.out_dtype,
-                    clip=spec.clip, backend=spec.backend, backend_options=spec.backend_options)
+                    clip=spec.clip, backend=spec.backend, backend_options=spec.backend_options,
+                    strength=spec.strength)
 
 
-def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = None,
-                  weights: bytes | None = None) -> np.ndarray:
+def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
+    """The strength weights of the planes whose probe windows are ``crop`` (every axis
+    but Y/X/S one block), shaped like ``crop`` with Y, X and S of size 1."""
+    ys, xs = probe_window(spec.y.length, spec.x.length)
+    where = (f"the strength probe window of the dask array (Y {ys.start}:{ys.stop}, "
+             f"X {xs.start}:{xs.stop})")
+    refuse_masked(crop, where)
+    crop = np.asarray(crop)
+    refuse_non_finite(crop, where)
+    restorer = _block_restorer(spec, weights)
+    layout = PlaneLayout.from_axes(spec.axes, crop.shape)
+    plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout)
+    kept = [i for i, a in enumerate(spec.axes) if a in "YXS"]
+    return np.expand_dims(plane_w.reshape(layout.lead_shape), kept)
+
+
+def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec,
+                  block_info: dict | None = None, weights: bytes | None = None) -> np.ndarray:
     """Restore the chunk whose block (chunk plus halo) is ``block``.
 
-    ``weights`` are the serialised weights of an in-memory model (the graph's one shared
-    key), else None. Returns the chunk's outputs stacked on a new first axis (``[final]`` or
+    ``plane_weights`` (with ``strength="auto"``): the block of :func:`probe_block`'s result
+    for these planes. ``weights`` are the serialised weights of an in-memory model (the
+    graph's one shared key), else None. Returns the chunk's outputs stacked on a new first axis (``[final]`` or
     ``[final, stage2, stage1]``), cast to ``spec.out_dtype``.
     """
     location = block_info[0]["chunk-location"]
@@ -234,6 +255,12 @@ def restore_block(block: np.ndarray, spec: BlockSpec, block_info: dict | None = 
     )
     core = block[core_index]
     core_layout = PlaneLayout.from_axes(spec.axes, core.shape)
+    plane_w = (np.transpose(plane_weights[0], core_layout.order).reshape(-1)
+               if plane_weights else None)
+    if restorer.needs_probe() and plane_w is None:
+        raise RuntimeError("strength='auto' needs the probe weights of the block's planes")
+    core_in = normalised[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    outputs[0] = restorer.apply_strength(core_in, outputs[0], core_layout, plane_w)
     return np.stack(restorer.planes_out(outputs, core_layout, spec.norm, core))
 
 
@@ -275,6 +302,7 @@ def restore_dask(
     client: Any = None,
     backend: str = "eager",
     backend_options: dict | None = None,
+    strength: float | str = "auto",
 ) -> Any:
     """Restore a dask array lazily; same options and result layout as
     :func:`napari_mprnet.restore`, plus:
@@ -304,7 +332,7 @@ def restore_dask(
                         batch_size=batch_size, device=device, precision=precision,
                         stages=stages, normalize=normalize, percentiles=percentiles,
                         output_dtype=output_dtype, clip=clip, backend=backend,
-                        backend_options=backend_options)
+                        backend_options=backend_options, strength=strength)
     layout = restorer.layout(tuple(data.shape), axes, rgb)
     resolved = layout.axes
     if isinstance(normalize, Normalization):
@@ -350,9 +378,19 @@ def restore_dask(
     spec = BlockSpec(resolved, yplan, xplan, handle, task, norm, restorer.stages, out_dtype,
                      device=device, precision=precision, batch_size=batch_size,
                      backend=backend, backend_options=backend_options,
-                     clip=restorer.clip)
-    stacked = blocks.map_blocks(
-        restore_block, spec=spec, **shared, dtype=out_dtype, new_axis=0,
+                     clip=restorer.clip, strength=restorer.strength)
+    probes = []
+    if restorer.needs_probe():  # one probe window per plane, shared by the plane's chunks
+        ys, xs = probe_window(height, width)
+        crop = data[tuple(ys if a == "Y" else xs if a == "X" else slice(None)
+                          for a in resolved)]
+        crop = crop.rechunk({i: -1 for i, a in enumerate(resolved) if a in "YXS"})
+        probes.append(crop.map_blocks(
+            probe_block, spec=spec, **shared, dtype=np.float64, token="mprnet-strength",
+            chunks=tuple((1,) if a in "YXS" else c for a, c in zip(resolved, crop.chunks)),
+            meta=np.empty((0,) * data.ndim, np.float64)))
+    stacked = da.map_blocks(
+        restore_block, blocks, *probes, spec=spec, **shared, dtype=out_dtype, new_axis=0,
         chunks=((n_out,), *data.chunks), token="mprnet-restore",
         meta=np.empty((0,) * (data.ndim + 1), out_dtype),
     )

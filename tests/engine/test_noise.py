@@ -1,0 +1,60 @@
+"""Noise estimation without a clean image: known Gaussian and Poisson-Gaussian levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_mprnet.engine.noise import estimate_noise, patch_noise_variance
+
+
+def _scene(size=256, seed=0):
+    """A clean image with smooth shading, edges and some fine texture, in [0.1, 0.9]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    shading = 0.5 + 0.3 * np.sin(3 * xx + 2 * yy)
+    blocks = (ndimage.zoom(rng.random((8, 8)), size / 8, order=0) - 0.5) * 0.2
+    texture = ndimage.gaussian_filter(rng.standard_normal((size, size)), 2) * 0.05
+    return np.clip(shading + blocks + texture, 0.1, 0.9)
+
+
+def test_pure_noise_patches_give_their_variance():
+    rng = np.random.default_rng(1)
+    patches = rng.normal(0, 0.1, (5000, 49))
+    assert patch_noise_variance(patches) == pytest.approx(0.01, rel=0.05)
+
+
+@pytest.mark.parametrize("sigma", [2 / 255, 5 / 255, 25 / 255])
+@pytest.mark.parametrize("model", ["gaussian", "poisson-gaussian"])
+def test_known_gaussian_sigma_is_recovered(sigma, model):
+    clean = _scene(seed=2)
+    noisy = clean + np.random.default_rng(3).normal(0, sigma, clean.shape)
+    a, b = estimate_noise(noisy, model)
+    level = a * clean.mean() + b
+    assert np.sqrt(level) == pytest.approx(sigma, rel=0.1)
+    if model == "gaussian":
+        assert a == 0.0
+
+
+def test_known_poisson_gaussian_parameters_are_recovered():
+    clean = _scene(seed=4)
+    photons, read = 100.0, 2.0  # variance clean / photons + (read / photons)^2
+    rng = np.random.default_rng(5)
+    noisy = rng.poisson(clean * photons) / photons + rng.normal(0, read / photons, clean.shape)
+    a, b = estimate_noise(noisy)
+    assert a == pytest.approx(1 / photons, rel=0.15)
+    for level in (0.2, 0.5, 0.8):  # the noise sd at every intensity within 10%
+        true = level / photons + (read / photons) ** 2
+        assert np.sqrt(a * level + b) == pytest.approx(np.sqrt(true), rel=0.1)
+
+
+def test_clean_image_has_no_noise_and_bad_input_is_refused():
+    a, b = estimate_noise(np.tile(np.linspace(0, 1, 64), (64, 1)))
+    assert a < 1e-12 and b < 1e-12
+    with pytest.raises(ValueError, match="2-D image of at least 32"):
+        estimate_noise(np.zeros((20, 64)))
+    with pytest.raises(ValueError, match="2-D"):
+        estimate_noise(np.zeros((64, 64, 3)))
+    with pytest.raises(ValueError, match="model"):
+        estimate_noise(np.zeros((64, 64)), "laplace")
