@@ -300,3 +300,28 @@ def test_progress_shows_tiles_and_time_left(make_napari_viewer, qtbot, tiny_mode
     assert all(text.startswith(f"{count}/{total} tiles") for count, text in zip(counts, shown))
     assert counts == sorted(counts) and 1 <= counts[0] and counts[-1] <= total
     assert widget.progress_bar.format() == "%p%"
+
+
+def test_strength_control_reaches_the_job_and_persists(make_napari_viewer, qtbot,
+                                                       tiny_model_file, image,
+                                                       isolated_settings):
+    from napari_mprnet._widgets._jobs import build_request
+
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    assert widget.strength_spin.text() == "auto" and widget.settings().strength == "auto"
+    assert "Stein" in widget.strength_spin.toolTip()
+    widget.strength_spin.setValue(0.0)
+    assert widget.settings().strength == 0.0
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.job.request.strength == 0.0
+    np.testing.assert_allclose(viewer.layers["cells (denoised)"].data, image, rtol=1e-5,
+                               atol=1e-3 * float(np.ptp(image)))
+    assert load_settings().strength == 0.0
+    again = make_widget(viewer)
+    assert again.strength_spin.value() == 0.0
+    # menu commands (build_request without a strength) use the default
+    assert build_request(widget.job.request.source, load_settings()).strength == "auto"
+    again.strength_spin.setValue(again.strength_spin.minimum())
+    assert load_settings().strength == "auto"

@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QWidget
 
 from ..engine.devices import describe_device
 from .settings import WeightsChoice
 from .weights_registry import registered_weights
 
-__all__ = ["ERROR_STYLE", "alive", "fill_weights_combo", "show_device", "weights_choice"]
+__all__ = ["ERROR_STYLE", "alive", "fill_weights_combo", "set_strength", "show_device",
+           "strength_spin", "strength_value", "weights_choice"]
 
 ERROR_STYLE = "color: #e05050;"
+#: Value of the strength spin box that stands for "auto".
+_AUTO_STRENGTH = -0.05
+_STRENGTH_TIP = (
+    "How far the result moves from the input towards the network output, per 2-D plane: "
+    "1 = the network output, 0 = the input. 'auto' (denoising) measures the image's noise "
+    "and picks the value with the lowest expected error (Stein's unbiased risk estimate), "
+    "so that nearly clean images keep their detail; other tasks: auto = 1"
+)
+
+
+def strength_spin() -> QDoubleSpinBox:
+    """The strength control: "auto" (its minimum), or 0 to 1.5 in steps of 0.05."""
+    spin = QDoubleSpinBox()
+    spin.setRange(_AUTO_STRENGTH, 1.5)
+    spin.setSingleStep(0.05)
+    spin.setDecimals(2)
+    spin.setSpecialValueText("auto")
+    spin.setToolTip(_STRENGTH_TIP)
+    return spin
+
+
+def strength_value(spin: QDoubleSpinBox) -> float | str:
+    """The ``restore(strength=...)`` value shown by ``spin``."""
+    value = round(spin.value(), 2)
+    return "auto" if value <= _AUTO_STRENGTH else value
+
+
+def set_strength(spin: QDoubleSpinBox, strength: float | str) -> None:
+    spin.setValue(_AUTO_STRENGTH if strength == "auto" else float(strength))
 
 
 def alive(widget: QWidget) -> bool:

@@ -44,6 +44,7 @@ class RestoreRequest:
     device: str = "auto"
     precision: str | None = None
     stages: bool = False
+    strength: float | str = "auto"
 
 
 def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
@@ -73,9 +74,11 @@ def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
 
 
 def build_request(
-    source: LayerSnapshot, settings: RestoreSettings, task: str | None = None
+    source: LayerSnapshot, settings: RestoreSettings, task: str | None = None,
+    strength: float | str = "auto",
 ) -> RestoreRequest:
-    """A request from saved/selected settings (``task`` overrides the settings' task)."""
+    """A request from saved/selected settings (``task`` overrides the settings' task;
+    ``strength`` is the widget's, "auto" for menu commands)."""
     task = settings.task if task is None else task
     model, label = resolve_weights(settings.weights_for(task), task)
     return RestoreRequest(
@@ -88,6 +91,7 @@ def build_request(
         device=settings.device,
         precision=None if settings.precision == "auto" else settings.precision,
         stages=settings.stages,
+        strength=strength,
     )
 
 
@@ -113,6 +117,7 @@ def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
             precision=request.precision,
             stages=request.stages,
             rgb=request.source.rgb,
+            strength=request.strength,
         )
     except Exception as err:
         log.debug("napari-mprnet restoration failed", exc_info=True)

@@ -32,7 +32,15 @@ from qtpy.QtWidgets import (
 from .._layers import snapshot
 from ..model.presets import TASKS
 from ..pretrained import bundled_info
-from ._controls import alive, fill_weights_combo, show_device, weights_choice
+from ._controls import (
+    alive,
+    fill_weights_combo,
+    set_strength,
+    show_device,
+    strength_spin,
+    strength_value,
+    weights_choice,
+)
 from ._jobs import RestoreJob, build_request
 from .layer_roles import is_result_layer, propose_input
 from .settings import PRECISIONS, RestoreSettings, WeightsChoice, load_settings, save_settings
@@ -127,6 +135,7 @@ class RestoreWidget(QWidget):
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(list(PRECISIONS))
         self.precision_combo.setToolTip("auto: fp16 on CUDA, fp32 elsewhere")
+        self.strength_spin = strength_spin()
         self.stages_check = QCheckBox("add per-stage outputs")
         self.stages_check.setToolTip("Also add the stage-2 and stage-1 images as layers")
 
@@ -153,6 +162,7 @@ class RestoreWidget(QWidget):
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow("Precision", self.precision_combo)
+        form.addRow("Strength", self.strength_spin)
         form.addRow("", self.stages_check)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -183,6 +193,7 @@ class RestoreWidget(QWidget):
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
         self.precision_combo.currentTextChanged.connect(self._store_settings)
         self.stages_check.toggled.connect(self._store_settings)
+        self.strength_spin.valueChanged.connect(self._store_settings)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -199,6 +210,7 @@ class RestoreWidget(QWidget):
         settings.device = self.device_combo.currentText()
         settings.precision = self.precision_combo.currentText()
         settings.stages = self.stages_check.isChecked()
+        settings.strength = strength_value(self.strength_spin)
         return settings
 
     def _apply_settings(self, settings: RestoreSettings) -> None:
@@ -211,6 +223,7 @@ class RestoreWidget(QWidget):
         self.device_combo.setCurrentText(device)
         self.precision_combo.setCurrentText(settings.precision)
         self.stages_check.setChecked(bool(settings.stages))
+        set_strength(self.strength_spin, settings.strength)
 
     def _store_settings(self, *_: Any) -> None:
         if not self._loading:
@@ -329,7 +342,7 @@ class RestoreWidget(QWidget):
         settings = self.settings()
         save_settings(settings)
         try:
-            request = build_request(snapshot(layer), settings)
+            request = build_request(snapshot(layer), settings, strength=settings.strength)
         except (TypeError, ValueError) as err:
             notifications.show_error(f"MPRNet restore: {err}")
             return None

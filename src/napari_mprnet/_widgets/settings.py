@@ -83,6 +83,8 @@ class RestoreSettings:
     device: str = "auto"
     precision: str = "auto"
     stages: bool = False
+    #: the Restore widget's strength ("auto" or a number >= 0); menu commands use "auto"
+    strength: float | str = "auto"
 
     def weights_for(self, task: str) -> WeightsChoice:
         return self.weights.setdefault(task, WeightsChoice())
@@ -114,6 +116,10 @@ class RestoreSettings:
             settings.precision = data["precision"]
         if isinstance(data.get("stages"), bool):
             settings.stages = data["stages"]
+        strength = data.get("strength")
+        if strength == "auto" or (isinstance(strength, (int, float))
+                                  and not isinstance(strength, bool) and 0 <= strength <= 10):
+            settings.strength = strength
         return settings
 
 
