@@ -148,12 +148,15 @@ def blockwise(task: str, image: np.ndarray, halos: list[int], blocks: list[int],
 def _on_grid(shape: tuple[int, ...], block: int, halo: int, tile: int) -> bool:
     """Whether every inner block starts and ends on the packaged network's tile grid (then
     blockwise prediction runs the network on the same tile windows as whole-image)."""
+    if not tile:  # no grid: the packaged network runs on its whole input
+        return False
     return all(s % tile == 0 and (e == n or e % tile == 0)
                for n in shape for s in _inner_starts(n, block, halo)
                for e in [min(s + block - 2 * halo, n)])
 
 
-def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int) -> list[dict]:
+def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int,
+                     inputs: list[str] | None = None) -> list[dict]:
     from napari_mprnet import restore
     from napari_mprnet.bioimageio import export_bioimageio
 
@@ -168,6 +171,8 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int) -> l
             description="benchmark package", test_input=reference, tile=grid)
     for label, raw in (("raw uint16", image), ("uint16 x4+500", shifted),
                        ("uint8", as_uint8)):
+        if inputs is not None and label not in inputs:
+            continue
         whole = _predict(packages[raw.dtype.name], raw)
         one_tile = -(-max(raw.shape) // 8) * 8
         for precision, tile in (("fp32", one_tile), ("fp32", "auto"), (None, "auto")):
@@ -187,27 +192,36 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int) -> l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=("denoise", "deblur"), default="denoise")
-    parser.add_argument("--size", type=int, default=384, help="image side (px)")
+    parser.add_argument("--size", type=int, nargs="+", default=[384],
+                        help="image side(s) (px)")
     parser.add_argument("--halos", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--blocks", type=int, nargs="+", default=[128, 192, 256, 320])
     parser.add_argument("--tile", type=int, default=None,
-                        help="the packaged network's tile grid (default: export's, 384)")
+                        help="the packaged network's tile grid, 0: none (default: export's)")
     parser.add_argument("--mappings", nargs="+", choices=("per-image", "fixed"),
                         default=["per-image", "fixed"])
     parser.add_argument("--skip-restore", action="store_true",
                         help="only the blockwise measurements")
+    parser.add_argument("--restore-size", type=int, default=None,
+                        help="image side of the restore() comparison (default: the first "
+                        "--size)")
+    parser.add_argument("--restore-inputs", nargs="+", default=None,
+                        choices=("raw uint16", "uint16 x4+500", "uint8"),
+                        help="inputs of the restore() comparison (default: all three)")
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     args = parser.parse_args(argv)
 
     from napari_mprnet.bioimageio import TILE
 
     tile = TILE if args.tile is None else args.tile
-    image = _image(args.task, args.size)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = blockwise(args.task, image, args.halos, args.blocks, args.mappings, Path(tmp),
-                         tile)
+        for size in args.size:
+            rows += blockwise(args.task, _image(args.task, size), args.halos, args.blocks,
+                              args.mappings, Path(tmp), tile)
         if not args.skip_restore:
-            rows += whole_vs_restore(args.task, image, Path(tmp), tile)
+            image = _image(args.task, args.restore_size or args.size[0])
+            rows += whole_vs_restore(args.task, image, Path(tmp), tile, args.restore_inputs)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

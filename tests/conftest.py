@@ -22,6 +22,19 @@ def tiny_model() -> MPRNet:
 
 
 @pytest.fixture
+def local_tiny_model(tiny_model) -> MPRNet:
+    """The tiny network with every channel attention a constant gate (squeeze weights zero):
+    strictly local, a pixel's output depends on the pixels ~25 px around it only."""
+    from napari_mprnet.model.arch import ChannelAttention
+
+    with torch.no_grad():
+        for module in tiny_model.modules():
+            if isinstance(module, ChannelAttention):
+                module.conv_du[0].weight.zero_()
+    return tiny_model
+
+
+@pytest.fixture
 def one_torch_thread():
     """One intra-op thread: far faster than 2 when the 2 cores are shared with other jobs."""
     threads = torch.get_num_threads()

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from napari_mprnet.model import OFFICIAL_PRESETS, MPRNet, MPRNetConfig, official_config
-from napari_mprnet.model.arch import ChannelAttention
 from napari_mprnet.model.forwards import split_forward
 
 #: Parameter names, shapes and counts of the published checkpoints (the project's own record).
@@ -71,16 +70,6 @@ def test_top_quarters_are_independent_in_stage1_encoder(tiny_model):
     assert len(feats) == 4 and feats[0].shape[-2:] == (16, 16)
 
 
-def _local(model: MPRNet) -> MPRNet:
-    """Make every channel attention a constant gate (its squeeze weights zero): the tiny
-    network is then strictly local (a pixel's output depends on pixels ~25 px around)."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, ChannelAttention):
-                module.conv_du[0].weight.zero_()
-    return model
-
-
 def test_default_forward_is_the_papers_split(tiny_model):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
@@ -94,10 +83,10 @@ def test_default_forward_is_the_papers_split(tiny_model):
         assert all(torch.equal(a, b) for a, b in zip(tiny_model(x), whole))
 
 
-def test_unsplit_forward_differs_only_along_the_split_lines(tiny_model):
+def test_unsplit_forward_differs_only_along_the_split_lines(local_tiny_model):
     """Same weights, no split: far from the centre lines (where the paper's patches meet)
     both forwards compute the same thing; on the lines they differ."""
-    model = _local(tiny_model)
+    model = local_tiny_model
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         split, whole = model(x, split_patches=True), model(x, split_patches=False)
@@ -110,11 +99,11 @@ def test_unsplit_forward_differs_only_along_the_split_lines(tiny_model):
         assert diff[62:66].max() > 1e-3 and diff[:, 62:66].max() > 1e-3
 
 
-def test_unsplit_forward_of_a_crop_is_the_crop_of_the_forward(tiny_model):
+def test_unsplit_forward_of_a_crop_is_the_crop_of_the_forward(local_tiny_model):
     """What makes tiles and bioimage.io blocks agree with the whole image: without the
     split, a crop restores like the same pixels inside the whole image (away from its
     edges); with the split, the crop's own centre lines show."""
-    model = _local(tiny_model)
+    model = local_tiny_model
     x = torch.rand(1, 3, 160, 160)
     crop = x[..., 24:120, 40:136]  # 96 x 96, offsets multiples of the 4x down-sampling
     with torch.no_grad():

@@ -179,6 +179,24 @@ def test_compiled_modules_are_cached_per_shape_and_options(tiny_model, fake_comp
     assert len(fake_compile["compiles"]) == 4  # another model
 
 
+def test_compiled_modules_and_fallbacks_keep_the_split_mode(tiny_model, fake_compile,
+                                                            monkeypatch):
+    planes = _planes()
+    results = {}
+    for split in (False, True, False):
+        runner = TiledRunner(tiny_model, "cpu", **TILING, batch_size=4, backend="compile",
+                             split_patches=split)
+        results[split] = runner.run(planes)[0]
+        np.testing.assert_allclose(results[split], _eager(
+            tiny_model, planes, split_patches=split)[0], atol=1e-5)
+    assert len(fake_compile["compiles"]) == 2  # one per split mode
+    assert not np.allclose(results[False], results[True], atol=1e-3)
+    backend = make_backend("compile", tiny_model, "cpu", "fp32", split_patches=True)
+    assert backend._next_backend().split_patches is True
+    trt = make_backend("tensorrt", tiny_model, "cpu", "fp32", split_patches=False)
+    assert trt.split_patches is False and trt.current.split_patches is False
+
+
 def test_failing_compilation_falls_back_to_eager(tiny_model, monkeypatch):
     def broken_compile(module, **kwargs):
         def compiled(x):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..model import arch as _arch
+from ..model import forwards as _forwards
 from ..model.arch import MPRNet
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
@@ -46,17 +47,18 @@ _WRAPPER_SOURCE = """
 # --------------------------------------------------------------------------- bioimage.io
 # Added by napari-mprnet's bioimage.io export. bioimage.io consumers get the final image only,
 # computed as napari-mprnet computes it: a grey (1-channel) input goes through a 3-channel
-# network as three copies and the output channels are averaged. With a halo, the network runs
-# on a fixed grid of tiles (``tile`` px, ``halo`` px of context each side) starting at the
-# first pixel inside the halo, so that a block whose inside starts on that grid is restored
-# by the same tile windows as the whole image. The mirror padding a consumer adds at the
-# image edges for the halo is taken off a tile window again before the network runs
-# (napari-mprnet runs the network on the image itself, padding only the bottom and right to
-# a multiple of 8), so an image of at most ``tile`` px is restored as napari-mprnet restores
-# it. With ``percentiles`` each tile window is mapped by its own percentiles to 0..1 and the
-# result back (the exact inverse), as napari-mprnet does for an image: bioimage.io 0.5 has no
-# processing step for that inverse, and a per-window map is the same for a block and for the
-# whole image.
+# network as three copies and the output channels are averaged, and the network runs without
+# MPRNet's patch split (``split_patches=False``: stages 1 and 2 see the whole input, not its
+# quarters and halves), so that a block is restored like the same pixels inside the whole
+# image. The mirror padding a consumer adds at the image edges for the halo is taken off
+# again before the network runs (napari-mprnet runs the network on the image itself,
+# padding only the bottom and right to a multiple of 8), so a whole image is restored as
+# napari-mprnet restores it in one tile. With ``tile`` the network runs on a grid of tiles
+# (``tile`` px, ``halo`` px of context each side) starting at the first pixel inside the
+# halo, which bounds the memory of whole-image prediction. With ``percentiles`` each tile
+# window (the whole input without a grid) is mapped by its own percentiles to 0..1 and the
+# result back (the exact inverse), as napari-mprnet does for an image: bioimage.io 0.5 has
+# no processing step for that inverse.
 # Same modules and parameter names as MPRNet, so napari-mprnet state dicts load unchanged.
 
 import math  # noqa: E402
@@ -96,15 +98,15 @@ class MPRNetFinal(MPRNet):
     \"\"\"MPRNet whose forward returns only the final (stage-3) image, shaped like the input.
 
     ``halo``: the output halo the package declares (0: the input is restored as one piece).
-    ``tile``: with a halo, the input's interior (inside the halo) is cut into tiles of
-    ``tile`` pixels on a grid starting at the interior's first pixel; each tile is restored
-    with ``halo`` pixels of context on every side and only its own pixels are kept, so a
-    block whose interior starts on the grid sees exactly the tiles whole-image prediction
-    sees. ``percentiles``: (low, high) percentiles each tile window is normalised by (None:
-    the input is already in the network's range).
+    ``tile``: 0: the input, without the edge padding a consumer added, is restored as one
+    piece; else, with a halo, the input's interior (inside the halo) is cut into tiles of
+    ``tile`` pixels on a grid starting at the interior's first pixel, each restored with
+    ``halo`` pixels of context on every side, only its own pixels kept. ``percentiles``:
+    (low, high) percentiles each tile window is normalised by (None: the input is already
+    in the network's range). The network always runs unsplit (``split_patches=False``).
     \"\"\"
 
-    def __init__(self, *args, halo: int = 0, tile: int = 512, percentiles=None,
+    def __init__(self, *args, halo: int = 0, tile: int = 0, percentiles=None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.halo = int(halo)
@@ -118,9 +120,10 @@ class MPRNetFinal(MPRNet):
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         if x.shape[1] == 1 and self.config.in_c == 3:
-            out = super().forward(x.expand(-1, 3, -1, -1))[0].mean(dim=1, keepdim=True)
+            out = super().forward(x.expand(-1, 3, -1, -1), split_patches=False)[0]
+            out = out.mean(dim=1, keepdim=True)
         else:
-            out = super().forward(x)[0]
+            out = super().forward(x, split_patches=False)[0]
         return out[..., :h, :w]
 
     def _restore(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,10 +158,11 @@ class MPRNetFinal(MPRNet):
             return self._restore(x)
         inner = torch.empty(x.shape[:2] + (h - 2 * halo, w - 2 * halo), dtype=x.dtype,
                             device=x.device)
-        for y0 in range(halo, h - halo, self.tile):
-            y1 = min(y0 + self.tile, h - halo)
-            for x0 in range(halo, w - halo, self.tile):
-                x1 = min(x0 + self.tile, w - halo)
+        step = self.tile or max(h, w)  # tile 0: the whole input is one window
+        for y0 in range(halo, h - halo, step):
+            y1 = min(y0 + step, h - halo)
+            for x0 in range(halo, w - halo, step):
+                x1 = min(x0 + step, w - halo)
                 window = x[..., y0 - halo:y1 + halo, x0 - halo:x1 + halo]
                 out, top, left = self._window(window)
                 inner[..., y0 - halo:y1 - halo, x0 - halo:x1 - halo] = \
@@ -315,9 +319,23 @@ def packaged_network(model: MPRNet, halo: int, **kwargs: Any) -> torch.nn.Module
     return net.eval()
 
 
+#: The one relative import of model/arch.py: the module it names is inlined in its place.
+_FORWARDS_IMPORT = "from .forwards import split_forward, whole_forward\n"
+
+
+def _inlined_forwards() -> str:
+    """model/forwards.py without its future import and ``__all__`` (arch.py has both)."""
+    text = Path(_forwards.__file__).read_text(encoding="utf-8")
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith(("from __future__", "__all__")))
+
+
 def arch_source() -> str:
-    """The packaged network source: model/arch.py plus the ``MPRNetFinal`` wrapper."""
+    """The packaged network source: model/arch.py (with model/forwards.py inlined) plus the
+    ``MPRNetFinal`` wrapper."""
     source = Path(_arch.__file__).read_text(encoding="utf-8")
+    if source.count(_FORWARDS_IMPORT) == 1:
+        source = source.replace(_FORWARDS_IMPORT, _inlined_forwards())
     if "from ." in source or "import napari_mprnet" in source:
         raise RuntimeError(
             "napari_mprnet/model/arch.py is no longer self-contained (it imports other "

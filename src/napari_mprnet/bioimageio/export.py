@@ -33,14 +33,14 @@ OUTPUT_ID = "output0"
 #: matches whole-image prediction (see tests/test_bioimageio.py for the measured error).
 HALO = 32
 #: Default smallest input y/x (and so smallest block bioimage.io cuts): the network's
-#: channel attention and stage-1/2 splits see a whole block, so small blocks differ more
-#: from whole-image prediction (benchmarks/bench_bioimageio_blocks.py).
+#: channel attention averages over its whole input, so very small blocks differ more from
+#: whole-image prediction (benchmarks/bench_bioimageio_blocks.py).
 MIN_BLOCK = 192
-#: Side of the fixed tile grid the packaged network restores its input on (see
-#: ``MPRNetFinal`` in content.py): images up to this size are one tile, so every image
-#: restore() runs in one CPU tile (MAX_CPU_AUTO_TILE) is restored as restore() does, and
-#: common sides (512, 1024, 2048) are multiples of it (blockwise == whole-image there).
-TILE = 512
+#: Side of the tile grid the packaged network may restore its input on (see ``MPRNetFinal``
+#: in content.py); 0 (default): no grid, the network runs on its whole input, unsplit, as
+#: restore() runs a tile. A grid only bounds the memory of whole-image prediction: without
+#: the patch split, blocks agree with the whole image on or off any grid.
+TILE = 0
 
 
 def _resolve_model(model: Any) -> MPRNet:
@@ -237,12 +237,11 @@ def export_bioimageio(
     halo : int
         Output halo in pixels per side (0: none).
     tile : int
-        With a halo, the packaged network restores its input in tiles of ``tile`` px (a
-        multiple of 8) on a grid starting inside the halo, each with ``halo`` px of context:
-        blockwise prediction with blocks of ``k * tile + 2 * halo`` px on images whose sides
-        are multiples of ``tile`` equals whole-image prediction (default :data:`TILE`, 512:
-        images up to 512 px are one tile, so those restore() runs in one CPU tile, up to
-        384 px, are restored exactly as restore() does).
+        0 (default, :data:`TILE`): the packaged network restores its whole input in one
+        piece, as restore() restores a tile; whole-image prediction is then restore()'s
+        result in one tile. A multiple of 8: with a halo, it restores its input in tiles of
+        ``tile`` px on a grid starting inside the halo, each with ``halo`` px of context,
+        which bounds the memory whole-image prediction of a large image needs.
     min_size : int, optional
         Smallest input y/x the package declares (a multiple of 8; default
         :data:`MIN_BLOCK`, at least ``2 * halo + 8``): bioimage.io never cuts smaller blocks
@@ -278,10 +277,10 @@ def export_bioimageio(
             raise ValueError(f"{label} must be a non-empty string")
     if not isinstance(halo, int) or halo < 0 or halo % 4:
         raise ValueError(f"halo must be a non-negative multiple of 4, got {halo!r}")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MPRNet.size_multiple \
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0 \
             or tile % MPRNet.size_multiple:
-        raise ValueError(f"tile must be a positive multiple of {MPRNet.size_multiple}, got "
-                         f"{tile!r}")
+        raise ValueError(f"tile must be 0 or a positive multiple of {MPRNet.size_multiple}, "
+                         f"got {tile!r}")
     if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int)
                                  or min_size < c.MIN_SIZE or min_size % MPRNet.size_multiple):
         raise ValueError(f"min_size must be a multiple of {MPRNet.size_multiple}, at least "

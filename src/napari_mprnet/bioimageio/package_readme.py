@@ -22,7 +22,7 @@ __all__ = ["readme"]
 
 def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping,
            test_shape: tuple[int, ...], halo: int, min_size: int | None = None,
-           tile: int = 512) -> str:
+           tile: int = 0) -> str:
     """The package's README.md (no local paths: metadata is cleaned by the caller)."""
     meta = model.metadata or {}
     prov = meta.get("provenance") or {}
@@ -48,17 +48,16 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
         (f"The output axes declare a halo of {halo} pixels and the input a smallest side of "
          f"{test_shape[-1] if min_size is None else min_size} pixels: tiled (blockwise) "
          "prediction overlaps the blocks by the halo and never cuts smaller blocks. "
-         + (f"The network restores its input on a fixed grid of {tile}-pixel tiles starting "
-            f"inside the halo, each with {halo} pixels of context (only the tile's own pixels "
-            f"are kept): blocks of k x {tile} + 2 x {halo} pixels on an image whose sides are "
-            f"multiples of {tile} are restored by exactly the tiles whole-image prediction "
-            "uses, so the two agree. Other blocks (and the last block of a side that is not a "
-            f"multiple of {tile}, which bioimage.io shifts back to end at the image edge) "
-            "differ a little near their centre lines, where MPRNet splits its input "
-            "(napari-mprnet's measurement with its bundled denoiser: about 0.05% of the "
-            "output range on average, up to a few % at single pixels). Images of at most "
-            f"{tile} pixels are one tile: whole-image prediction gives napari-mprnet's result "
-            "computed in one piece."
+         + ("The network runs without MPRNet's patch split (stages 1 and 2 see the whole "
+            "input instead of its quarters and halves), so a block is restored like the same "
+            "pixels inside the whole image: blockwise prediction agrees with whole-image "
+            "prediction to a fraction of a percent of the output range at the worst pixel "
+            "(napari-mprnet's measurement with its bundled denoiser, see its "
+            "docs/bioimageio.md). "
+            + (f"The network restores its input on a grid of {tile}-pixel tiles starting "
+               f"inside the halo, each with {halo} pixels of context (this bounds the memory "
+               "of whole-image prediction). " if tile else
+               "Whole-image prediction gives napari-mprnet's result computed in one piece.")
             if halo else "Whole-image prediction gives napari-mprnet's result.")), "",
         "## How it was trained", "",
     ]

@@ -32,6 +32,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="eager (default), compile (torch.compile, compiled once per tile "
                        "shape), tensorrt (Torch-TensorRT, engines cached on disk), or auto "
                        "(the fastest on the device); falls back with a warning on failure")
+    group.add_argument("--split-patches", action="store_true",
+                       help="the paper's multi-patch inference (stage 1 on every tile's "
+                       "quarters, stage 2 on its halves) instead of whole tiles (default)")
 
 
 def engine_options(args: argparse.Namespace) -> dict:
@@ -62,6 +65,8 @@ def engine_options(args: argparse.Namespace) -> dict:
         from ..engine.backends import normalize_backend
 
         options["backend"] = normalize_backend(backend)
+    if getattr(args, "split_patches", False):  # only when asked for, like the backend
+        options["split_patches"] = True
     return options
 
 

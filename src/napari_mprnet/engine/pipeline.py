@@ -229,9 +229,11 @@ class Restorer:
         backend: str = "eager",
         backend_options: dict | None = None,
         strength: float | str = "auto",
+        split_patches: bool = False,
     ) -> None:
         self.strength = check_strength(strength)
         self.stages = _check_bool("stages", stages)
+        self.split_patches = _check_bool("split_patches", split_patches)
         self.clip = _check_bool("clip", clip)
         self.percentiles = check_percentiles(percentiles)
         choose_normalization(np.zeros(1, np.float32), normalize, self.percentiles)  # validate
@@ -243,7 +245,8 @@ class Restorer:
         self.runner = TiledRunner(self.model, device=device, precision=precision,
                                   tile_size=tile_size, tile_overlap=tile_overlap,
                                   batch_size=batch_size, backend=backend,
-                                  backend_options=backend_options)
+                                  backend_options=backend_options,
+                                  split_patches=self.split_patches)
         if self.runner.device.type == "cpu" and isinstance(backend, str) \
                 and backend.lower() == "compile":
             warnings.warn("backend='compile' on the CPU: the first call compiles the network "
@@ -324,7 +327,8 @@ class Restorer:
         if backend.fixed_shape:  # compiled for the tile shape: the window runs eagerly
             from .backends.eager import EagerBackend
 
-            runner.backend = EagerBackend(runner.model, runner.device, runner.precision)
+            runner.backend = EagerBackend(runner.model, runner.device, runner.precision,
+                                          split_patches=backend.split_patches)
         try:
             with runner._threads():
                 return probe_weights(forward, crops, group)

@@ -107,6 +107,9 @@ class TiledRunner:
         torch CPU threads during a CPU run (restored afterwards); default
         :func:`~napari_mprnet.engine.devices.cpu_threads` (every physical core unless the
         caller chose a count).
+    split_patches : bool
+        False (default): every stage sees the whole tile, so tiles agree with the whole
+        image; True: the paper's quarter/half patch split inside every tile.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class TiledRunner:
         accumulate: str = "auto",
         pipeline: bool | None = None,
         threads: int | None = None,
+        split_patches: bool = False,
     ) -> None:
         if not isinstance(model, MPRNet):
             raise TypeError(f"model must be an MPRNet, got {type(model).__name__}")
@@ -158,7 +162,8 @@ class TiledRunner:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.backend: Backend = make_backend(backend_name, self.model, self.device,
-                                             self.precision, backend_options)
+                                             self.precision, backend_options,
+                                             split_patches=bool(split_patches))
 
     def _threads(self) -> contextlib.AbstractContextManager:
         """The run's CPU thread count for the block (nothing to do on other devices)."""

@@ -143,13 +143,14 @@ class BlockSpec:
     backend_options: dict | None = None
     clip: bool = True
     strength: float | str = "auto"
+    split_patches: bool = False
     extra: dict = field(default_factory=dict)
 
     def __dask_tokenize__(self):
         return (self.axes, self.y, self.x, self.handle.key, self.task, self.norm, self.stages,
                 str(self.out_dtype), str(self.device), self.precision, self.batch_size,
                 self.backend, repr(sorted((self.backend_options or {}).items())), self.clip,
-                self.strength)
+                self.strength, self.split_patches)
 
 
 def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[np.ndarray]:
@@ -178,7 +179,7 @@ def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
                     device=effective_device(spec.device), precision=spec.precision,
                     stages=spec.stages, normalize=spec.norm, output_dtype=spec.out_dtype,
                     clip=spec.clip, backend=spec.backend, backend_options=spec.backend_options,
-                    strength=spec.strength)
+                    strength=spec.strength, split_patches=spec.split_patches)
 
 
 def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
@@ -303,6 +304,7 @@ def restore_dask(
     backend: str = "eager",
     backend_options: dict | None = None,
     strength: float | str = "auto",
+    split_patches: bool = False,
 ) -> Any:
     """Restore a dask array lazily; same options and result layout as
     :func:`napari_mprnet.restore`, plus:
@@ -332,7 +334,8 @@ def restore_dask(
                         batch_size=batch_size, device=device, precision=precision,
                         stages=stages, normalize=normalize, percentiles=percentiles,
                         output_dtype=output_dtype, clip=clip, backend=backend,
-                        backend_options=backend_options, strength=strength)
+                        backend_options=backend_options, strength=strength,
+                        split_patches=split_patches)
     layout = restorer.layout(tuple(data.shape), axes, rgb)
     resolved = layout.axes
     if isinstance(normalize, Normalization):
@@ -378,7 +381,8 @@ def restore_dask(
     spec = BlockSpec(resolved, yplan, xplan, handle, task, norm, restorer.stages, out_dtype,
                      device=device, precision=precision, batch_size=batch_size,
                      backend=backend, backend_options=backend_options,
-                     clip=restorer.clip, strength=restorer.strength)
+                     clip=restorer.clip, strength=restorer.strength,
+                     split_patches=restorer.split_patches)
     probes = []
     if restorer.needs_probe():  # one probe window per plane, shared by the plane's chunks
         ys, xs = probe_window(height, width)

@@ -57,22 +57,24 @@ def check_options(options: dict | None) -> dict:
 
 
 class InferenceModule(nn.Module):
-    """The network under autocast, returning only the outputs that are needed."""
+    """The network under autocast, returning only the outputs that are needed;
+    ``split_patches`` (unless None) is passed on to ``MPRNet.forward``."""
 
     def __init__(self, model: nn.Module, device_type: str, autocast: torch.dtype | None,
-                 stages: bool) -> None:
+                 stages: bool, split_patches: bool | None = None) -> None:
         super().__init__()
         self.model = model
         self.device_type = device_type
         self.autocast = autocast
         self.stages = stages
+        self.kwargs = {} if split_patches is None else {"split_patches": bool(split_patches)}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.autocast is None:
-            outputs = self.model(x)
+            outputs = self.model(x, **self.kwargs)
         else:
             with torch.autocast(device_type=self.device_type, dtype=self.autocast):
-                outputs = self.model(x)
+                outputs = self.model(x, **self.kwargs)
         return list(outputs) if self.stages else [outputs[0]]
 
 
@@ -88,19 +90,22 @@ class Backend:
     stats : dict
         ``compiles`` (number of compilations), ``compile_s`` (seconds spent compiling,
         first calls included), ``cache_hits`` and ``disk_loads``.
+    split_patches : bool or None
+        Passed on to ``MPRNet.forward`` (None: the model's default, the paper's split).
     """
 
     name = "base"
     fixed_shape = False
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, split_patches: bool | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of fp32, fp16, bf16")
         self.model = model
         self.device = torch.device(device)
         self.precision = precision
         self.options = check_options(options)
+        self.split_patches = split_patches
         self.stats = {"compiles": 0, "compile_s": 0.0, "cache_hits": 0, "disk_loads": 0}
         self._fallback: Backend | None = None
 
@@ -136,6 +141,10 @@ class Backend:
     def _next_backend(self) -> Backend:
         """The backend to fall back to; each backend that can fail names its own."""
         raise NotImplementedError(f"the {self.name} backend has no fallback")
+
+    def _module(self, model: nn.Module, autocast: torch.dtype | None,
+                stages: bool) -> InferenceModule:
+        return InferenceModule(model, self.device.type, autocast, stages, self.split_patches)
 
     def _fall_back(self, error: BaseException | str) -> None:
         self._fallback = self._next_backend()

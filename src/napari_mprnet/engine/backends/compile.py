@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import Backend, InferenceModule
+from .base import Backend
 from .cache import lookup, store
 from .eager import EagerBackend
 
@@ -42,11 +42,12 @@ class CompileBackend(Backend):
             self._fall_back("torch.compile is not available in this torch")
 
     def _next_backend(self) -> Backend:
-        return EagerBackend(self.model, self.device, self.precision, self.options)
+        return EagerBackend(self.model, self.device, self.precision, self.options,
+                            self.split_patches)
 
     def _key(self, batch: torch.Tensor, stages: bool) -> tuple:
         return ("compile", id(self.model), tuple(batch.shape), batch.dtype, _layout(batch),
-                str(batch.device), self.precision, stages, self.mode,
+                str(batch.device), self.precision, stages, self.split_patches, self.mode,
                 repr(self.compile_backend), bool(self.options.get("fullgraph", False)),
                 repr(sorted((self.options.get("compile_options") or {}).items())))
 
@@ -55,7 +56,7 @@ class CompileBackend(Backend):
         compiled = lookup(key, self.model)
         first = compiled is None
         if first:
-            module = InferenceModule(self.model, self.device.type, self.autocast_dtype, stages)
+            module = self._module(self.model, self.autocast_dtype, stages)
             kwargs: dict[str, Any] = {"backend": self.compile_backend, "dynamic": False,
                                       "fullgraph": bool(self.options.get("fullgraph", False))}
             if self.mode is not None:

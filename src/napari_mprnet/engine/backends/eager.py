@@ -23,7 +23,7 @@ class EagerBackend(Backend):
     def _run(self, batch: torch.Tensor, stages: bool) -> list[torch.Tensor]:
         module = self._modules.get(stages)
         if module is None:
-            module = InferenceModule(self.model, self.device.type, self.autocast_dtype, stages)
+            module = self._module(self.model, self.autocast_dtype, stages)
             self._modules[stages] = module
         with torch.inference_mode():
             return module(batch)

@@ -49,8 +49,9 @@ _CLASSES = {"eager": EagerBackend, "compile": CompileBackend, "tensorrt": Tensor
 
 
 def make_backend(name: str, model: nn.Module, device: torch.device | str, precision: str,
-                 options: dict | None = None) -> Backend:
-    """Build the backend ``name`` ("auto" resolved for ``device``) for ``model``."""
+                 options: dict | None = None, split_patches: bool | None = None) -> Backend:
+    """Build the backend ``name`` ("auto" resolved for ``device``) for ``model``;
+    ``split_patches`` goes to ``MPRNet.forward`` (None: the model's default)."""
     device = torch.device(device)
     resolved = resolve_backend(name, device)
-    return _CLASSES[resolved](model, device, precision, options)
+    return _CLASSES[resolved](model, device, precision, options, split_patches)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...io.atomic import atomic_output, atomic_write_bytes
 from ..precision import PRECISIONS
-from .base import Backend, BackendFallbackWarning, InferenceModule
+from .base import Backend, BackendFallbackWarning
 from .cache import cache_dir, lookup, store, weights_hash
 from .compile import CompileBackend
 
@@ -43,7 +43,8 @@ class TensorRTBackend(Backend):
             self._fall_back(f"torch_tensorrt cannot be imported: {error}")
 
     def _next_backend(self) -> Backend:
-        return CompileBackend(self.model, self.device, self.precision, self.options)
+        return CompileBackend(self.model, self.device, self.precision, self.options,
+                              self.split_patches)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -68,6 +69,7 @@ class TensorRTBackend(Backend):
             "shape": list(shape),
             "precision": self.precision,
             "stages": bool(stages),
+            "split_patches": self.split_patches,
             "torch": torch.__version__,
             "torch_tensorrt": str(getattr(self._trt, "__version__", "unknown")),
             "device": gpu,
@@ -84,7 +86,7 @@ class TensorRTBackend(Backend):
     def _compile(self, shape: tuple[int, ...], stages: bool):
         trt = self._trt
         net = copy.deepcopy(self.model).to(dtype=self.dtype).eval()
-        module = InferenceModule(net, self.device.type, None, stages).eval()
+        module = self._module(net, None, stages).eval()
         extra = dict(self.options.get("tensorrt_options") or {})
         return trt.compile(
             module,
