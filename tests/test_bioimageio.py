@@ -489,10 +489,8 @@ def test_module_constants(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {bio.HALO})" in text  # the torch-free CLI spells the defaults out
     assert f"(default: {bio.MIN_BLOCK};" in text
-    assert f"(default: {bio.TILE}:" in text
-    from napari_mprnet.engine.planning import MAX_CPU_AUTO_TILE
-
-    assert bio.TILE >= MAX_CPU_AUTO_TILE  # what restore() runs as one CPU tile is one tile
+    assert f"(default: {bio.TILE}," in text
+    assert bio.TILE == 0  # no grid: a whole image is restored in one piece, as restore() does
 
 
 def test_self_supervised_model_says_so(tmp_path):

@@ -47,13 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="output halo per side for tiled prediction, a multiple of 4 "
                         "(default: 32)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
-                        help="the packaged network restores its input in tiles of PX on a "
-                        "fixed grid, so blocks of k*PX + 2*halo on images whose sides are "
-                        "multiples of PX give whole-image prediction's result; a multiple of 8 "
-                        "(default: 512: images up to 512 px are one tile)")
+                        help="the packaged network restores its input in tiles of PX (a "
+                        "multiple of 8) with the halo as context, bounding the memory of "
+                        "whole-image prediction (default: 0, the whole input in one piece)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PX",
                         help="smallest input side and block the package declares, a multiple "
-                        "of 8 (default: 192; smaller tiles differ more from whole-image "
+                        "of 8 (default: 192; smaller blocks differ more from whole-image "
                         "prediction, and bioimage.io takes no smaller image)")
     colour = parser.add_mutually_exclusive_group()
     colour.add_argument("--grey", dest="grey", action="store_true", default=None,
