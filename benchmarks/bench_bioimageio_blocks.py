@@ -176,8 +176,8 @@ def whole_vs_restore(task: str, image: np.ndarray, folder: Path, grid: int,
         whole = _predict(packages[raw.dtype.name], raw)
         one_tile = -(-max(raw.shape) // 8) * 8
         for precision, tile in (("fp32", one_tile), ("fp32", "auto"), (None, "auto")):
-            ours = restore(raw, task, device="cpu", precision=precision,
-                           tile_size=tile).astype(np.float64)
+            ours = restore(raw, task, device="cpu", precision=precision, tile_size=tile,
+                           strength=1.0).astype(np.float64)  # the network's output itself
             errors = _errors(whole, ours)
             row = {"measure": "whole_vs_restore", "task": task, "input": label,
                    "size": raw.shape[0], "tile": grid,
@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=["per-image", "fixed"])
     parser.add_argument("--skip-restore", action="store_true",
                         help="only the blockwise measurements")
+    parser.add_argument("--skip-blockwise", action="store_true",
+                        help="only the restore() comparison")
     parser.add_argument("--restore-size", type=int, default=None,
                         help="image side of the restore() comparison (default: the first "
                         "--size)")
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     tile = TILE if args.tile is None else args.tile
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.size:
+        for size in [] if args.skip_blockwise else args.size:
             rows += blockwise(args.task, _image(args.task, size), args.halos, args.blocks,
                               args.mappings, Path(tmp), tile)
         if not args.skip_restore:

@@ -63,7 +63,7 @@ def tiled_vs_whole(label: str, noisy: np.ndarray, clean, tile: int) -> list[dict
             start = time.perf_counter()
             runs[name] = restore(noisy, "denoise", device="cpu", precision="fp32",
                                  tile_size=size, tile_overlap=32, normalize=normalize,
-                                 split_patches=split).astype(np.float64)
+                                 split_patches=split, strength=1.0).astype(np.float64)
             runs[name + "_s"] = time.perf_counter() - start
         span = float(np.ptp(runs["whole"]))
         error = np.abs(runs["tiled"] - runs["whole"]) / span * 100

@@ -344,7 +344,7 @@ def test_tiles_run_whole_by_default_and_split_on_request(tiny_model):
         np.testing.assert_allclose(runner.run(image[None])[0][0], _forward(
             tiny_model, image, split), atol=1e-6)
         out = restore(image, model=tiny_model, device="cpu", precision="fp32",
-                      tile_size=64, **kwargs)
+                      tile_size=64, strength=1.0, **kwargs)
         np.testing.assert_allclose(out, _forward(tiny_model, image, split), atol=1e-6)
     assert not np.allclose(_forward(tiny_model, image, False),
                            _forward(tiny_model, image, True), atol=1e-3)
