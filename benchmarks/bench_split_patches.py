@@ -51,13 +51,14 @@ def _psnr(result: np.ndarray, clean: np.ndarray | None) -> float | None:
     return round(float(10 * np.log10(1 / np.mean((np.clip(result, 0, 1) - clean) ** 2))), 3)
 
 
-def tiled_vs_whole(label: str, noisy: np.ndarray, clean, tile: int) -> list[dict]:
+def tiled_vs_whole(label: str, noisy: np.ndarray, clean, tile: int,
+                   splits: tuple[bool, ...] = (False, True)) -> list[dict]:
     from napari_mprnet import restore
 
     rows = []
     normalize = "none" if clean is not None else "auto"
     whole_tile = -(-max(noisy.shape) // 8) * 8
-    for split in (False, True):
+    for split in splits:
         runs = {}
         for name, size in (("whole", whole_tile), ("tiled", tile)):
             start = time.perf_counter()
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-tile", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-tiled", action="store_true")
+    parser.add_argument("--unsplit-only", action="store_true",
+                        help="tiled vs whole without the split only (half the time)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
     args = parser.parse_args(argv)
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(speed(args.speed_tile, args.repeats))
     if not args.skip_tiled:
         label, noisy, clean = _image(args.corpus, args.size, args.sigma)
-        rows += tiled_vs_whole(label, noisy, clean, args.tile)
+        rows += tiled_vs_whole(label, noisy, clean, args.tile,
+                               (False,) if args.unsplit_only else (False, True))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
