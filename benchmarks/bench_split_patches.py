@@ -28,7 +28,23 @@ from pathlib import Path
 import numpy as np
 
 
-def _image(corpus: str | None, size: int, sigma: float) -> tuple[str, np.ndarray, np.ndarray | None]:
+def _image(corpus: str | None, size: int, sigma: float, path: str | None = None,
+           downscale: int = 1) -> tuple[str, np.ndarray, np.ndarray | None]:
+    rng = np.random.default_rng(0)
+    if path is not None:  # a photograph file: grey, downscaled, centre crop
+        import imageio.v3 as iio
+
+        picture = iio.imread(path).astype(np.float32) / 255.0
+        grey = picture[..., :3].mean(-1) if picture.ndim == 3 else picture
+        d = downscale
+        h, w = grey.shape[0] // d * d, grey.shape[1] // d * d
+        grey = grey[:h, :w].reshape(h // d, d, w // d, d).mean((1, 3))
+        top, left = (grey.shape[0] - size) // 2, (grey.shape[1] - size) // 2
+        if min(top, left) < 0:
+            raise SystemExit(f"{path} is smaller than {d} x {size} px")
+        clean = np.ascontiguousarray(grey[top:top + size, left:left + size])
+        noisy = (clean + rng.normal(0, sigma / 255, clean.shape)).astype(np.float32)
+        return f"photo {Path(path).name} (grey, /{d}, sigma {sigma:g})", noisy, clean
     if corpus is None:
         from napari_mprnet._sample_data import noisy_cells
 
@@ -40,7 +56,6 @@ def _image(corpus: str | None, size: int, sigma: float) -> tuple[str, np.ndarray
     import bench_quality
 
     name, clean = bench_quality.real_held_out_images(corpus, size, 1, 0)["photo grey"][0]
-    rng = np.random.default_rng(0)
     noisy = (clean + rng.normal(0, sigma / 255, clean.shape)).astype(np.float32)
     return f"photo {name} (grey, sigma {sigma:g})", noisy, clean
 
@@ -109,6 +124,9 @@ def speed(tile: int, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=None, help="real-image corpus folder")
+    parser.add_argument("--image", default=None,
+                        help="a photograph file instead (grey, downscaled, centre crop)")
+    parser.add_argument("--downscale", type=int, default=1, help="--image downscale factor")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--tile", type=int, default=384, help="tile of the tiled run")
@@ -124,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         rows.append(speed(args.speed_tile, args.repeats))
     if not args.skip_tiled:
-        label, noisy, clean = _image(args.corpus, args.size, args.sigma)
+        label, noisy, clean = _image(args.corpus, args.size, args.sigma, args.image,
+                                     args.downscale)
         rows += tiled_vs_whole(label, noisy, clean, args.tile,
                                (False,) if args.unsplit_only else (False, True))
     if args.json:
