@@ -112,6 +112,8 @@ def test_cli_backend_option():
     assert engine_options(parser.parse_args(["--backend", "compile"]))["backend"] == "compile"
     with pytest.raises(SystemExit):
         parser.parse_args(["--backend", "onnx"])
+    assert "split_patches" not in engine_options(parser.parse_args([]))
+    assert engine_options(parser.parse_args(["--split-patches"]))["split_patches"] is True
 
 
 # ---------------------------------------------------------------- torch.compile
