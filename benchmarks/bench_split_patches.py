@@ -3,17 +3,19 @@
 ``restore()`` runs the network without the paper's patch split by default
 (``split_patches=False``: stages 1 and 2 see the whole tile instead of its quarters and
 halves); ``split_patches=True`` is the paper's inference. For both, on one real image (the
-richest ``--size`` crop of the first photo scene of a corpus's benchmark split, with Gaussian
-noise of ``--sigma``/255; without ``--corpus`` the plugin's noisy-cells sample):
+richest ``--size`` crop of the first photo scene of a corpus's benchmark split, or a
+photograph file ``--image`` (grey, ``--downscale``, centre crop), with Gaussian noise of
+``--sigma``/255; with neither, the plugin's noisy-cells sample):
 
 - **tiled vs whole**: ``restore()`` in one tile (the whole image) against ``restore()`` with
-  ``--tile``-px tiles (32 px overlap, blended), fp32: the largest, 99th-percentile and mean
-  absolute difference in % of the whole-image result's range, and both PSNRs (photo only).
+  ``--tile``-px tiles (``--overlap`` px, default 32, blended), fp32, ``strength=1.0``: the
+  largest, 99th-percentile and mean absolute difference in % of the whole-image result's
+  range, and both PSNRs (photographs only).
 - **speed**: the bundled model's forward on one ``--speed-tile``-px tile, split and unsplit
   alternately (``--repeats`` each), the same process and thread count.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_split_patches.py \
-        --corpus ~/.cache/napari-mprnet/corpus --size 1024 --json docs/benchmarks/split_patches.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_split_patches.py --image PHOTO.jpg --size 1024
+    OMP_NUM_THREADS=1 python benchmarks/bench_split_patches.py --skip-tiled   # speed only
 
 Prints one JSON line per measurement.
 """
@@ -67,7 +69,7 @@ def _psnr(result: np.ndarray, clean: np.ndarray | None) -> float | None:
 
 
 def tiled_vs_whole(label: str, noisy: np.ndarray, clean, tile: int,
-                   splits: tuple[bool, ...] = (False, True)) -> list[dict]:
+                   splits: tuple[bool, ...] = (False, True), overlap: int = 32) -> list[dict]:
     from napari_mprnet import restore
 
     rows = []
@@ -78,13 +80,13 @@ def tiled_vs_whole(label: str, noisy: np.ndarray, clean, tile: int,
         for name, size in (("whole", whole_tile), ("tiled", tile)):
             start = time.perf_counter()
             runs[name] = restore(noisy, "denoise", device="cpu", precision="fp32",
-                                 tile_size=size, tile_overlap=32, normalize=normalize,
+                                 tile_size=size, tile_overlap=overlap, normalize=normalize,
                                  split_patches=split, strength=1.0).astype(np.float64)
             runs[name + "_s"] = time.perf_counter() - start
         span = float(np.ptp(runs["whole"]))
         error = np.abs(runs["tiled"] - runs["whole"]) / span * 100
         row = {"measure": "tiled_vs_whole", "image": label, "size": list(noisy.shape),
-               "split_patches": split, "tile": tile, "overlap": 32,
+               "split_patches": split, "tile": tile, "overlap": overlap,
                "max_pct": round(float(error.max()), 4),
                "p99_pct": round(float(np.percentile(error, 99)), 4),
                "mean_pct": round(float(error.mean()), 5),
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--tile", type=int, default=384, help="tile of the tiled run")
+    parser.add_argument("--overlap", type=int, default=32, help="its tile overlap")
     parser.add_argument("--speed-tile", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-tiled", action="store_true")
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         label, noisy, clean = _image(args.corpus, args.size, args.sigma, args.image,
                                      args.downscale)
         rows += tiled_vs_whole(label, noisy, clean, args.tile,
-                               (False,) if args.unsplit_only else (False, True))
+                               (False,) if args.unsplit_only else (False, True), args.overlap)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
