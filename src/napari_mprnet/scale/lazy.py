@@ -182,15 +182,21 @@ def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
                     strength=spec.strength, split_patches=spec.split_patches)
 
 
+def _checked(data: np.ndarray, where: str) -> np.ndarray:
+    """``data`` as a plain array, refusing masked arrays and NaN/inf pixels (naming ``where``)."""
+    refuse_masked(data, where)
+    data = np.asarray(data)
+    refuse_non_finite(data, where)
+    return data
+
+
 def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
     """The strength weights of the planes whose probe windows are ``crop`` (every axis
     but Y/X/S one block), shaped like ``crop`` with Y, X and S of size 1."""
     ys, xs = probe_window(spec.y.length, spec.x.length)
     where = (f"the strength probe window of the dask array (Y {ys.start}:{ys.stop}, "
              f"X {xs.start}:{xs.stop})")
-    refuse_masked(crop, where)
-    crop = np.asarray(crop)
-    refuse_non_finite(crop, where)
+    crop = _checked(crop, where)
     restorer = _block_restorer(spec, weights)
     layout = PlaneLayout.from_axes(spec.axes, crop.shape)
     plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout)
@@ -219,9 +225,7 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
     cx0, cx1 = spec.x.bounds[ix], spec.x.bounds[ix + 1]
     where = (f"block {tuple(location)} of the dask array (Y {y0}:{y0 + expected[0]}, "
              f"X {x0}:{x0 + expected[1]})")
-    refuse_masked(block, where)
-    block = np.asarray(block)
-    refuse_non_finite(block, where)
+    block = _checked(block, where)
 
     restorer = _block_restorer(spec, weights)
     runner = restorer.runner
