@@ -130,6 +130,7 @@ def test_package_contents_and_rdf(percentile_package):
     assert inp["preprocessing"] == [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
     assert out["postprocessing"] == [{"id": "clip", "kwargs": {"min": 0.0, "max": 65535.0}}]
     assert "by its own 0.5 and 99.8 percentiles" in readme
+    assert "restore(strength=1.0)" in readme  # a denoiser: the package is the network alone
     weights = rdf["weights"]["pytorch_state_dict"]
     assert weights["architecture"]["callable"] == "MPRNetFinal"
     assert weights["architecture"]["source"] == "mprnet_arch.py"

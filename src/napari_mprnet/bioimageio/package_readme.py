@@ -58,7 +58,11 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
                f"inside the halo, each with {halo} pixels of context (this bounds the memory "
                "of whole-image prediction). " if tile else
                "Whole-image prediction gives napari-mprnet's result computed in one piece.")
-            if halo else "Whole-image prediction gives napari-mprnet's result.")), "",
+            if halo else "Whole-image prediction gives napari-mprnet's result."))
+        + (" This is the network's own output, napari-mprnet's `restore(strength=1.0)`; for "
+           "denoising, napari-mprnet's default `strength=\"auto\"` may also blend in some of "
+           "the input on nearly clean images, which this package does not do."
+           if meta.get("task") == "denoise" else ""), "",
         "## How it was trained", "",
     ]
     if meta.get("summary"):

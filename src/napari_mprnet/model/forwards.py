@@ -7,9 +7,10 @@ artefacts along its own centre lines, which move with the input: a tile or a blo
 larger image is restored slightly differently from the same pixels inside the whole image.
 
 ``whole_forward`` runs the same layers, with the same weights, with stages 1 and 2 on the
-whole input (no split). The network is then local (what a pixel sees ends a few tens of
-pixels away), so tiled and blockwise restoration agree with whole-image restoration to a
-fraction of a percent, at the same quality on real images (see docs/bioimageio.md).
+whole input (no split). The network is then nearly local (only its channel attention
+averages over the whole input, a weak effect), so tiled and blockwise restoration agree
+with whole-image restoration to a fraction of a percent, at the same quality on real
+images (see docs/bioimageio.md).
 """
 
 from __future__ import annotations
