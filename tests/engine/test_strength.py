@@ -132,3 +132,22 @@ def test_auto_weights_do_not_depend_on_tiling(tiny_model, monkeypatch):
     assert len(seen) == 3 and seen[0].shape == (2,)
     np.testing.assert_array_equal(seen[0], seen[1])
     np.testing.assert_array_equal(seen[0], seen[2])
+
+
+def test_probe_windows_bypass_a_backend_compiled_for_the_tile_shape(tiny_model):
+    restorer = Restorer(tiny_model, **FAST)
+    runner = restorer.runner
+    windows = np.random.default_rng(0).random((2, 40, 48, 3)).astype(np.float32)
+    eager = runner.forward_window(windows)
+
+    class TileShapedBackend:  # stands for a compiled backend: only the tile shape may run
+        fixed_shape = True
+        split_patches = runner.backend.split_patches
+
+        def __call__(self, batch, stages):
+            raise AssertionError("a compiled-for-tiles backend ran the probe window")
+
+    compiled = TileShapedBackend()
+    runner.backend = compiled
+    np.testing.assert_array_equal(runner.forward_window(windows), eager)
+    assert runner.backend is compiled  # put back afterwards

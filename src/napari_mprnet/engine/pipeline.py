@@ -318,22 +318,7 @@ class Restorer:
         """The blend weight of every data plane from its normalised probe window
         ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image share one)."""
         group = 3 if self._splits_rgb(layout) else 1
-        runner = self.runner
-
-        def forward(batch: np.ndarray) -> np.ndarray:
-            return runner.forward_tiles(batch, False)[0]
-
-        backend = runner.backend
-        if backend.fixed_shape:  # compiled for the tile shape: the window runs eagerly
-            from .backends.eager import EagerBackend
-
-            runner.backend = EagerBackend(runner.model, runner.device, runner.precision,
-                                          split_patches=backend.split_patches)
-        try:
-            with runner._threads():
-                return probe_weights(forward, crops, group)
-        finally:
-            runner.backend = backend
+        return probe_weights(self.runner.forward_window, crops, group)
 
     def network_weights(self, weights: np.ndarray, layout: PlaneLayout) -> np.ndarray:
         """Per-data-plane ``weights`` repeated for the network planes they cover."""

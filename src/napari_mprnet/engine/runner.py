@@ -199,6 +199,22 @@ class TiledRunner:
         return [o.permute(0, 2, 3, 1).contiguous().cpu().numpy()
                 for o in self.forward_batch(batch, stages)]
 
+    def forward_window(self, windows: np.ndarray) -> np.ndarray:
+        """Final outputs of a batch ``(B, h, w, c)`` of normalised windows run whole (not
+        tiled), on the run's threads; a backend compiled for the tile shape is bypassed by
+        an eager one with the same settings."""
+        backend = self.backend
+        if backend.fixed_shape:
+            from .backends.eager import EagerBackend
+
+            self.backend = EagerBackend(self.model, self.device, self.precision,
+                                        split_patches=backend.split_patches)
+        try:
+            with self._threads():
+                return self.forward_tiles(windows, False)[0]
+        finally:
+            self.backend = backend
+
     def forward_batch(self, batch: torch.Tensor, stages: bool) -> list[torch.Tensor]:
         """Run a ``(B, c, h, w)`` batch already on the device through the backend; return
         float32 ``(B, c, h, w)`` device tensors (final, then stage 2 and 1 if ``stages``)."""
