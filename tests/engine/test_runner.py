@@ -360,3 +360,24 @@ def test_tiled_run_agrees_with_the_whole_image_without_the_split(local_tiny_mode
                              split_patches=split)
         diff = np.abs(runner.run(image[None])[0][0] - _forward(model, image, split)).max()
         assert bound(diff), (split, diff)
+
+
+@pytest.mark.parametrize("loop", [{}, {"pipeline": True}, {"accumulate": "device"}])
+def test_low_band_of_the_residual_is_accumulated_like_the_outputs(tiny_model, loop):
+    from scipy import ndimage
+
+    from napari_mprnet.engine.bands import residual_low_band
+
+    planes = _planes(2, h=40, w=56)
+    whole = TiledRunner(tiny_model, "cpu", tile_size=56, tile_overlap=8, **loop)
+    final, *_stages, low = whole.run(planes, stages=True, low_band=True)
+    assert len(_stages) == 2
+    np.testing.assert_array_equal(low, residual_low_band(final, planes))  # one tile
+    np.testing.assert_allclose(low, ndimage.gaussian_filter(
+        (final - planes).astype(np.float64), (0, 2, 2, 0), mode="reflect"), atol=1e-6)
+    tiled = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8, **loop)
+    final, low = tiled.run(planes, low_band=True)
+    plain = TiledRunner(tiny_model, "cpu", tile_size=32, tile_overlap=8).run(planes,
+                                                                             low_band=True)
+    np.testing.assert_allclose(final, plain[0], atol=1e-6)
+    np.testing.assert_allclose(low, plain[1], atol=1e-6)

@@ -88,6 +88,20 @@ def test_chunked_result_equals_whole_plane_result_exactly(tiny_model, chunk_size
     np.testing.assert_array_equal(lazy_out.compute(), expected)
 
 
+def test_chunked_two_band_blend_equals_whole_plane_exactly(tiny_model, monkeypatch):
+    def chosen(forward, crops, group=1, bands=True):  # the untrained network gets 0 and 0
+        return np.tile([0.9, 0.1], (len(crops) // group, 1))
+
+    monkeypatch.setattr("napari_mprnet.engine.pipeline.probe_weights", chosen)
+    image = _image((2, 90, 101), seed=4)
+    expected = restore(image, model=tiny_model, **FAST)
+    lazy_out = restore(da.from_array(image, chunks=(1, 37, 41)), model=tiny_model,
+                       chunk_size=24, **FAST)
+    np.testing.assert_array_equal(lazy_out.compute(), expected)
+    one_weight = restore(image, model=tiny_model, strength=0.9, **FAST)  # w_hi alone
+    assert np.abs(expected[0] - one_weight[0]).max() > 1e-3  # the low band weighs apart
+
+
 def test_rgba_uint8_stages_chunked_equal_whole_plane(tiny_model):
     rng = np.random.default_rng(2)
     image = (rng.random((70, 66, 4)) * 255).astype(np.uint8)

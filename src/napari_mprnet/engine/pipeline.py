@@ -315,28 +315,36 @@ class Restorer:
         return fixed_weight(self.strength, self.task) is None
 
     def plane_weights(self, crops: np.ndarray, layout: PlaneLayout) -> np.ndarray:
-        """The blend weight of every data plane from its normalised probe window
-        ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image share one)."""
+        """The band weights ``(N, 2)`` (``w_hi, w_lo``) of every data plane from its normalised
+        probe window ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image
+        share them)."""
         group = 3 if self._splits_rgb(layout) else 1
         return probe_weights(self.runner.forward_window, crops, group)
 
     def network_weights(self, weights: np.ndarray, layout: PlaneLayout) -> np.ndarray:
         """Per-data-plane ``weights`` repeated for the network planes they cover."""
-        return np.repeat(weights, 3) if self._splits_rgb(layout) else np.asarray(weights)
+        weights = np.asarray(weights)
+        return np.repeat(weights, 3, axis=0) if self._splits_rgb(layout) else weights
 
-    def apply_strength(self, normalised: np.ndarray, final: np.ndarray, layout: PlaneLayout,
-                       weights: np.ndarray | None = None) -> np.ndarray:
-        """The final network planes moved towards the input by the strength: fixed, the
-        given per-data-plane ``weights``, or measured on ``normalised``'s probe windows."""
+    def apply_strength(self, normalised: np.ndarray, outputs: list[np.ndarray],
+                       layout: PlaneLayout, weights: np.ndarray | None = None
+                       ) -> list[np.ndarray]:
+        """The runner's ``outputs`` (run with ``low_band=self.needs_probe()``) with the final
+        planes moved towards the input by the strength: fixed, the given per-data-plane band
+        ``weights`` or those measured on ``normalised``'s probe windows; the low band the
+        runner appended is dropped."""
         fixed = fixed_weight(self.strength, self.task)
         if fixed == 1.0:
-            return final
+            return list(outputs)
         if fixed is not None:
-            weights = np.full(layout.n_planes, fixed)
-        elif weights is None:
+            return [blend(normalised, outputs[0], np.full(len(normalised), fixed)),
+                    *outputs[1:]]
+        *outputs, low = outputs
+        if weights is None:
             ys, xs = probe_window(layout.height, layout.width)
             weights = self.plane_weights(normalised[:, ys, xs], layout)
-        return blend(normalised, final, self.network_weights(weights, layout))
+        final = blend(normalised, outputs[0], self.network_weights(weights, layout), low)
+        return [final, *outputs[1:]]
 
     # ----------------------------------------------------------------- whole images
 
@@ -349,8 +357,9 @@ class Restorer:
         layout = self.layout(data.shape, axes, rgb)
         norm = self.normalization(data)
         normalised = self.planes_in(data, layout, norm)
-        outputs = yield from self.runner.iter_run(normalised, stages=self.stages)
-        outputs[0] = self.apply_strength(normalised, outputs[0], layout)
+        outputs = yield from self.runner.iter_run(normalised, stages=self.stages,
+                                                  low_band=self.needs_probe())
+        outputs = self.apply_strength(normalised, outputs, layout)
         del normalised
         return self.planes_out(outputs, layout, norm, data)
 

@@ -36,6 +36,7 @@ import torch
 from ..model.arch import MPRNet
 from .accumulation import Accumulator, DeviceAccumulator, HostAccumulator, blend
 from .backends import Backend, is_out_of_memory, make_backend, resolve_backend
+from .bands import residual_low_band
 from .devices import device_memory_bytes, resolve_device, using_cpu_threads
 from .planning import (
     MIN_TILE,
@@ -230,7 +231,7 @@ class TiledRunner:
         return [o[..., :h, :w].float() for o in outputs]
 
     def iter_run(
-        self, planes: np.ndarray, stages: bool = False
+        self, planes: np.ndarray, stages: bool = False, low_band: bool = False
     ) -> Generator[Progress, None, list[np.ndarray]]:
         """Restore normalised planes ``(P, H, W, c)``.
 
@@ -238,7 +239,9 @@ class TiledRunner:
         replicated to three channels and the outputs averaged back to one.
 
         Yields a :class:`Progress` after every tile batch; returns the outputs (float32,
-        same shape): ``[final]`` or ``[final, stage2, stage1]``.
+        same shape): ``[final]`` or ``[final, stage2, stage1]``, then (if ``low_band``) the
+        low band of the residual ``final - planes``, filtered tile by tile
+        (:func:`~.bands.residual_low_band`) and blended like the outputs.
         """
         in_c = self.model.config.in_c
         accepted = (in_c, 1) if in_c == 3 else (in_c,)
@@ -252,7 +255,8 @@ class TiledRunner:
         with self._threads():
             while True:
                 try:
-                    return (yield from self._run_grid(planes, stages, tile, batch_size))
+                    return (yield from self._run_grid(planes, stages, tile, batch_size,
+                                                      low_band))
                 except _ShrinkTiles:
                     new_tile = max(MIN_TILE, (tile // 2) // 8 * 8)
                     if new_tile >= tile or new_tile <= self._overlap(new_tile):
@@ -294,14 +298,16 @@ class TiledRunner:
         return batch_size
 
     def _run_grid(
-        self, planes: np.ndarray, stages: bool, tile: int, batch_size: int
+        self, planes: np.ndarray, stages: bool, tile: int, batch_size: int, low_band: bool
     ) -> Generator[Progress, None, list[np.ndarray]]:
         if self._pipelined():
-            return (yield from self._run_grid_pipelined(planes, stages, tile, batch_size))
+            return (yield from self._run_grid_pipelined(planes, stages, tile, batch_size,
+                                                        low_band))
         n_planes, height, width, _ = planes.shape
         grid = TileGrid.plan(height, width, tile, self._overlap(tile))
         work = [(p, t) for p in range(n_planes) for t in grid.tiles()]
-        outputs = [np.zeros(planes.shape, np.float32) for _ in range(3 if stages else 1)]
+        n_out = (3 if stages else 1) + low_band
+        outputs = [np.zeros(planes.shape, np.float32) for _ in range(n_out)]
         tally = Tally(work, batch_size)
         while tally.tiles < len(work):
             chunk = work[tally.tiles:tally.tiles + batch_size]
@@ -312,6 +318,8 @@ class TiledRunner:
                     filler = np.zeros((batch_size - len(chunk), *tiles.shape[1:]), tiles.dtype)
                     tiles = np.concatenate([tiles, filler])
                 results = self.forward_tiles(tiles, stages)
+                if low_band:
+                    results.append(residual_low_band(results[0], tiles))
             except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
                 batch_size = self._back_off(error, batch_size)
                 tally.rebatch(batch_size)
@@ -321,7 +329,7 @@ class TiledRunner:
         return outputs
 
     def _run_grid_pipelined(
-        self, planes: np.ndarray, stages: bool, tile: int, batch_size: int
+        self, planes: np.ndarray, stages: bool, tile: int, batch_size: int, low_band: bool
     ) -> Generator[Progress, None, list[np.ndarray]]:
         """The GPU loop: the next tile batch is gathered on a background thread into a
         (pinned) staging buffer while the current one runs; copies are non-blocking; tiles
@@ -331,7 +339,7 @@ class TiledRunner:
         grid = TileGrid.plan(height, width, tile, self._overlap(tile))
         tiles = grid.tiles()
         work = [(p, t) for p in range(n_planes) for t in tiles]
-        n_out = 3 if stages else 1
+        n_out = (3 if stages else 1) + low_band
         outputs = [np.zeros(planes.shape, np.float32) for _ in range(n_out)]
         tile_shape = (tiles[0].height, tiles[0].width, channels)
         asynchronous = self.device.type == "cuda" if self._async_copies is None \
@@ -365,7 +373,10 @@ class TiledRunner:
                         upcoming = work[following:following + batch_size]
                         prefetched = ((following, batch_size),
                                       pool.submit(staging.fill, planes, upcoming, batch_size))
-                    results = self.forward_batch(batch.permute(0, 3, 1, 2), stages)
+                    inputs = batch.permute(0, 3, 1, 2)
+                    results = self.forward_batch(inputs, stages)
+                    if low_band:
+                        results.append(residual_low_band(results[0], inputs))
                 except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
                     if prefetched is not None and is_out_of_memory(error):
                         prefetched[1].result()
@@ -388,9 +399,10 @@ class TiledRunner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def run(self, planes: np.ndarray, stages: bool = False, progress=None) -> list[np.ndarray]:
+    def run(self, planes: np.ndarray, stages: bool = False, progress=None,
+            low_band: bool = False) -> list[np.ndarray]:
         """Run :meth:`iter_run` to completion, calling ``progress(done, total)`` if given."""
-        return drive(self.iter_run(planes, stages), progress)
+        return drive(self.iter_run(planes, stages, low_band), progress)
 
 
 class _ShrinkTiles(Exception):

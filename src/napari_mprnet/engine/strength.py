@@ -1,25 +1,32 @@
 """Denoising strength: how far to move from the input towards the network's output.
 
-The result is ``x + w * (f(x) - x)`` for input ``x`` and network output ``f(x)``, with one
-weight ``w`` per 2-D plane (the colour channels of an RGB plane share it). ``w = 1`` is the
-network output, ``w = 0`` the input.
+A fixed strength ``s`` gives ``x + s * (f(x) - x)`` for input ``x`` and network output
+``f(x)``: ``1`` is the network output, ``0`` the input.
 
-``strength="auto"`` chooses ``w`` by Stein's unbiased risk estimate (SURE): for noise of
-variance ``v_i`` at pixel ``i``, the expected squared error against the unknown clean image,
-as a function of ``w``, can be computed from the noisy image alone, and it is smallest at
+``strength="auto"`` weighs two frequency bands of the residual ``h = f(x) - x`` apart
+(:mod:`.bands`: ``G`` a Gaussian of 2 px)::
 
-    w = (sum_i v_i - sum_i v_i * df_i/dx_i) / ||f(x) - x||^2.
+    x + w_hi * (h - G h) + w_lo * G h        (w_hi, w_lo) per 2-D plane, in [0, MAX_WEIGHT]
 
-The divergence term is estimated by one random probe: ``sum_i v_i df_i/dx_i`` is close to
-``sum_i d_i v_i (f(x + eps d) - f(x))_i / eps`` for ``d`` a fixed normal random image. The
-variance ``v = a f(x) + b`` comes from :func:`~.noise.estimate_noise`, raised by
-:data:`NOISE_MARGIN`. A network that oversmooths a nearly clean image gets ``w`` well below 1
-(detail comes back); where it is right ``w`` stays at 1; weights are clipped to
-``[0, MAX_WEIGHT]``.
+(the colour channels of an RGB plane share them). Both are chosen by Stein's unbiased risk
+estimate (SURE): for noise of variance ``v_i`` at pixel ``i``, the expected squared error
+against the unknown clean image is, as a function of ``w = (w_hi, w_lo)``, the quadratic
+``w @ A @ w + 2 c @ w`` plus a constant, computable from the noisy image alone
+(:func:`sure_terms`), and :func:`box_weights` finds its exact minimum over the box. The
+divergence terms ``sum_i v_i [P J]_ii`` (``J`` the network's Jacobian, ``P`` a band's
+filter) are estimated by one random probe: close to ``sum_i d_i v_i [P (f(x + eps d) -
+f(x))]_i / eps`` for ``d`` a fixed normal random image. With one band (``G = 0``) this is
+the single weight ``w = (sum_i v_i - sum_i v_i df_i/dx_i) / ||h||^2``. The variance
+``v = a f(x) + b`` comes from :func:`~.noise.estimate_noise`, raised by
+:data:`NOISE_MARGIN`. A network that oversmooths a nearly clean image gets weights well
+below 1 (detail comes back); one that shifts low frequencies it should leave alone (flat
+backgrounds at high photon counts) gets a small ``w_lo``; where it is right both stay at 1.
 
-So that results do not depend on tiling or chunking, ``w`` is measured on one window per
-plane, the central :data:`PROBE_SIZE` square (or the whole plane if smaller), run through
-the network whole (two forwards of that window: ``x`` and ``x + eps d``).
+So that results do not depend on tiling or chunking, the weights are measured on one window
+per plane, the central :data:`PROBE_SIZE` square (or the whole plane if smaller), run
+through the network whole (two forwards of that window: ``x`` and ``x + eps d``). The low
+band of the image itself is filtered tile by tile and accumulated like the network output
+(:func:`~.bands.residual_low_band`), then :func:`blend` combines them.
 """
 
 from __future__ import annotations
@@ -30,17 +37,19 @@ from typing import Any
 
 import numpy as np
 
+from .bands import low_band, low_band_diagonal
 from .noise import MIN_SIZE, estimate_noise
 
 __all__ = [
     "MAX_WEIGHT",
     "PROBE_SIZE",
     "blend",
+    "box_weights",
     "check_strength",
     "fixed_weight",
     "probe_weights",
     "probe_window",
-    "sure_weight",
+    "sure_terms",
 ]
 
 #: Edge of the central window on which "auto" measures the noise and the weight.
@@ -98,18 +107,69 @@ def probe_window(height: int, width: int, size: int = PROBE_SIZE) -> tuple[slice
     return slice(y0, y0 + h), slice(x0, x0 + w)
 
 
-def sure_weight(x: np.ndarray, fx: np.ndarray, f_probe: np.ndarray, direction: np.ndarray,
-                eps: float, variance: np.ndarray) -> tuple[float, float]:
-    """The two sums of the SURE-optimal weight: ``(numerator, denominator)``.
+def sure_terms(x: np.ndarray, fx: np.ndarray, f_probe: np.ndarray, direction: np.ndarray,
+               eps: float, variance: np.ndarray, bands: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """SURE of ``x + w_hi (h - G h) + w_lo G h`` (``h = fx - x``) for one ``(h, w, c)``
+    window, as ``(A, c)``: up to a constant, SURE is ``w @ A @ w + 2 c @ w``.
 
-    ``w = numerator / denominator`` minimises SURE for ``x + w (fx - x)``; sums over several
-    planes give their common weight. ``f_probe`` is the network output for
-    ``x + eps * direction``; ``variance`` the noise variance per pixel.
+    ``A[k, l] = <h_k, h_l>`` for the bands ``h_k = P_k h`` (``P_hi = I - G``, ``P_lo = G``);
+    ``c[k] = sum_i d_i v_i [P_k (f_probe - fx) / eps]_i - sum_i v_i diag(P_k)_i``, the
+    probe's estimate of ``<noise, h_k>`` with the sign SURE gives it. Sums over several
+    windows give their common weights. ``f_probe`` is the network output for
+    ``x + eps * direction``; ``variance`` the noise variance per pixel. ``bands=False``:
+    ``G = 0``, one weight for the whole residual (the second row and column are zero).
     """
     x, fx = x.astype(np.float64), fx.astype(np.float64)
-    divergence = float(np.sum(direction * variance * (f_probe.astype(np.float64) - fx)) / eps)
     residual = fx - x
-    return float(np.sum(variance)) - divergence, float(np.sum(residual * residual))
+    response = (f_probe.astype(np.float64) - fx) / eps  # J d, the probe's response
+    if bands:
+        low, low_response = low_band(residual), low_band(response)
+        low_diag = low_band_diagonal(*x.shape[:2])[..., None]
+    else:
+        low = low_response = low_diag = np.zeros_like(residual)
+    parts = (residual - low, low)
+    weighted = direction * variance
+    a = np.array([[float(np.sum(p * q)) for q in parts] for p in parts])
+    c = np.array([float(np.sum(weighted * r)) - float(np.sum(variance * g)) for r, g in
+                  ((response - low_response, 1.0 - low_diag), (low_response, low_diag))])
+    return a, c
+
+
+def _quadratic(a: np.ndarray, c: np.ndarray, w: np.ndarray) -> float:
+    return float(w @ a @ w + 2.0 * c @ w)
+
+
+def box_weights(a: np.ndarray, c: np.ndarray, upper: float = MAX_WEIGHT) -> np.ndarray:
+    """``(w_hi, w_lo)`` minimising ``w @ a @ w + 2 c @ w`` over ``[0, upper]^2`` (``a``
+    symmetric positive semi-definite, as :func:`sure_terms` gives it).
+
+    The unconstrained minimum if it lies in the box, else the best of the four edges (each a
+    clipped 1-D minimum): exact for a convex quadratic in two variables. A band the residual
+    does not have (``a[k, k] == 0``) takes the other band's weight, so the blend is the
+    one-weight blend; with no residual at all both are 1 (the network output).
+    """
+    a, c = np.asarray(a, np.float64), np.asarray(c, np.float64)
+    active = np.diag(a) > 0
+    if not active.any():
+        return np.ones(2)
+    if not active.all():
+        k = int(np.argmax(active))
+        return np.full(2, np.clip(-c[k] / a[k, k], 0.0, upper))
+    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
+    if det > 0:
+        w = np.array([a[0, 1] * c[1] - a[1, 1] * c[0], a[1, 0] * c[0] - a[0, 0] * c[1]]) / det
+        if np.all((w >= 0) & (w <= upper)):
+            return w
+    edges = []
+    for k in (0, 1):
+        j = 1 - k
+        for fixed in (0.0, upper):
+            w = np.empty(2)
+            w[j] = fixed
+            w[k] = np.clip(-(c[k] + a[k, j] * fixed) / a[k, k], 0.0, upper)
+            edges.append(w)
+    return min(edges, key=lambda w: _quadratic(a, c, w))
 
 
 def _noise_parameters(crop: np.ndarray) -> np.ndarray:
@@ -121,25 +181,27 @@ def _direction(shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(_PROBE_SEED).standard_normal(shape).astype(np.float32)
 
 
-def _plane_sums(forward: Forward, crop: np.ndarray) -> tuple[float, float] | None:
-    """SURE sums for one ``(h, w, c)`` crop; None if it is too small to measure."""
+def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """SURE terms for one ``(h, w, c)`` crop; None if it is too small to measure."""
     if min(crop.shape[:2]) < MIN_SIZE:
         return None
     params = _noise_parameters(crop) * NOISE_MARGIN
     a, b = params[:, 0], params[:, 1]
     level = a * np.maximum(crop, 0).mean(axis=(0, 1)) + b
     sd = float(np.sqrt(level.mean()))
-    if sd == 0.0:  # no measurable noise: nothing to remove
-        return 0.0, 1.0
+    if sd == 0.0:  # no measurable noise: nothing to remove (both weights 0)
+        return np.eye(2), np.zeros(2)
     direction = _direction(crop.shape)
     eps = EPS_FACTOR * sd
     pair = np.stack([crop, crop + np.float32(eps) * direction]).astype(np.float32)
     fx, f_probe = forward(pair)
     variance = a * np.maximum(fx, 0) + b
-    return sure_weight(crop, fx, f_probe, direction, eps, variance)
+    return sure_terms(crop, fx, f_probe, direction, eps, variance, bands)
 
 
-def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1) -> np.ndarray:
+def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
+                  bands: bool = True) -> np.ndarray:
     """SURE weights of planes from their probe windows.
 
     Parameters
@@ -151,30 +213,39 @@ def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1) -> np.nda
         ``(N, h, w, c)``: the probe window (:func:`probe_window`) of every plane, in the
         network's intensity domain.
     group : int
-        Consecutive planes that share one weight (3: the colour planes of an RGB image run
-        through a one-channel network).
+        Consecutive planes that share their weights (3: the colour planes of an RGB image
+        run through a one-channel network).
+    bands : bool
+        True: a weight for each band of the residual; False: one weight for the whole
+        residual (both columns equal).
 
     Returns
     -------
     numpy.ndarray
-        ``N // group`` weights in ``[0, MAX_WEIGHT]``; 1.0 for windows under 32 pixels.
+        ``(N // group, 2)``: ``(w_hi, w_lo)`` per plane in ``[0, MAX_WEIGHT]``; 1.0 for
+        windows under 32 pixels.
     """
     if crops.ndim != 4 or len(crops) % group:
         raise ValueError(f"crops must be (N, h, w, c) with N a multiple of {group}, "
                          f"got {crops.shape}")
-    weights = np.ones(len(crops) // group)
+    weights = np.ones((len(crops) // group, 2))
     for g in range(len(weights)):
-        sums = [_plane_sums(forward, crops[g * group + k]) for k in range(group)]
-        if any(s is None for s in sums):
+        terms = [_plane_terms(forward, crops[g * group + k], bands) for k in range(group)]
+        if any(t is None for t in terms):
             continue
-        numerator = sum(s[0] for s in sums)
-        denominator = sum(s[1] for s in sums)
-        if denominator > 0:
-            weights[g] = float(np.clip(numerator / denominator, 0.0, MAX_WEIGHT))
+        weights[g] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))
     return weights
 
 
-def blend(x: np.ndarray, fx: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``x + w (fx - x)`` for planes ``(P, H, W, c)`` and one weight per plane (float32)."""
-    w = np.asarray(weights, np.float32).reshape(-1, 1, 1, 1)
-    return (x + w * (fx - x)).astype(np.float32, copy=False)
+def blend(x: np.ndarray, fx: np.ndarray, weights: np.ndarray,
+          low: np.ndarray | None = None) -> np.ndarray:
+    """The blend of planes ``(P, H, W, c)`` (float32): ``x + w (fx - x)`` for one weight per
+    plane, or ``x + w_hi (fx - x) + (w_lo - w_hi) low`` for ``(P, 2)`` weights, where
+    ``low`` is the low band of ``fx - x`` (accumulated tile by tile by the runner)."""
+    w = np.asarray(weights, np.float32)
+    if w.ndim == 1:
+        return (x + w.reshape(-1, 1, 1, 1) * (fx - x)).astype(np.float32, copy=False)
+    if low is None:
+        raise ValueError("two-band weights need the low band of the residual")
+    hi, step = w[:, 0].reshape(-1, 1, 1, 1), (w[:, 1] - w[:, 0]).reshape(-1, 1, 1, 1)
+    return (x + hi * (fx - x) + step * low).astype(np.float32, copy=False)

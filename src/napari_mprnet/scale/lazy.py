@@ -42,6 +42,7 @@ from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
 from ..engine.strength import probe_window
 from ..engine.tiling import axis_starts, axis_weights
+from .blocks import forward_row
 from .models import ModelHandle, effective_device, handle_for
 
 __all__ = ["AUTO_CHUNK", "ChunkPlan", "plan_axis", "restore_block", "restore_dask"]
@@ -153,26 +154,6 @@ class BlockSpec:
                 self.strength, self.split_patches)
 
 
-def _forward(runner, tiles: list[np.ndarray], stages: bool, batch: int) -> list[np.ndarray]:
-    from ..engine.runner import is_out_of_memory
-
-    while True:
-        try:
-            outs = [runner.forward_tiles(np.stack(tiles[i:i + batch]), stages)
-                    for i in range(0, len(tiles), batch)]
-            return [np.concatenate(per_stage) for per_stage in zip(*outs)]
-        except Exception as error:  # only out-of-memory is handled
-            if not is_out_of_memory(error):
-                raise
-            runner._release_cached_memory()
-            if batch == 1:
-                raise MemoryError(
-                    f"out of memory with one {runner.tile_size} px tile on {runner.device}; "
-                    "pass a smaller tile_size (chunked runs cannot shrink tiles on the fly)"
-                ) from None
-            batch = max(1, batch // 2)
-
-
 def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
     return Restorer(spec.handle.get(weights), spec.task, tile_size=spec.y.tile,
                     tile_overlap=spec.y.overlap, batch_size=spec.batch_size,
@@ -191,8 +172,9 @@ def _checked(data: np.ndarray, where: str) -> np.ndarray:
 
 
 def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
-    """The strength weights of the planes whose probe windows are ``crop`` (every axis
-    but Y/X/S one block), shaped like ``crop`` with Y, X and S of size 1."""
+    """The band weights of the planes whose probe windows are ``crop`` (every axis but
+    Y/X/S one block), shaped like ``crop`` with Y and S of size 1 and X of size 2
+    (``w_hi, w_lo``)."""
     ys, xs = probe_window(spec.y.length, spec.x.length)
     where = (f"the strength probe window of the dask array (Y {ys.start}:{ys.stop}, "
              f"X {xs.start}:{xs.stop})")
@@ -201,7 +183,8 @@ def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None)
     layout = PlaneLayout.from_axes(spec.axes, crop.shape)
     plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout)
     kept = [i for i, a in enumerate(spec.axes) if a in "YXS"]
-    return np.expand_dims(plane_w.reshape(layout.lead_shape), kept)
+    return np.concatenate([np.expand_dims(plane_w[:, k].reshape(layout.lead_shape), kept)
+                           for k in range(2)], axis=spec.axes.index("X"))
 
 
 def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec,
@@ -238,12 +221,13 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
     tx = [(s, w) for s, w in spec.x.tiles_touching(ix)]
     th, tw = min(spec.y.tile, spec.y.length), min(spec.x.tile, spec.x.length)
     core_shape = (n_planes, cy1 - cy0, cx1 - cx0, normalised.shape[-1])
-    outputs = [np.zeros(core_shape, np.float32) for _ in range(3 if spec.stages else 1)]
+    low_band = restorer.needs_probe()  # the low band of the residual, accumulated too
+    outputs = [np.zeros(core_shape, np.float32) for _ in range(1 + 2 * spec.stages + low_band)]
     for p in range(n_planes):
         for sy, wy in ty:
             # one row of tiles per forward call keeps the batch small and the order global
             tiles = [normalised[p, sy - y0:sy - y0 + th, sx - x0:sx - x0 + tw] for sx, _ in tx]
-            results = _forward(runner, tiles, spec.stages, batch)
+            results = forward_row(runner, tiles, spec.stages, low_band, batch)
             # the part of the tile inside the chunk, in tile and in chunk coordinates
             a, b = max(sy, cy0), min(sy + th, cy1)
             for k, (sx, wx) in enumerate(tx):
@@ -260,12 +244,12 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
     )
     core = block[core_index]
     core_layout = PlaneLayout.from_axes(spec.axes, core.shape)
-    plane_w = (np.transpose(plane_weights[0], core_layout.order).reshape(-1)
+    plane_w = (np.transpose(plane_weights[0], core_layout.order).reshape(-1, 2)
                if plane_weights else None)
-    if restorer.needs_probe() and plane_w is None:
+    if low_band and plane_w is None:
         raise RuntimeError("strength='auto' needs the probe weights of the block's planes")
     core_in = normalised[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    outputs[0] = restorer.apply_strength(core_in, outputs[0], core_layout, plane_w)
+    outputs = restorer.apply_strength(core_in, outputs, core_layout, plane_w)
     return np.stack(restorer.planes_out(outputs, core_layout, spec.norm, core))
 
 
@@ -395,7 +379,8 @@ def restore_dask(
         crop = crop.rechunk({i: -1 for i, a in enumerate(resolved) if a in "YXS"})
         probes.append(crop.map_blocks(
             probe_block, spec=spec, **shared, dtype=np.float64, token="mprnet-strength",
-            chunks=tuple((1,) if a in "YXS" else c for a, c in zip(resolved, crop.chunks)),
+            chunks=tuple((2,) if a == "X" else (1,) if a in "YS" else c
+                         for a, c in zip(resolved, crop.chunks)),
             meta=np.empty((0,) * data.ndim, np.float64)))
     stacked = da.map_blocks(
         restore_block, blocks, *probes, spec=spec, **shared, dtype=out_dtype, new_axis=0,
