@@ -139,11 +139,12 @@ def restore(
     backend_options : dict, optional
         Backend settings, e.g. ``{"cuda_graphs": True}``.
     strength : "auto" or float
-        How far the final image moves from the input towards the network output:
-        ``input + w * (output - input)``, one ``w`` per 2-D plane. A number fixes ``w``
-        (1.0: the network output, 0: the input). "auto" (denoising; 1.0 for the other tasks)
-        chooses ``w`` per plane by Stein's unbiased risk estimate from a noise level
-        measured on the image itself, so that nearly clean images keep their detail; it is
+        How far the final image moves from the input towards the network output. A number
+        ``s`` gives ``input + s * (output - input)`` (1.0: the network output, 0: the input).
+        "auto" (denoising; 1.0 for the other tasks) weighs the change's fine part and its
+        smooth part (a 2 px Gaussian) apart, two weights per 2-D plane chosen by Stein's
+        unbiased risk estimate from a noise level measured on the image itself, so that
+        nearly clean images keep their detail and their smooth intensities; they are
         measured on the central 256 x 256 window (two extra forwards of that window), so the
         result does not depend on tiling or chunking. See docs/strength.md.
     split_patches : bool

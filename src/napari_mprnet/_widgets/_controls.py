@@ -17,8 +17,9 @@ _AUTO_STRENGTH = -0.05
 _STRENGTH_TIP = (
     "How far the result moves from the input towards the network output, per 2-D plane: "
     "1 = the network output, 0 = the input. 'auto' (denoising) measures the image's noise "
-    "and picks the value with the lowest expected error (Stein's unbiased risk estimate), "
-    "so that nearly clean images keep their detail; other tasks: auto = 1"
+    "and picks the blend with the lowest expected error (Stein's unbiased risk estimate; "
+    "fine detail and smooth intensity weighed apart), so that nearly clean images keep "
+    "their detail; other tasks: auto = 1"
 )
 
 
