@@ -13,7 +13,10 @@ contributions, cropped to the chunk, in the grid's own order. Since a tile's out
 only on its own input pixels and the blending weights of the global grid sum to one, every
 output pixel receives the same values, added in the same order, as in a whole-plane run: the
 result is bit-for-bit the in-memory result (with the same tiles, device and batch size).
-The price is that a tile straddling a chunk border runs once per chunk it touches, about
+With ``strength="auto"`` the low band of each tile's residual (see
+:mod:`napari_mprnet.engine.bands`) is added in the same way, and the planes' band weights
+come from their probe windows (:func:`probe_block`), computed before their chunks. The price
+is that a tile straddling a chunk border runs once per chunk it touches, about
 ``(1 + stride / chunk)`` per axis: ~6% per axis with the default 4096-pixel chunks.
 
 RGB samples are never split; other leading axes (T, Z, C) keep their chunking. The intensity
