@@ -18,7 +18,7 @@ With ``--corpus DIR`` (a real-image corpus built by ``tools/build_corpus.py``) t
 images are real instead: one 256-px crop per scene of the corpus's *benchmark* split (never
 trained on, never used for validation): photographs (grey for the noise rows, colour and grey
 for rain) and grey microscopy fields (8-bit widefield DNA fields with large dark backgrounds,
-a 9-bit FISH field, a brightfield field). Rows then also carry per-image results and the
+a 9-bit FISH field, a quantitative phase image). Rows then also carry per-image results and the
 model's mean and worst difference to BM3D (dB). Poisson-Gaussian rows give BM3D the data after
 a generalised Anscombe transform (unit variance, sigma 1) and invert it with the closed-form
 unbiased inverse.
