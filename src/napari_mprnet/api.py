@@ -43,6 +43,7 @@ def iter_restore(
     backend_options: dict | None = None,
     strength: float | str = "auto",
     split_patches: bool = False,
+    noise: float | tuple[float, float] | str | None = None,
 ) -> Generator[Progress, None, list[np.ndarray]]:
     """Restore an array step by step: a generator of :class:`Progress` after every tile batch.
 
@@ -56,6 +57,7 @@ def iter_restore(
         device=device, precision=precision, stages=stages, normalize=normalize,
         percentiles=percentiles, output_dtype=output_dtype, clip=clip, backend=backend,
         backend_options=backend_options, strength=strength, split_patches=split_patches,
+        noise=noise,
     )
     return (yield from restorer.iter_run(image, axes, rgb))
 
@@ -83,6 +85,7 @@ def restore(
     backend_options: dict | None = None,
     strength: float | str = "auto",
     split_patches: bool = False,
+    noise: float | tuple[float, float] | str | None = None,
 ) -> Any:
     """Restore an image with MPRNet.
 
@@ -147,6 +150,17 @@ def restore(
         nearly clean images keep their detail and their smooth intensities; they are
         measured on the central 256 x 256 window (two extra forwards of that window), so the
         result does not depend on tiling or chunking. See docs/strength.md.
+    noise : None, "auto", float or (float, float)
+        The noise level "auto" strength assumes when denoising, in the image's own
+        intensity units (those of the pixel values passed in: 0-255 for uint8, ADU for a
+        camera's uint16 image). None/"auto" (default): estimated from the image. A number
+        ``sd > 0``: Gaussian noise of that standard deviation. A pair ``(gain,
+        offset_variance)``: variance ``gain * I + offset_variance`` at intensity ``I``
+        (Poisson-Gaussian: ``gain >= 0`` per photo-electron, ``offset_variance`` the read
+        noise variance minus ``gain`` times the camera offset, which must leave the variance
+        positive at the bright end of the image). Helps where the estimate is off: fine
+        texture at low noise, or an image whose noise is known from the camera. Refused
+        (ValueError) with other tasks or a fixed strength.
     split_patches : bool
         False (default): every stage of the network sees the whole tile, so a tiled run
         agrees with a whole-image run to a fraction of a percent. True: the paper's
@@ -175,6 +189,7 @@ def restore(
         "clip": clip, "backend": backend, "backend_options": backend_options,
         "strength": strength,
         "split_patches": split_patches,
+        "noise": noise,
     }
     from . import _layers
     from .scale import lazy

@@ -198,3 +198,22 @@ def test_dask_backed_napari_layer_goes_through_the_lazy_path(tiny_model, monkeyp
     layer = Image(da.from_array(_image((40, 48)), chunks=(20, 24)), name="big")
     out = restore(layer, model=tiny_model, **FAST)
     assert len(calls) == 1 and isinstance(out.data, da.Array)  # napari computes only views
+
+
+@pytest.mark.parametrize("noise", [15.0, (0.2, 60.0)])
+def test_chunked_result_with_a_given_noise_equals_whole_plane_exactly(tiny_model, monkeypatch,
+                                                                      noise):
+    from scipy import ndimage
+
+    def smoother(self, batch):  # the probe window through a smoother: weights inside (0, 1)
+        return ndimage.gaussian_filter(batch, (0, 1.2, 1.2, 0)).astype(np.float32)
+
+    monkeypatch.setattr(TiledRunner, "forward_window", smoother)
+    image = _image((2, 90, 101), seed=5) * 1000 + 50
+    kwargs = {"model": tiny_model, "normalize": "percentile", **FAST}
+    expected = restore(image, noise=noise, **kwargs)
+    lazy_out = restore(da.from_array(image, chunks=(1, 37, 41)), chunk_size=24, noise=noise,
+                       **kwargs)
+    np.testing.assert_array_equal(lazy_out.compute(), expected)
+    # the given level reached the blocks: the estimated run differs
+    assert np.abs(restore(image, **kwargs) - expected).max() > 1.0

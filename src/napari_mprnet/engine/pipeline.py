@@ -21,6 +21,7 @@ import torch
 from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
 from .models import prepare_model
+from .noise_level import NoiseLevel, check_noise, check_noise_use, network_noise
 from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
 from .runner import Progress, TiledRunner, drive
 from .strength import blend, check_strength, fixed_weight, probe_weights, probe_window
@@ -230,8 +231,11 @@ class Restorer:
         backend_options: dict | None = None,
         strength: float | str = "auto",
         split_patches: bool = False,
+        noise: Any = None,
     ) -> None:
         self.strength = check_strength(strength)
+        self.noise: NoiseLevel | None = check_noise(noise)
+        check_noise_use(self.noise, self.strength, task)
         self.stages = _check_bool("stages", stages)
         self.split_patches = _check_bool("split_patches", split_patches)
         self.clip = _check_bool("clip", clip)
@@ -314,12 +318,25 @@ class Restorer:
         """Whether the strength is measured per plane (``strength="auto"``, denoising)."""
         return fixed_weight(self.strength, self.task) is None
 
-    def plane_weights(self, crops: np.ndarray, layout: PlaneLayout) -> np.ndarray:
+    def network_noise(self, norm: Normalization | None) -> tuple[float, float] | None:
+        """The given noise as ``(a_n, b_n)`` in the network's domain under ``norm`` (None:
+        estimated); raises ``ValueError`` if its variance is not positive there."""
+        if self.noise is None:
+            return None
+        if norm is None:
+            raise ValueError("a given noise level needs the run's normalisation")
+        return network_noise(self.noise, norm)
+
+    def plane_weights(self, crops: np.ndarray, layout: PlaneLayout,
+                      norm: Normalization | None = None) -> np.ndarray:
         """The band weights ``(N, 2)`` (``w_hi, w_lo``) of every data plane from its normalised
         probe window ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image
-        share them)."""
+        share them); ``norm``, the map that normalised them, converts a given noise level."""
         group = 3 if self._splits_rgb(layout) else 1
-        return probe_weights(self.runner.forward_window, crops, group)
+        noise = self.network_noise(norm)
+        if noise is None:
+            return probe_weights(self.runner.forward_window, crops, group)
+        return probe_weights(self.runner.forward_window, crops, group, noise=noise)
 
     def network_weights(self, weights: np.ndarray, layout: PlaneLayout) -> np.ndarray:
         """Per-data-plane ``weights`` repeated for the network planes they cover."""
@@ -327,12 +344,12 @@ class Restorer:
         return np.repeat(weights, 3, axis=0) if self._splits_rgb(layout) else weights
 
     def apply_strength(self, normalised: np.ndarray, outputs: list[np.ndarray],
-                       layout: PlaneLayout, weights: np.ndarray | None = None
-                       ) -> list[np.ndarray]:
+                       layout: PlaneLayout, weights: np.ndarray | None = None,
+                       norm: Normalization | None = None) -> list[np.ndarray]:
         """The runner's ``outputs`` (run with ``low_band=self.needs_probe()``) with the final
         planes moved towards the input by the strength: fixed, the given per-data-plane band
-        ``weights`` or those measured on ``normalised``'s probe windows; the low band the
-        runner appended is dropped."""
+        ``weights`` or those measured on ``normalised``'s probe windows (normalised by
+        ``norm``); the low band the runner appended is dropped."""
         fixed = fixed_weight(self.strength, self.task)
         if fixed == 1.0:
             return list(outputs)
@@ -342,7 +359,7 @@ class Restorer:
         *outputs, low = outputs
         if weights is None:
             ys, xs = probe_window(layout.height, layout.width)
-            weights = self.plane_weights(normalised[:, ys, xs], layout)
+            weights = self.plane_weights(normalised[:, ys, xs], layout, norm)
         final = blend(normalised, outputs[0], self.network_weights(weights, layout), low)
         return [final, *outputs[1:]]
 
@@ -356,10 +373,11 @@ class Restorer:
         data = as_image_array(image)
         layout = self.layout(data.shape, axes, rgb)
         norm = self.normalization(data)
+        self.network_noise(norm)  # a given noise level that fails here fails before any run
         normalised = self.planes_in(data, layout, norm)
         outputs = yield from self.runner.iter_run(normalised, stages=self.stages,
                                                   low_band=self.needs_probe())
-        outputs = self.apply_strength(normalised, outputs, layout)
+        outputs = self.apply_strength(normalised, outputs, layout, norm=norm)
         del normalised
         return self.planes_out(outputs, layout, norm, data)
 

@@ -18,7 +18,8 @@ filter) are estimated by one random probe: close to ``sum_i d_i v_i [P (f(x + ep
 f(x))]_i / eps`` for ``d`` a fixed normal random image. With one band (``G = 0``) this is
 the single weight ``w = (sum_i v_i - sum_i v_i df_i/dx_i) / ||h||^2``. The variance
 ``v = a f(x) + b`` comes from :func:`~.noise.estimate_noise`, raised by
-:data:`NOISE_MARGIN`. A network that oversmooths a nearly clean image gets weights well
+:data:`NOISE_MARGIN`, unless the user gives it (``restore(noise=...)``, in image units, mapped
+to the network's domain by :func:`~.noise_level.network_noise`; used without the margin). A network that oversmooths a nearly clean image gets weights well
 below 1 (detail comes back); one that shifts low frequencies it should leave alone (flat
 backgrounds at high photon counts) gets a small ``w_lo``; where it is right both stay at 1.
 
@@ -181,14 +182,19 @@ def _direction(shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(_PROBE_SEED).standard_normal(shape).astype(np.float32)
 
 
-def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool
+def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
+                 noise: tuple[float, float] | None = None
                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """SURE terms for one ``(h, w, c)`` crop; None if it is too small to measure."""
     if min(crop.shape[:2]) < MIN_SIZE:
         return None
-    params = _noise_parameters(crop) * NOISE_MARGIN
+    if noise is None:
+        params = _noise_parameters(crop) * NOISE_MARGIN
+    else:  # given: the same for every channel, no margin (it offsets the estimator's bias)
+        params = np.tile(np.asarray(noise, np.float64), (crop.shape[-1], 1))
     a, b = params[:, 0], params[:, 1]
-    level = a * np.maximum(crop, 0).mean(axis=(0, 1)) + b
+    # (a given line a x + b may be negative below the camera offset: no variance there)
+    level = np.maximum(a * np.maximum(crop, 0).mean(axis=(0, 1)) + b, 0.0)
     sd = float(np.sqrt(level.mean()))
     if sd == 0.0:  # no measurable noise: nothing to remove (both weights 0)
         return np.eye(2), np.zeros(2)
@@ -196,12 +202,12 @@ def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool
     eps = EPS_FACTOR * sd
     pair = np.stack([crop, crop + np.float32(eps) * direction]).astype(np.float32)
     fx, f_probe = forward(pair)
-    variance = a * np.maximum(fx, 0) + b
+    variance = np.maximum(a * np.maximum(fx, 0) + b, 0.0)
     return sure_terms(crop, fx, f_probe, direction, eps, variance, bands)
 
 
 def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
-                  bands: bool = True) -> np.ndarray:
+                  bands: bool = True, noise: tuple[float, float] | None = None) -> np.ndarray:
     """SURE weights of planes from their probe windows.
 
     Parameters
@@ -218,6 +224,10 @@ def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
     bands : bool
         True: a weight for each band of the residual; False: one weight for the whole
         residual (both columns equal).
+    noise : (float, float), optional
+        ``(a, b)``: the noise variance ``a x + b`` of every plane in the network's intensity
+        domain (:func:`~.noise_level.network_noise`), used as it is; None (default): estimated
+        per plane and channel and raised by :data:`NOISE_MARGIN`.
 
     Returns
     -------
@@ -230,7 +240,8 @@ def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
                          f"got {crops.shape}")
     weights = np.ones((len(crops) // group, 2))
     for g in range(len(weights)):
-        terms = [_plane_terms(forward, crops[g * group + k], bands) for k in range(group)]
+        terms = [_plane_terms(forward, crops[g * group + k], bands, noise)
+                 for k in range(group)]
         if any(t is None for t in terms):
             continue
         weights[g] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))

@@ -15,7 +15,8 @@ output pixel receives the same values, added in the same order, as in a whole-pl
 result is bit-for-bit the in-memory result (with the same tiles, device and batch size).
 With ``strength="auto"`` the low band of each tile's residual (see
 :mod:`napari_mprnet.engine.bands`) is added in the same way, and the planes' band weights
-come from their probe windows (:func:`probe_block`), computed before their chunks. The price
+come from their probe windows (:func:`probe_block`, with the user's ``noise`` if given, mapped
+by the shared intensity map), computed before their chunks. The price
 is that a tile straddling a chunk border runs once per chunk it touches, about
 ``(1 + stride / chunk)`` per axis: ~6% per axis with the default 4096-pixel chunks.
 
@@ -148,13 +149,14 @@ class BlockSpec:
     clip: bool = True
     strength: float | str = "auto"
     split_patches: bool = False
+    noise: tuple[float, float] | None = None  # the checked NoiseLevel, image units
     extra: dict = field(default_factory=dict)
 
     def __dask_tokenize__(self):
         return (self.axes, self.y, self.x, self.handle.key, self.task, self.norm, self.stages,
                 str(self.out_dtype), str(self.device), self.precision, self.batch_size,
                 self.backend, repr(sorted((self.backend_options or {}).items())), self.clip,
-                self.strength, self.split_patches)
+                self.strength, self.split_patches, self.noise)
 
 
 def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
@@ -163,7 +165,7 @@ def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
                     device=effective_device(spec.device), precision=spec.precision,
                     stages=spec.stages, normalize=spec.norm, output_dtype=spec.out_dtype,
                     clip=spec.clip, backend=spec.backend, backend_options=spec.backend_options,
-                    strength=spec.strength, split_patches=spec.split_patches)
+                    strength=spec.strength, split_patches=spec.split_patches, noise=spec.noise)
 
 
 def _checked(data: np.ndarray, where: str) -> np.ndarray:
@@ -184,7 +186,8 @@ def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None)
     crop = _checked(crop, where)
     restorer = _block_restorer(spec, weights)
     layout = PlaneLayout.from_axes(spec.axes, crop.shape)
-    plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout)
+    plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout,
+                                     spec.norm)
     kept = [i for i, a in enumerate(spec.axes) if a in "YXS"]
     return np.concatenate([np.expand_dims(plane_w[:, k].reshape(layout.lead_shape), kept)
                            for k in range(2)], axis=spec.axes.index("X"))
@@ -296,6 +299,7 @@ def restore_dask(
     backend_options: dict | None = None,
     strength: float | str = "auto",
     split_patches: bool = False,
+    noise: Any = None,
 ) -> Any:
     """Restore a dask array lazily; same options and result layout as
     :func:`napari_mprnet.restore`, plus:
@@ -326,7 +330,7 @@ def restore_dask(
                         stages=stages, normalize=normalize, percentiles=percentiles,
                         output_dtype=output_dtype, clip=clip, backend=backend,
                         backend_options=backend_options, strength=strength,
-                        split_patches=split_patches)
+                        split_patches=split_patches, noise=noise)
     layout = restorer.layout(tuple(data.shape), axes, rgb)
     resolved = layout.axes
     if isinstance(normalize, Normalization):
@@ -336,6 +340,7 @@ def restore_dask(
         refuse_masked(sample, "the dask array")
         refuse_non_finite(sample, "the dask array")
         norm = restorer.normalization(sample)
+    restorer.network_noise(norm)  # a given noise level must fit the map: fail before the graph
 
     # one global tile grid for the whole plane, exactly as an in-memory run would choose it
     height, width = layout.height, layout.width
@@ -373,7 +378,7 @@ def restore_dask(
                      device=device, precision=precision, batch_size=batch_size,
                      backend=backend, backend_options=backend_options,
                      clip=restorer.clip, strength=restorer.strength,
-                     split_patches=restorer.split_patches)
+                     split_patches=restorer.split_patches, noise=restorer.noise)
     probes = []
     if restorer.needs_probe():  # one probe window per plane, shared by the plane's chunks
         ys, xs = probe_window(height, width)
