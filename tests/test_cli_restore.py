@@ -336,3 +336,53 @@ def test_strength_option_reaches_restore(tmp_path, images, weights, capsys):
                     bad) == 2
         err = capsys.readouterr().err
         assert "--strength must be 'auto' or a" in err and len(err.strip().splitlines()) == 1
+
+
+def test_noise_option_parses_both_forms_and_reaches_restore(tmp_path, images, weights,
+                                                            monkeypatch, capsys):
+    from napari_mprnet import api
+    from napari_mprnet.cli.common import parse_noise
+
+    assert parse_noise(" AUTO ") is None
+    assert parse_noise("5") == 5.0 and parse_noise("2.5,-40") == (2.5, -40.0)
+    seen = []
+    original = api.iter_restore
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("noise"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "iter_restore", recording)
+    source = images / "stack.tif"
+    for value, expected in (("auto", None), ("30", 30.0), ("2,100", (2.0, 100.0))):
+        assert _run(source, "--weights", weights, "-o", tmp_path / value.replace(",", "_"),
+                    "--noise", value) == 0
+        assert seen[-1] == expected
+    # the same result as the Python API with that noise
+    expected = api.restore(tifffile.imread(source), model=weights, device="cpu", tile_size=32,
+                           tile_overlap=8, axes="ZYX", noise=(2.0, 100.0))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "2_100" / "stack_denoised.tif"),
+                                  expected)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--noise", "loud"], "--noise must be 'auto', a Gaussian standard deviation"),
+    (["--noise", "0"], "must be > 0"),
+    (["--noise", "-3"], "must be > 0"),
+    (["--noise", "nan"], "finite"),
+    (["--noise", "1,2,3"], "3 numbers"),
+    (["--noise=-1,4"], "gain must be >= 0"),  # (a leading minus needs the = form)
+    (["--noise", "0,-4"], "must be > 0"),
+    (["--noise", "5", "--strength", "0.5"], "noise is used by strength='auto' when denoising"),
+    (["--noise", "5", "--task", "deblur"], "noise is used by strength='auto' when denoising"),
+])
+def test_bad_noise_exits_2_with_one_line(tmp_path, images, weights, extra, message, capsys):
+    args = ["restore", str(images), "-o", str(tmp_path / "o"), "-q", "--weights", weights,
+            *extra]
+    if "--task" in extra:
+        args.remove("--weights")
+        args.remove(weights)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "o").exists()  # refused before anything was done

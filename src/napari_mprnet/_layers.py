@@ -66,10 +66,13 @@ def output_name(name: str, task: str, stage: str | None = None) -> str:
     return f"{name} ({label}, {stage})" if stage else f"{name} ({label})"
 
 
-def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[Any]:
+def make_layers(source: LayerSnapshot, results: list[Any], task: str,
+                record: dict | None = None) -> list[Any]:
     """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed and
     displayed like the input (results are on the input's intensity scale, so its contrast
-    limits, colormap and gamma make a fair side-by-side comparison)."""
+    limits, colormap and gamma make a fair side-by-side comparison). ``record`` joins their
+    ``metadata["napari_mprnet"]`` (e.g. the noise level used, see
+    :func:`~.engine.noise_level.noise_record`)."""
     from napari.layers import Image
 
     layers = []
@@ -83,7 +86,7 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[An
                 translate=source.translate,
                 **source.display,
                 metadata={"napari_mprnet": {"task": task, "source": source.name,
-                                            "stage": stage or "final"}},
+                                            "stage": stage or "final", **(record or {})}},
             )
         )
     return layers
@@ -92,6 +95,7 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str) -> list[An
 def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
                   task: str = "denoise", model: Any = None, **options: Any) -> Any:
     """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
+    from .engine.noise_level import noise_record
     from .engine.pipeline import Restorer, check_progress
     from .scale import lazy
 
@@ -104,5 +108,6 @@ def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
     else:
         restorer = Restorer(model, task, stages=stages, **options)
         results = restorer.run(source.data, axes, source.rgb, progress)
-    layers = make_layers(source, results, task)
+    record = noise_record(options.get("noise"), options.get("strength", "auto"), task)
+    layers = make_layers(source, results, task, record)
     return layers if stages else layers[0]

@@ -245,3 +245,20 @@ def test_a_camera_offset_leaves_dark_pixels_without_variance(smoothing_probe, ti
     with_offset = smoothing_probe[-1]
     restore(image - 100, noise=(2.0, 16.0), **kwargs)  # the same camera, offset removed
     np.testing.assert_allclose(smoothing_probe[-1], with_offset, rtol=1e-5, atol=1e-7)
+
+
+def test_result_layers_record_the_noise_level_used(tiny_model):
+    from napari.layers import Image
+
+    from napari_mprnet.engine.noise_level import noise_record
+
+    layer = Image(_noisy(seed=7).astype(np.float32), name="cells")
+    kwargs = {"model": tiny_model, **FAST}
+    meta = [restore(layer, noise=noise, **kwargs).metadata["napari_mprnet"]
+            for noise in (None, 0.02, (0.01, 0.0004))]
+    assert [m.get("noise") for m in meta] == [
+        "estimated", {"sd": 0.02}, {"gain": 0.01, "offset_variance": 0.0004}]
+    assert meta[0]["task"] == "denoise" and meta[0]["stage"] == "final"
+    assert "noise" not in restore(layer, strength=1.0, **kwargs).metadata["napari_mprnet"]
+    assert "noise" not in restore(layer, task="deblur", **kwargs).metadata["napari_mprnet"]
+    assert noise_record("auto", " AUTO ") == {"noise": "estimated"}

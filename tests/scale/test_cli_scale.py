@@ -114,3 +114,24 @@ def test_ome_zarr_in_ome_zarr_out(tmp_path, weights):
     assert written["0"].metadata.dimension_names == ("z", "y", "x")
     np.testing.assert_array_equal(written["0"][:], restore(level[:], model=weights, axes="ZYX",
                                                            **FAST_API))
+
+
+def test_zarr_output_records_the_noise_level_used(tmp_path, inputs, weights):
+    _, source, _, plane = inputs
+    for extra, expected in (([], "estimated"), (["--noise", "0.02"], {"sd": 0.02}),
+                            (["--noise", "0.001,0.0001"],
+                             {"gain": 0.001, "offset_variance": 0.0001})):
+        out = tmp_path / f"out{len(extra)}{len(''.join(extra))}"
+        assert main(["restore", str(source), "-o", str(out), "--weights", weights,
+                     *extra, *ENGINE]) == 0
+        written = zarr.open_array(str(out / "plane_denoised.zarr"), mode="r")
+        assert written.attrs["napari_mprnet"]["noise"] == expected
+        noise = None if not extra else [float(v) for v in extra[1].split(",")]
+        noise = noise if noise is None or len(noise) == 2 else noise[0]
+        np.testing.assert_array_equal(written[:], restore(plane, model=weights, noise=noise,
+                                                          **FAST_API))
+    out = tmp_path / "fixed"
+    assert main(["restore", str(source), "-o", str(out), "--weights", weights, "--strength",
+                 "1", *ENGINE]) == 0
+    assert "noise" not in zarr.open_array(str(out / "plane_denoised.zarr"),
+                                          mode="r").attrs["napari_mprnet"]

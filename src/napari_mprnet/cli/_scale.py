@@ -142,7 +142,12 @@ def restore_lazily(job: Job, targets: list[Path], args: argparse.Namespace,
         progress = ProgressBar(out=sys.stderr)
     with progress:
         if zarr_input:
-            meta = {"napari_mprnet": {"task": args.task, "source": str(job.source)}}
+            from ..engine.noise_level import noise_record
+
+            meta = {"napari_mprnet": {"task": args.task, "source": str(job.source),
+                                      **noise_record(options.get("noise"),
+                                                     options.get("strength", "auto"),
+                                                     args.task)}}
             chosen = [(t, r) for t, r in zip(job.targets, results) if t in targets]
             write_zarr([r for _, r in chosen], [t for t, _ in chosen], axes,
                        overwrite=args.overwrite, attrs=meta, like=image)

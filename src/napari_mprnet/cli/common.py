@@ -7,7 +7,8 @@ import sys
 
 from ..engine.tiling import validate_tiling
 
-__all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail", "parse_strength"]
+__all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail", "parse_noise",
+           "parse_strength"]
 
 #: ``engine.backends.BACKENDS``, spelled out so that building the parser does not import torch
 #: (tests/test_cli_startup.py checks that the two agree).
@@ -85,6 +86,32 @@ def parse_strength(value: str) -> float | str:
     except ValueError:
         raise ValueError(f"--strength must be 'auto' or a finite number >= 0, "
                          f"got {value!r}") from None
+
+
+def parse_noise(value: str) -> float | tuple[float, float] | None:
+    """``--noise``: "auto" (None), a standard deviation ``SD`` or ``GAIN,OFFSET_VARIANCE``
+    (image units), checked as ``restore(noise=...)`` checks it."""
+    from ..engine.noise_level import check_noise
+
+    text = value.strip()
+    if text.lower() == "auto":
+        return None
+    usage = ("--noise must be 'auto', a Gaussian standard deviation SD > 0 or GAIN,"
+             "OFFSET_VARIANCE (Poisson-Gaussian), in the image's intensity units, e.g. "
+             "--noise 5 or --noise 2.0,25")
+    try:
+        numbers = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{usage}; got {value!r}") from None
+    if len(numbers) > 2:
+        raise ValueError(f"{usage}; got {len(numbers)} numbers in {value!r}")
+    noise = numbers[0] if len(numbers) == 1 else tuple(numbers)
+    try:
+        check_noise(noise)
+    except (TypeError, ValueError) as err:
+        reason = str(err).rsplit("; ", 1)[-1]  # (the part after the general usage)
+        raise ValueError(f"{usage}; {reason}") from None
+    return noise
 
 
 def fail(message: str, status: int = 2) -> int:

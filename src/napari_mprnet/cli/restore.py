@@ -13,7 +13,7 @@ import numpy as np
 
 from ..model.tasks import TASKS
 from ._batch import Job, collect_inputs, parse_output_dtype, plan_jobs, write_outputs
-from .common import add_engine_arguments, engine_options, fail, parse_strength
+from .common import add_engine_arguments, engine_options, fail, parse_noise, parse_strength
 
 __all__ = ["add_parser", "run"]
 
@@ -63,6 +63,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "far to move from the input towards the network output, so that "
                         "nearly clean images keep their detail; a number fixes it (1: the "
                         "network output, 0: the input); other tasks: auto = 1")
+    parser.add_argument("--noise", default="auto", metavar="auto|SD|GAIN,OFFSET_VARIANCE",
+                        help="the noise level --strength auto assumes when denoising, in the "
+                        "image's intensity units (0-255 for 8-bit, ADU for a camera): 'auto' "
+                        "(default) estimates it from each image; SD: Gaussian noise of that "
+                        "standard deviation; GAIN,OFFSET_VARIANCE: variance GAIN * I + "
+                        "OFFSET_VARIANCE (Poisson-Gaussian; the second may be negative for a "
+                        "camera offset); helps where the estimate is off (fine texture at "
+                        "low noise)")
     parser.add_argument("--stages", action="store_true",
                         help="also write the stage-2 and stage-1 images")
     parser.add_argument("--axes", default=None,
@@ -184,6 +192,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = engine_options(args)
         options["strength"] = parse_strength(args.strength)
+        noise = parse_noise(args.noise)
+        if noise is not None:  # (only when given, like the backend)
+            from ..engine.noise_level import check_noise, check_noise_use
+
+            check_noise_use(check_noise(noise), options["strength"], args.task)
+            options["noise"] = noise
         parse_output_dtype(args.output_dtype, np.dtype("float32"))
         jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages)
     except (ValueError, TypeError) as err:

@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .normalize import Normalization
+from .strength import check_strength
 
-__all__ = ["NoiseLevel", "check_noise", "check_noise_use", "describe_noise", "network_noise"]
+__all__ = ["NoiseLevel", "check_noise", "check_noise_use", "network_noise", "noise_record"]
 
 _WHAT = ("noise must be 'auto', a Gaussian standard deviation > 0, or a pair (gain, "
          "offset_variance) for Poisson-Gaussian noise, in the image's intensity units")
@@ -145,10 +146,16 @@ def network_noise(level: NoiseLevel, norm: Normalization) -> tuple[float, float]
     return a_n, b_n
 
 
-def describe_noise(level: NoiseLevel | None) -> str:
-    """A short description: "estimated", "Gaussian sd 5" or "gain 2, offset variance 25"."""
+def noise_record(noise: Any, strength: Any = "auto", task: str = "denoise") -> dict:
+    """What a run records of its noise level (layer metadata, zarr attributes): ``{"noise":
+    "estimated"}``, ``{"noise": {"sd": 5.0}}`` or ``{"noise": {"gain": 2.0,
+    "offset_variance": 25.0}}``; ``{}`` where nothing uses it (another task, a fixed
+    strength). ``noise`` as given to ``restore()`` (checked here)."""
+    level = check_noise(noise)
+    if task != "denoise" or check_strength(strength) != "auto":
+        return {}
     if level is None:
-        return "estimated"
+        return {"noise": "estimated"}
     if level.gain == 0:
-        return f"Gaussian sd {math.sqrt(level.offset_variance):g}"
-    return f"gain {level.gain:g}, offset variance {level.offset_variance:g}"
+        return {"noise": {"sd": math.sqrt(level.offset_variance)}}
+    return {"noise": {"gain": level.gain, "offset_variance": level.offset_variance}}
