@@ -325,3 +325,61 @@ def test_strength_control_reaches_the_job_and_persists(make_napari_viewer, qtbot
     assert build_request(widget.job.request.source, load_settings()).strength == "auto"
     again.strength_spin.setValue(again.strength_spin.minimum())
     assert load_settings().strength == "auto"
+
+
+def test_noise_control_reaches_the_job_persists_and_follows_task_and_strength(
+        make_napari_viewer, qtbot, tiny_model_file, image, isolated_settings, monkeypatch):
+    from napari_mprnet._widgets import _jobs
+    from napari_mprnet._widgets._jobs import build_request
+    from napari_mprnet._widgets.settings import RestoreSettings
+
+    seen = []
+    original = _jobs.iter_restore
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("noise"))
+        return (yield from original(*args, **kwargs))
+
+    monkeypatch.setattr(_jobs, "iter_restore", recording)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    spin = widget.noise_spin
+    assert spin.text() == "auto" and widget.settings().noise == "auto" and spin.isEnabled()
+    assert "intensity units" in spin.toolTip() and "0-255" in spin.toolTip()
+    spin.setValue(12.5)
+    assert widget.settings().noise == 12.5
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.job.request.noise == 12.5 and seen[-1] == 12.5
+    layer = viewer.layers["cells (denoised)"]
+    assert layer.metadata["napari_mprnet"]["noise"] == {"sd": 12.5}
+    assert load_settings().noise == 12.5
+    again = make_widget(viewer)
+    assert again.noise_spin.value() == 12.5
+    # a fixed strength or another task does not use it: disabled, and not passed
+    again.strength_spin.setValue(0.5)
+    assert not again.noise_spin.isEnabled()
+    assert build_request(layer_snapshot(viewer), again.settings(), strength=0.5,
+                         noise=12.5).noise == "auto"
+    again.strength_spin.setValue(again.strength_spin.minimum())
+    assert again.noise_spin.isEnabled()
+    again.task_combo.setCurrentText("deblur")
+    assert not again.noise_spin.isEnabled()
+    assert build_request(layer_snapshot(viewer), again.settings(), strength="auto",
+                         noise=12.5).noise == "auto"
+    again.task_combo.setCurrentText("denoise")
+    assert again.noise_spin.isEnabled()
+    # menu commands (no noise given) use "auto"
+    assert build_request(layer_snapshot(viewer), load_settings()).noise == "auto"
+    again.noise_spin.setValue(again.noise_spin.minimum())
+    assert again.noise_spin.text() == "auto" and load_settings().noise == "auto"
+    # stored values are validated on load
+    for bad in (-1, 0, True, "loud", float("nan"), float("inf"), [1, 2]):
+        assert RestoreSettings.from_dict({"noise": bad}).noise == "auto"
+    assert RestoreSettings.from_dict({"noise": 3}).noise == 3
+
+
+def layer_snapshot(viewer):
+    from napari_mprnet._layers import snapshot
+
+    return snapshot(viewer.layers["cells"])

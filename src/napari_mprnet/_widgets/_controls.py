@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QWidget
+from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QWidget
 
 from ..engine.devices import describe_device
+from ..engine.strength import fixed_weight
 from .settings import WeightsChoice
 from .weights_registry import registered_weights
 
-__all__ = ["ERROR_STYLE", "alive", "fill_weights_combo", "set_strength", "show_device",
-           "strength_spin", "strength_value", "weights_choice"]
+__all__ = ["ERROR_STYLE", "NoiseSpin", "alive", "fill_weights_combo", "noise_applies",
+           "set_strength", "show_device", "strength_spin", "strength_value", "weights_choice"]
 
 ERROR_STYLE = "color: #e05050;"
 #: Value of the strength spin box that stands for "auto".
@@ -42,6 +43,51 @@ def strength_value(spin: QDoubleSpinBox) -> float | str:
 
 def set_strength(spin: QDoubleSpinBox, strength: float | str) -> None:
     spin.setValue(_AUTO_STRENGTH if strength == "auto" else float(strength))
+
+
+_NOISE_TIP = (
+    "The noise level 'auto' strength assumes when denoising: the standard deviation of "
+    "Gaussian noise in the layer's own intensity units (the values of its pixels: 0-255 for "
+    "8-bit images, ADU for a camera's 16-bit images). 'auto' estimates it from the image; "
+    "give it where you know it (camera read noise, a simulated sigma): it helps on finely "
+    "textured images with little noise. Used with Strength 'auto' and the denoise task only; "
+    "Poisson-Gaussian (gain, offset variance): restore(noise=...) or --noise GAIN,OFFSET"
+)
+
+
+class NoiseSpin(QDoubleSpinBox):
+    """The noise control: "auto" (its minimum, 0), or a Gaussian standard deviation in the
+    layer's intensity units; enabled only while ``task_combo`` says denoise and ``strength``
+    "auto" (:func:`noise_applies`), the only runs that use it."""
+
+    def __init__(self, task_combo: QComboBox, strength: QDoubleSpinBox) -> None:
+        super().__init__()
+        self.setRange(0.0, 1e9)
+        self.setDecimals(4)
+        self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+        self.setSpecialValueText("auto")
+        self.setToolTip(_NOISE_TIP)
+        self._task, self._strength = task_combo, strength
+        task_combo.currentTextChanged.connect(self._follow)
+        strength.valueChanged.connect(self._follow)
+        self._follow()
+
+    def noise(self) -> float | str:
+        """The ``restore(noise=...)`` value shown: "auto" or a standard deviation."""
+        value = float(self.value())
+        return "auto" if value <= 0 else value
+
+    def set_noise(self, noise: float | str) -> None:
+        self.setValue(0.0 if noise == "auto" else float(noise))
+
+    def _follow(self, *_: object) -> None:
+        self.setEnabled(noise_applies(self._task.currentText(), strength_value(self._strength)))
+
+
+def noise_applies(task: str, strength: float | str) -> bool:
+    """Whether a given noise level is used: denoising with strength "auto" (where the
+    strength is measured)."""
+    return fixed_weight(strength, task) is None
 
 
 def alive(widget: QWidget) -> bool:

@@ -18,7 +18,9 @@ from napari.utils import notifications, progress
 
 from .._layers import LayerSnapshot, make_layers
 from ..api import iter_restore
+from ..engine.noise_level import noise_record
 from ..engine.runner import Progress
+from ._controls import noise_applies
 from .layer_roles import run_names
 from .settings import RestoreSettings, WeightsChoice
 from .weights_registry import registered_weights
@@ -45,6 +47,7 @@ class RestoreRequest:
     precision: str | None = None
     stages: bool = False
     strength: float | str = "auto"
+    noise: float | str = "auto"
 
 
 def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
@@ -75,10 +78,12 @@ def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
 
 def build_request(
     source: LayerSnapshot, settings: RestoreSettings, task: str | None = None,
-    strength: float | str = "auto",
+    strength: float | str = "auto", noise: float | str = "auto",
 ) -> RestoreRequest:
     """A request from saved/selected settings (``task`` overrides the settings' task;
-    ``strength`` is the widget's, "auto" for menu commands)."""
+    ``strength`` and ``noise`` are the widget's, "auto" for menu commands; ``noise`` is
+    dropped, as its control is disabled, where it is not used: another task or a fixed
+    strength)."""
     task = settings.task if task is None else task
     model, label = resolve_weights(settings.weights_for(task), task)
     return RestoreRequest(
@@ -92,6 +97,7 @@ def build_request(
         precision=None if settings.precision == "auto" else settings.precision,
         stages=settings.stages,
         strength=strength,
+        noise=noise if noise_applies(task, strength) else "auto",
     )
 
 
@@ -118,6 +124,7 @@ def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
             stages=request.stages,
             rgb=request.source.rgb,
             strength=request.strength,
+            noise=request.noise,
         )
     except Exception as err:
         log.debug("napari-mprnet restoration failed", exc_info=True)
@@ -213,7 +220,9 @@ class RestoreJob:
             return
         self.adding_layers = True
         try:
-            layers = make_layers(self.request.source, list(outcome), self.request.task)
+            request = self.request
+            layers = make_layers(request.source, list(outcome), request.task,
+                                 noise_record(request.noise, request.strength, request.task))
             taken = {layer.name for layer in self.viewer.layers}
             for layer, name in zip(layers, run_names([lyr.name for lyr in layers], taken)):
                 layer.name = name  # a repeated run's layers all carry the same number

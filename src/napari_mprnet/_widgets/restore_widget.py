@@ -33,6 +33,7 @@ from .._layers import snapshot
 from ..model.presets import TASKS
 from ..pretrained import bundled_info
 from ._controls import (
+    NoiseSpin,
     alive,
     fill_weights_combo,
     set_strength,
@@ -136,6 +137,7 @@ class RestoreWidget(QWidget):
         self.precision_combo.addItems(list(PRECISIONS))
         self.precision_combo.setToolTip("auto: fp16 on CUDA, fp32 elsewhere")
         self.strength_spin = strength_spin()
+        self.noise_spin = NoiseSpin(self.task_combo, self.strength_spin)
         self.stages_check = QCheckBox("add per-stage outputs")
         self.stages_check.setToolTip("Also add the stage-2 and stage-1 images as layers")
 
@@ -163,6 +165,7 @@ class RestoreWidget(QWidget):
         form.addRow("", self.device_label)
         form.addRow("Precision", self.precision_combo)
         form.addRow("Strength", self.strength_spin)
+        form.addRow("Noise", self.noise_spin)
         form.addRow("", self.stages_check)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -194,6 +197,7 @@ class RestoreWidget(QWidget):
         self.precision_combo.currentTextChanged.connect(self._store_settings)
         self.stages_check.toggled.connect(self._store_settings)
         self.strength_spin.valueChanged.connect(self._store_settings)
+        self.noise_spin.valueChanged.connect(self._store_settings)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -211,6 +215,7 @@ class RestoreWidget(QWidget):
         settings.precision = self.precision_combo.currentText()
         settings.stages = self.stages_check.isChecked()
         settings.strength = strength_value(self.strength_spin)
+        settings.noise = self.noise_spin.noise()
         return settings
 
     def _apply_settings(self, settings: RestoreSettings) -> None:
@@ -224,6 +229,7 @@ class RestoreWidget(QWidget):
         self.precision_combo.setCurrentText(settings.precision)
         self.stages_check.setChecked(bool(settings.stages))
         set_strength(self.strength_spin, settings.strength)
+        self.noise_spin.set_noise(settings.noise)
 
     def _store_settings(self, *_: Any) -> None:
         if not self._loading:
@@ -342,7 +348,8 @@ class RestoreWidget(QWidget):
         settings = self.settings()
         save_settings(settings)
         try:
-            request = build_request(snapshot(layer), settings, strength=settings.strength)
+            request = build_request(snapshot(layer), settings, strength=settings.strength,
+                                    noise=settings.noise)
         except (TypeError, ValueError) as err:
             notifications.show_error(f"MPRNet restore: {err}")
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,9 @@ class RestoreSettings:
     stages: bool = False
     #: the Restore widget's strength ("auto" or a number >= 0); menu commands use "auto"
     strength: float | str = "auto"
+    #: the Restore widget's noise: "auto" or a Gaussian sd > 0 in the layer's units (used
+    #: with strength "auto" when denoising); menu commands use "auto"
+    noise: float | str = "auto"
 
     def weights_for(self, task: str) -> WeightsChoice:
         return self.weights.setdefault(task, WeightsChoice())
@@ -120,6 +124,10 @@ class RestoreSettings:
         if strength == "auto" or (isinstance(strength, (int, float))
                                   and not isinstance(strength, bool) and 0 <= strength <= 10):
             settings.strength = strength
+        noise = data.get("noise")
+        if noise == "auto" or (isinstance(noise, (int, float)) and not isinstance(noise, bool)
+                               and math.isfinite(noise) and noise > 0):
+            settings.noise = noise
         return settings
 
 
