@@ -18,10 +18,11 @@ filter) are estimated by one random probe: close to ``sum_i d_i v_i [P (f(x + ep
 f(x))]_i / eps`` for ``d`` a fixed normal random image. With one band (``G = 0``) this is
 the single weight ``w = (sum_i v_i - sum_i v_i df_i/dx_i) / ||h||^2``. The variance
 ``v = a f(x) + b`` comes from :func:`~.noise.estimate_noise`, raised by
-:data:`NOISE_MARGIN`, unless the user gives it (``restore(noise=...)``, in image units, mapped
-to the network's domain by :func:`~.noise_level.network_noise`; used without the margin). A network that oversmooths a nearly clean image gets weights well
-below 1 (detail comes back); one that shifts low frequencies it should leave alone (flat
-backgrounds at high photon counts) gets a small ``w_lo``; where it is right both stay at 1.
+:data:`NOISE_MARGIN`, unless the user gives it (``restore(noise=...)``, in image units,
+mapped to the network's domain by :func:`~.noise_level.network_noise` and used without the
+margin). A network that oversmooths a nearly clean image gets weights well below 1 (detail
+comes back); one that shifts low frequencies it should leave alone (flat backgrounds at high
+photon counts) gets a small ``w_lo``; where it is right both stay at 1.
 
 So that results do not depend on tiling or chunking, the weights are measured on one window
 per plane, the central :data:`PROBE_SIZE` square (or the whole plane if smaller), run

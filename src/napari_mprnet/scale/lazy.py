@@ -15,10 +15,10 @@ output pixel receives the same values, added in the same order, as in a whole-pl
 result is bit-for-bit the in-memory result (with the same tiles, device and batch size).
 With ``strength="auto"`` the low band of each tile's residual (see
 :mod:`napari_mprnet.engine.bands`) is added in the same way, and the planes' band weights
-come from their probe windows (:func:`probe_block`, with the user's ``noise`` if given, mapped
-by the shared intensity map), computed before their chunks. The price
-is that a tile straddling a chunk border runs once per chunk it touches, about
-``(1 + stride / chunk)`` per axis: ~6% per axis with the default 4096-pixel chunks.
+come from their probe windows (:func:`probe_block`; a given ``noise`` is mapped by the shared
+intensity map), computed before their chunks. The price is that a tile straddling a chunk
+border runs once per chunk it touches, about ``(1 + stride / chunk)`` per axis: ~6% per axis
+with the default 4096-pixel chunks.
 
 RGB samples are never split; other leading axes (T, Z, C) keep their chunking. The intensity
 map is fitted once, from a strided subsample, and shared by every chunk. Every step other than
