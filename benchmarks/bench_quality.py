@@ -21,7 +21,8 @@ for rain) and grey microscopy fields (8-bit widefield DNA fields with large dark
 a 9-bit FISH field, a quantitative phase image). Rows then also carry per-image results and the
 model's mean and worst difference to BM3D (dB). Poisson-Gaussian rows give BM3D the data after
 a generalised Anscombe transform (unit variance, sigma 1) and invert it with the closed-form
-unbiased inverse.
+unbiased inverse. The model is blind (it estimates the noise) unless ``--given-noise`` gives it
+the true level through ``restore(noise=...)``, as BM3D is given it.
 
 Metrics are computed on results clipped to [0, 1] (data range 1); noisy inputs are fed to
 every method unclipped. The model runs as one whole-image tile ("model") and with
@@ -45,6 +46,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -244,15 +246,28 @@ def _model_from_checkpoint(path: str):
     return net.eval()
 
 
+def true_noise(info: dict) -> float | tuple[float, float]:
+    """The ``restore(noise=...)`` of a case with known noise (images in [0, 1]): the Gaussian
+    sd, or ``(gain, offset variance)`` of Poisson-Gaussian noise (variance ``c / P + r^2 /
+    P^2`` for ``P`` photons at intensity 1 and read noise ``r`` photons)."""
+    if "photons" in info:
+        photons, read = info["photons"], info["read_noise"]
+        return 1.0 / photons, read**2 / photons**2
+    if "sigma" in info:
+        return info["sigma"]
+    raise SystemExit("--given-noise: this row's noise is not known (real-image rows only)")
+
+
 class ModelRunner:
     """Run a model whole-image and tiled; remembers the tiled - whole PSNR differences."""
 
     def __init__(self, task: str, weights: str | None, device: str, tile: int,
-                 strength: float | str = "auto") -> None:
+                 strength: float | str = "auto", given_noise: bool = False) -> None:
         from napari_mprnet.api import prepare_model
 
         self.task = task
         self.strength = strength
+        self.given_noise = given_noise
         if weights and str(weights).endswith(".pt"):  # a training checkpoint
             self.model = _model_from_checkpoint(weights)
         else:
@@ -270,19 +285,21 @@ class ModelRunner:
         return (f"{_shown_path(getattr(self.model, 'source', None))} ({state}; n_feat {cfg.n_feat}, "
                 f"{params / 1e6:.2f} M params)")
 
-    def _run(self, img: np.ndarray, tile: int) -> np.ndarray:
+    def _run(self, img: np.ndarray, tile: int, noise: Any = None) -> np.ndarray:
         from napari_mprnet import restore
 
+        options = {} if noise is None else {"noise": noise}
         return restore(img, self.task, model=self.model, tile_size=tile,
                        tile_overlap=min(32, tile // 4),
                        device=self.device, normalize="none", rgb=img.ndim == 3,
-                       strength=self.strength)
+                       strength=self.strength, **options)
 
-    def __call__(self, degraded: np.ndarray, clean: np.ndarray, _info: dict) -> np.ndarray:
+    def __call__(self, degraded: np.ndarray, clean: np.ndarray, info: dict) -> np.ndarray:
+        noise = true_noise(info) if self.given_noise else None
         whole_tile = -(-max(degraded.shape[:2]) // 8) * 8
-        whole = self._run(degraded, whole_tile)
+        whole = self._run(degraded, whole_tile, noise)
         if self.tile:
-            tiled = self._run(degraded, self.tile)
+            tiled = self._run(degraded, self.tile, noise)
             self.deltas.append(_metrics(tiled, clean)[0] - _metrics(whole, clean)[0])
         return whole
 
@@ -377,7 +394,7 @@ def _method_table(task: str, runner: ModelRunner | None, use_bm3d: bool) -> dict
 
 def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
     runner = None if args.no_model else ModelRunner(task, args.weights, args.device, args.tile,
-                                                args.strength)
+                                                args.strength, args.given_noise)
     methods = _method_table(task, runner, not args.no_bm3d)
     previous = _previous_rows(args.baselines_from, args)
     rows = []
@@ -490,7 +507,8 @@ def _cell(result: dict) -> str:
 def markdown(report: dict) -> str:
     lines = [
         (f"Quality benchmark ({report['date']}, {report['mode']}, {report['size']} px images, "
-         f"seed {SEED}, model strength {report.get('strength', 1.0)}); cells are PSNR (dB) / "
+         f"seed {SEED}, model strength {report.get('strength', 1.0)}, noise "
+         f"{report.get('noise', 'estimated')}); cells are PSNR (dB) / "
          "SSIM against the clean image."),
         "",
     ]
@@ -541,6 +559,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strength", default="auto",
                         help="restore(strength=...) of the model rows: auto (default) or a "
                              "number (1.0: the plain network output)")
+    parser.add_argument("--given-noise", action="store_true",
+                        help="give the model rows the true noise level (restore(noise=...)), "
+                             "as BM3D is given it (default: the model estimates it)")
     parser.add_argument("--sigmas", type=float, nargs="+",
                         help=f"Gaussian noise levels (/255) for denoise (default "
                         f"{DENOISE_SIGMAS}; with --corpus {REAL_SIGMAS})")
@@ -591,7 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
     for task in tasks:
         if not args.no_model:
             models[task] = ModelRunner(task, args.weights, args.device, args.tile,
-                                                args.strength).describe()
+                                       args.strength).describe()
         rows.extend(run_task(task, args, images))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -600,6 +621,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size": args.size,
         "tile": args.tile,
         "strength": args.strength,
+        "noise": "given (true)" if args.given_noise else "estimated",
         "seed": SEED,
         "tasks": tasks,
         "cases": _cases_key(args),
