@@ -5,10 +5,16 @@ always means its bundled, checksummed file (a local file of such a name is used 
 given as a path, e.g. ``"./denoise"``), any other string or path is a model file, and an
 :class:`~napari_mprnet.model.arch.MPRNet` is used as it is. Loaded files are cached per file
 version (path, size, modification time) and device, so a file rewritten on disk is reloaded.
+
+A cached network is shared by every run that asks for it, in any thread, so runs never change
+it: :func:`ready_model` puts a network on its device, in eval mode and in the channels-last
+memory format once, under a lock, and leaves a network that is already so untouched (changing
+a network's parameters while another thread runs it gives that run wrong numbers).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -19,10 +25,48 @@ from ..model.arch import MPRNet
 from ..model.presets import TASKS
 from ..weights import load_model
 
-__all__ = ["clear_model_cache", "model_source_key", "prepare_model"]
+__all__ = ["clear_model_cache", "model_source_key", "prepare_model", "ready_model"]
 
 _model_cache: dict[tuple, MPRNet] = {}
 _cache_lock = threading.Lock()
+#: Held while a network is checked and, if needed, converted by :func:`ready_model`.
+_ready_lock = threading.Lock()
+
+
+def _on_device(tensor: torch.Tensor, device: torch.device) -> bool:
+    return tensor.device.type == device.type and (
+        device.index is None or tensor.device.index == device.index)
+
+
+def _needs_conversion(model: MPRNet, device: torch.device, channels_last: bool) -> bool:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if not _on_device(tensor, device):
+            return True
+        if channels_last and tensor.dim() == 4 \
+                and not tensor.is_contiguous(memory_format=torch.channels_last):
+            return True
+    return False
+
+
+def ready_model(model: MPRNet, device: torch.device | str, channels_last: bool) -> MPRNet:
+    """``model`` on ``device``, in eval mode and (if ``channels_last``) with its 4-D weights
+    in the channels-last memory format; converted in place, once.
+
+    Thread-safe: the check and the conversion run under one lock, and a network that is
+    already ready is not touched at all (not even re-assigned), so any number of threads may
+    run it meanwhile. Runs on different devices need a network object each (the model cache
+    of :func:`prepare_model` holds one per device): moving a network that another thread is
+    running would change its numbers under it.
+    """
+    device = torch.device(device)
+    with _ready_lock:
+        if _needs_conversion(model, device, channels_last):
+            model.to(device)
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+        if any(module.training for module in model.modules()):
+            model.eval()
+    return model
 
 
 def model_source_key(source: str | os.PathLike) -> tuple:

@@ -20,6 +20,7 @@ import torch
 
 from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
+from .devices import resolve_device
 from .models import prepare_model
 from .noise_level import NoiseLevel, check_noise, check_noise_use, network_noise
 from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
@@ -244,7 +245,9 @@ class Restorer:
         self.normalize = normalize
         self.output_dtype = _check_output_dtype(output_dtype)
         self.task = task
-        self.model = prepare_model(model, task)
+        # a model file or name is loaded (and cached) for the run's device: the shared cached
+        # network is then never moved between devices by runs in other threads
+        self.model = prepare_model(model, task, resolve_device(device))
         _stored_percentiles(self.model)  # a model with unusable metadata fails here
         self.runner = TiledRunner(self.model, device=device, precision=precision,
                                   tile_size=tile_size, tile_overlap=tile_overlap,

@@ -38,6 +38,7 @@ from .accumulation import Accumulator, DeviceAccumulator, HostAccumulator, blend
 from .backends import Backend, is_out_of_memory, make_backend, resolve_backend
 from .bands import residual_low_band
 from .devices import device_memory_bytes, resolve_device, using_cpu_threads
+from .models import ready_model
 from .planning import (
     MIN_TILE,
     bytes_per_pixel,
@@ -157,11 +158,11 @@ class TiledRunner:
         if channels_last is None:
             channels_last = self.device.type in ("cuda", "cpu")
         self.channels_last = channels_last
-        self.model = model.to(self.device).eval()
+        # converted once and then only read: other threads may be running the same network
+        self.model = ready_model(model, self.device, self.channels_last)
         with self._threads():  # the bf16 check runs the model on the CPU
             self.precision = choose_precision(precision, self.device, self.model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self._window_backend: Backend | None = None
         self.backend: Backend = make_backend(backend_name, self.model, self.device,
                                              self.precision, backend_options,
                                              split_patches=bool(split_patches))
@@ -195,37 +196,48 @@ class TiledRunner:
     def forward_tiles(self, tiles: np.ndarray, stages: bool) -> list[np.ndarray]:
         """Run a batch ``(B, h, w, c)`` of normalised tiles; return float32 ``(B, h, w, c)``
         outputs: the final image, then (if ``stages``) stage 2 and stage 1."""
+        return self._tiles_through(tiles, stages, None)
+
+    def _tiles_through(self, tiles: np.ndarray, stages: bool,
+                       backend: Backend | None) -> list[np.ndarray]:
+        """:meth:`forward_tiles` through ``backend`` (None: :meth:`forward_batch`)."""
         batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
         batch = batch.to(self.device, non_blocking=True)
-        return [o.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-                for o in self.forward_batch(batch, stages)]
+        outputs = (self.forward_batch(batch, stages) if backend is None
+                   else self._batch_through(batch, stages, backend))
+        return [o.permute(0, 2, 3, 1).contiguous().cpu().numpy() for o in outputs]
 
     def forward_window(self, windows: np.ndarray) -> np.ndarray:
         """Final outputs of a batch ``(B, h, w, c)`` of normalised windows run whole (not
         tiled), on the run's threads; a backend compiled for the tile shape is bypassed by
-        an eager one with the same settings."""
-        backend = self.backend
-        if backend.fixed_shape:
-            from .backends.eager import EagerBackend
-
-            self.backend = EagerBackend(self.model, self.device, self.precision,
-                                        split_patches=backend.split_patches)
-        try:
-            with self._threads():
+        an eager one with the same settings (the runner's own backend is left as it is, so
+        that other threads running tiles meanwhile keep using it)."""
+        with self._threads():
+            if not self.backend.fixed_shape:
                 return self.forward_tiles(windows, False)[0]
-        finally:
-            self.backend = backend
+            eager = self._window_backend
+            if eager is None:
+                from .backends.eager import EagerBackend
+
+                eager = EagerBackend(self.model, self.device, self.precision,
+                                     split_patches=self.backend.split_patches)
+                self._window_backend = eager
+            return self._tiles_through(windows, False, eager)[0]
 
     def forward_batch(self, batch: torch.Tensor, stages: bool) -> list[torch.Tensor]:
         """Run a ``(B, c, h, w)`` batch already on the device through the backend; return
         float32 ``(B, c, h, w)`` device tensors (final, then stage 2 and 1 if ``stages``)."""
+        return self._batch_through(batch, stages, self.backend)
+
+    def _batch_through(self, batch: torch.Tensor, stages: bool,
+                       backend: Backend) -> list[torch.Tensor]:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         grey_through_rgb = batch.shape[1] == 1 and self.model.config.in_c == 3
         if grey_through_rgb:
             batch = batch.expand(-1, 3, -1, -1)
         padded, h, w = pad_to_multiple(batch, MPRNet.size_multiple)
-        outputs = self.backend(padded, stages)
+        outputs = backend(padded, stages)
         if grey_through_rgb:
             outputs = [o.float().mean(dim=1, keepdim=True) for o in outputs]
         return [o[..., :h, :w].float() for o in outputs]
