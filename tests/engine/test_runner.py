@@ -2,6 +2,7 @@
 
 import logging
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -191,12 +192,12 @@ def test_cpu_threads_policy(monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 7)
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
-    assert devices.cpu_threads() == 7  # torch untouched by the caller: every physical core
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (9.5, 3.0, 3.0))
-    assert devices.cpu_threads() == 4  # 2.5 cores oversubscribed by other work: 3 fewer
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (40.0, 3.0, 3.0))
-    assert devices.cpu_threads() == 1
+    for load, threads in ((3.0, 7), (9.5, 4), (40.0, 1)):
+        monkeypatch.setattr(devices, "_AUTOMATIC_THREADS", None)  # a new process
+        monkeypatch.setattr(devices.os, "getloadavg", lambda load=load: (load, 3.0, 3.0))
+        # torch untouched by the caller: every physical core, less those other work
+        # oversubscribes (at 9.5: 2.5 cores, 3 threads fewer), at least one
+        assert devices.cpu_threads() == threads
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads() + 1)
     assert devices.cpu_threads() == torch.get_num_threads()  # the caller chose: kept
     monkeypatch.setenv(devices.THREADS_ENV, "3")
@@ -208,6 +209,26 @@ def test_cpu_threads_policy(monkeypatch):
     with devices.using_cpu_threads(1) as used:
         assert used == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_automatic_threads_do_not_follow_the_load_between_runs(monkeypatch):
+    """The thread count changes a result's last bits: once chosen it stays, so that runs
+    give the same result whatever the load at the time (and in any thread)."""
+    monkeypatch.delenv(devices.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 2)
+    monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
+    monkeypatch.setattr(devices, "_AUTOMATIC_THREADS", None, raising=False)
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (0.5, 3.0, 3.0))
+    assert devices.cpu_threads() == 2
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (4.5, 3.0, 3.0))
+    assert devices.cpu_threads() == 2  # busier now: still the count of the first run
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(devices.cpu_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [2]
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ natively (:func:`cpu_supports_bf16`: AVX512-BF16 or AMX, as torch reports it), w
 bf16 autocast about twice as fast as fp32 there, and how many threads to use
 (:func:`cpu_threads`: every physical core not already oversubscribed, unless the caller
 chose a count).
+
+The thread count changes the last bits of a result (torch splits its reductions by thread),
+so the automatic count is chosen once per process, at the first CPU run, and every later
+run (in any thread) uses the same: results do not change with the machine's load, and runs
+in several threads give exactly what the same runs give one after another.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -36,6 +42,9 @@ THREADS_ENV = "NAPARI_MPRNET_THREADS"
 #: torch's thread count when this module was imported: a different count later means the
 #: caller called ``torch.set_num_threads`` and their choice is kept.
 _STARTUP_THREADS = torch.get_num_threads()
+#: The automatic thread count, chosen once (see :func:`cpu_threads`); None until then.
+_AUTOMATIC_THREADS: int | None = None
+_automatic_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,11 +114,24 @@ def _oversubscribed_cores(cores: int) -> int:
     return max(0, math.ceil(load - cores))
 
 
+def _automatic_threads() -> int:
+    """Every physical core, less as many as other work oversubscribes when first asked."""
+    global _AUTOMATIC_THREADS
+    with _automatic_lock:
+        if _AUTOMATIC_THREADS is None:
+            cores = physical_cpu_cores()
+            _AUTOMATIC_THREADS = max(1, cores - _oversubscribed_cores(cores))
+        return _AUTOMATIC_THREADS
+
+
 def cpu_threads() -> int:
     """Threads a CPU run uses: ``$NAPARI_MPRNET_THREADS``; else the caller's own choice
     (``torch.set_num_threads`` after this module was imported, or ``OMP_NUM_THREADS`` /
     ``MKL_NUM_THREADS``); else every physical core, less as many as other work already
-    oversubscribes (1-minute load average above the core count), at least one.
+    oversubscribes (1-minute load average above the core count), at least one. That last
+    count is measured once per process, at the first call, and kept: the thread count changes
+    the last bits of a result, which must not depend on the load of the moment (set
+    ``$NAPARI_MPRNET_THREADS`` to choose another count).
 
     The last rule matters: when the machine is oversubscribed an OpenMP thread is often
     descheduled while its siblings spin-wait for it, and 2 threads ran 10x slower than 1 on
@@ -129,8 +151,7 @@ def cpu_threads() -> int:
     if current != _STARTUP_THREADS or os.environ.get("OMP_NUM_THREADS") \
             or os.environ.get("MKL_NUM_THREADS"):
         return current
-    cores = physical_cpu_cores()
-    return max(1, cores - _oversubscribed_cores(cores))
+    return _automatic_threads()
 
 
 @contextlib.contextmanager
