@@ -94,7 +94,7 @@ def test_the_estimators_own_noise_reproduces_the_estimated_run(tiny_model, smoot
     layout = restorer.layout(image.shape)
     ys, xs = st.probe_window(*image.shape)
     crop = restorer.planes_in(image, layout, norm)[0, ys, xs, 0]
-    a_n, b_n = np.array(estimate_noise(crop)) * st.NOISE_MARGIN
+    a_n, b_n = st.estimated_noise(crop[..., None])[0]
     assert a_n > 0 and (b_n > 0 or normalize == "none")  # both terms of the conversion
     low, span = (norm.low, norm.high - norm.low) if norm.mode != "identity" else (0.0, 1.0)
     gain = a_n * span

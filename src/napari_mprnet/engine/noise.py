@@ -10,12 +10,22 @@ covariance matrix then has all eigenvalues equal to the noise variance; structur
 large eigenvalues on top. Sorting the eigenvalues in descending order, the noise variance is
 the mean of the tail that starts at the first index where the tail looks like noise alone
 (no more values below its mean than above it): the estimator of Chen, Zhu and Heng (ICCV
-2015). It is run on the fifth of patches with the least texture (mean squared gradient of a
-slightly blurred copy, over the patch), which keeps edges out of the statistics.
+2015).
+
+It is run on the *weak-texture* patches only, chosen as Liu, Tanaka and Okutomi (IEEE TIP
+2013) propose: a patch's texture is the sum of its squared horizontal and vertical pixel
+differences; on noise of variance ``v`` alone that sum stays below ``v * TEXTURE_LIMIT``
+(:data:`TEXTURE_LIMIT`: the 99 % point of its Gamma approximation), so patches above the
+line hold structure. Starting from the variance of all patches (too high where there is
+structure, never too low), the choice and the variance are refined in turn until they
+settle. A fixed share of the flattest patches would, on a detailed photograph, still hold
+texture (a far too high variance), and on a flat one keep only the patches where the noise
+happened to be weak (too low); a start that is too low spirals down the same way.
 
 For Poisson-Gaussian noise the patches are split into intensity bins by their mean; each bin
-gets its own variance, and ``variance = a * mean + b`` is fitted through them with ``a`` and
-``b`` kept >= 0.
+gets its own variance (bins where under half the patches are weak-texture are left out: their
+few flat patches are a biased sample), and ``variance = a * mean + b`` is fitted through them
+with ``a`` and ``b`` kept >= 0.
 """
 
 from __future__ import annotations
@@ -24,21 +34,30 @@ from itertools import pairwise
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
+from scipy import stats
 
-__all__ = ["MIN_SIZE", "PATCH", "estimate_noise", "patch_noise_variance"]
+__all__ = ["MIN_SIZE", "PATCH", "TEXTURE_LIMIT", "estimate_noise", "patch_noise_variance"]
 
 #: Patch edge (pixels) of the covariance analysis.
 PATCH = 7
 #: Smallest image edge the estimate accepts.
 MIN_SIZE = 32
-#: Share of patches, the least textured, the variance is measured on.
-_FLAT_SHARE = 0.2
-#: Intensity bins of the Poisson-Gaussian fit, and the fewest patches a bin needs.
-_BINS = 6
+#: A patch of noise of variance ``v`` alone has a texture (sum of squared differences) below
+#: ``v * TEXTURE_LIMIT`` with probability 0.99: a Gamma law of shape ``PATCH**2 / 2`` and mean
+#: the number of differences times 2 (each difference of two pixels has variance ``2 v``).
+_DIFFERENCES = 2 * PATCH * (PATCH - 1)
+TEXTURE_LIMIT = float(stats.gamma.ppf(0.99, PATCH * PATCH / 2,
+                                      scale=2 * 2 * _DIFFERENCES / (PATCH * PATCH)))
+#: Refinements of the weak-texture choice, and the fewest patches a choice may keep.
+_ROUNDS = 8
+_MIN_PATCHES = 200
+#: Intensity bins of the Poisson-Gaussian fit (at most; fewer on a small image), the fewest
+#: patches a bin needs, and the least share of weak-texture patches for a bin to be used.
+_BINS = 10
 _MIN_BIN_PATCHES = 500
-#: The Poisson-Gaussian fit is kept only if, at the flattest patches' mean intensity, it gives
-#: at most this multiple of their directly measured variance (else: Gaussian).
+_MIN_WEAK_SHARE = 0.5
+#: The Poisson-Gaussian fit is kept only if, at the weak-texture patches' mean intensity, it
+#: gives at most this multiple of their directly measured variance (else: Gaussian).
 _AGREEMENT = 1.3
 
 
@@ -68,18 +87,27 @@ def patch_noise_variance(patches: np.ndarray) -> float:
 
 
 def _patches_and_texture(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ``PATCH`` x ``PATCH`` patches of ``plane`` (rows) and the texture of each."""
+    """All ``PATCH`` x ``PATCH`` patches of ``plane`` (rows) and the texture of each: the sum
+    of its squared horizontal and vertical pixel differences."""
     work = plane.astype(np.float64, copy=False)
     patches = sliding_window_view(work, (PATCH, PATCH)).reshape(-1, PATCH * PATCH)
-    gy, gx = np.gradient(ndimage.gaussian_filter(work, 1.5))
-    energy = ndimage.uniform_filter(gy * gy + gx * gx, PATCH)
-    o = PATCH // 2
-    texture = energy[o:work.shape[0] - o, o:work.shape[1] - o].reshape(-1)
-    return patches, texture
+    across = sliding_window_view(np.diff(work, axis=1) ** 2, (PATCH, PATCH - 1))
+    down = sliding_window_view(np.diff(work, axis=0) ** 2, (PATCH - 1, PATCH))
+    texture = across.sum(axis=(-2, -1)) + down.sum(axis=(-2, -1))
+    return patches, texture.reshape(-1)
 
 
-def _flattest(patches: np.ndarray, texture: np.ndarray) -> np.ndarray:
-    return patches[texture <= np.quantile(texture, _FLAT_SHARE)]
+def _weak_texture_variance(patches: np.ndarray, texture: np.ndarray) -> tuple[float, float]:
+    """Noise variance of the weak-texture patches, and the share of patches they are."""
+    variance = patch_noise_variance(patches)
+    for _ in range(_ROUNDS):
+        weak = texture < variance * TEXTURE_LIMIT
+        if np.count_nonzero(weak) < _MIN_PATCHES:
+            break
+        previous, variance = variance, patch_noise_variance(patches[weak])
+        if abs(variance - previous) <= 1e-3 * previous:
+            break
+    return variance, float(np.mean(texture < variance * TEXTURE_LIMIT))
 
 
 def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[float, float]:
@@ -91,9 +119,9 @@ def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[
         A 2-D image (at least 32 x 32 pixels), in any intensity units.
     model : {"poisson-gaussian", "gaussian"}
         "gaussian" returns ``a = 0``. "poisson-gaussian" fits ``a`` and ``b`` over
-        intensity bins; it falls back to the Gaussian estimate where the bins are too few (a
-        small or flat image) or where the fit disagrees with the variance of the flattest
-        patches (texture left in the bins of a detailed photograph).
+        intensity bins; it falls back to the Gaussian estimate where the usable bins are too
+        few (a small, flat or detailed image) or where the fit disagrees with the variance
+        of the weak-texture patches (texture left in the bins of a detailed photograph).
 
     Returns
     -------
@@ -112,39 +140,44 @@ def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[
     if model not in ("poisson-gaussian", "gaussian"):
         raise ValueError(f"model must be 'poisson-gaussian' or 'gaussian', got {model!r}")
     patches, texture = _patches_and_texture(plane)
-    flat = _flattest(patches, texture)
-    gaussian = (0.0, patch_noise_variance(flat))
+    variance, _ = _weak_texture_variance(patches, texture)
     if model == "gaussian":
-        return gaussian
+        return 0.0, variance
     fitted = _poisson_gaussian_fit(patches, texture)
     if fitted is None:
-        return gaussian
+        return 0.0, variance
     # texture left in the bins of a detailed image inflates their variances: trust the fit
-    # only where it agrees with the direct measurement on the flattest patches
+    # only where it agrees with the direct measurement on the weak-texture patches
     a, b = fitted
-    if a * float(flat.mean()) + b > _AGREEMENT * gaussian[1]:
-        return gaussian
+    weak = texture < variance * TEXTURE_LIMIT
+    level = float(patches[weak].mean()) if weak.any() else float(plane.mean())
+    if a * level + b > _AGREEMENT * variance:
+        return 0.0, variance
     return fitted
 
 
 def _poisson_gaussian_fit(patches: np.ndarray, texture: np.ndarray
                           ) -> tuple[float, float] | None:
-    """``(a, b)`` fitted through per-intensity-bin variances; None with under 2 bins."""
+    """``(a, b)`` fitted through per-intensity-bin variances; None with under 2 usable bins
+    or a falling line."""
     means = patches.mean(axis=1)
-    edges = np.quantile(means, np.linspace(0, 1, _BINS + 1))
+    bins = min(_BINS, len(means) // _MIN_BIN_PATCHES)
+    edges = np.quantile(means, np.linspace(0, 1, bins + 1))
     levels, variances = [], []
     for lo, hi in pairwise(edges):
         chosen = (means >= lo) & (means <= hi)
         if np.count_nonzero(chosen) < _MIN_BIN_PATCHES or hi <= lo:
             continue
-        levels.append(means[chosen].mean())
-        variances.append(patch_noise_variance(_flattest(patches[chosen], texture[chosen])))
+        variance, weak_share = _weak_texture_variance(patches[chosen], texture[chosen])
+        if weak_share >= _MIN_WEAK_SHARE:
+            levels.append(means[chosen].mean())
+            variances.append(variance)
     if len(levels) < 2:
         return None
     levels_arr, variances_arr = np.array(levels), np.array(variances)
     a, b = np.polyfit(levels_arr, variances_arr, 1)
     if a < 0:
-        return 0.0, float(np.median(variances_arr))
+        return None
     if b < 0:
         scale = float(np.sum(levels_arr * levels_arr))
         return (float(np.sum(levels_arr * variances_arr) / scale) if scale > 0 else 0.0), 0.0
