@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_quality  # noqa: E402  (the benchmark's cases: same images, seeds and noise)
+import bench_quality  # the benchmark cases: same images, seeds and noise
 
 
 def wavelet_mad_sd(plane: np.ndarray) -> float:
