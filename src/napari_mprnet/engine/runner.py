@@ -15,7 +15,8 @@ non-blocking, and tiles are blended on the GPU into one buffer per plane when th
 (otherwise on the host, one batch behind). The pipelined loop is device-agnostic and can be
 forced on CPU (``pipeline=True``, ``accumulate="device"``); the default CPU loop is the
 plain one, one tile at a time, channels-last, in bf16 autocast where the CPU has native
-bf16 (:mod:`.precision`), with every physical core (:func:`.devices.cpu_threads`).
+bf16 (:mod:`.precision`), with every physical core (:func:`.devices.cpu_threads`). Both
+loops, and the out-of-memory back-off they share, live in :mod:`.loops`.
 
 :meth:`TiledRunner.iter_run` is a generator that yields a :class:`Progress` after every tile
 batch, so a caller can show progress and stop the work between batches; its return value
@@ -26,18 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Generator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
 
 from ..model.arch import MPRNet
-from .accumulation import Accumulator, DeviceAccumulator, HostAccumulator, blend
 from .backends import Backend, is_out_of_memory, make_backend, resolve_backend
-from .bands import residual_low_band
-from .devices import device_memory_bytes, resolve_device, using_cpu_threads
+from .devices import resolve_device, using_cpu_threads
+from .loops import ShrinkTiles, release_cached_memory, run_grid, run_grid_pipelined
 from .models import ready_model
 from .planning import (
     MIN_TILE,
@@ -47,8 +45,8 @@ from .planning import (
     tile_overlap_for,
 )
 from .precision import PRECISIONS, choose_precision, default_precision, normalize_precision
-from .progress import Progress, Tally, drive
-from .staging import Staging, gather, pad_to_multiple
+from .progress import Progress, drive
+from .staging import pad_to_multiple
 from .tiling import TileGrid, validate_tiling
 
 __all__ = [
@@ -67,8 +65,6 @@ log = logging.getLogger(__name__)
 
 #: Where blended tiles are summed: "auto" (on the GPU when the output fits), "host", "device".
 ACCUMULATE = ("auto", "host", "device")
-#: Largest share of free device memory the device-side output buffers may take.
-_DEVICE_ACCUMULATE_SHARE = 0.25
 
 
 class TiledRunner:
@@ -269,7 +265,7 @@ class TiledRunner:
                 try:
                     return (yield from self._run_grid(planes, stages, tile, batch_size,
                                                       low_band))
-                except _ShrinkTiles:
+                except ShrinkTiles:
                     new_tile = max(MIN_TILE, (tile // 2) // 8 * 8)
                     if new_tile >= tile or new_tile <= self._overlap(new_tile):
                         raise MemoryError(
@@ -288,134 +284,28 @@ class TiledRunner:
             return bool(self.pipeline)
         return self.device.type == "cuda" or self.accumulate == "device"
 
-    def _accumulate_on_device(self, plane_shape: tuple[int, int, int], n_outputs: int) -> bool:
-        if self.accumulate != "auto":
-            return self.accumulate == "device"
-        memory = device_memory_bytes(self.device)
-        if memory is None:
-            return False
-        needed = n_outputs * math.prod(plane_shape) * 4
-        return needed <= memory[0] * _DEVICE_ACCUMULATE_SHARE
-
-    def _back_off(self, error: Exception, batch_size: int) -> int:
-        """After ``error`` in a batch: re-raise it unless it is out-of-memory; else the
-        halved batch size, or :class:`_ShrinkTiles` when one tile did not fit."""
-        if not is_out_of_memory(error):
-            raise error
-        self._release_cached_memory()
-        if batch_size == 1:
-            raise _ShrinkTiles() from None
-        batch_size = max(1, batch_size // 2)
-        log.warning("out of memory: retrying with %d tiles per batch", batch_size)
-        return batch_size
-
     def _run_grid(
         self, planes: np.ndarray, stages: bool, tile: int, batch_size: int, low_band: bool
     ) -> Generator[Progress, None, list[np.ndarray]]:
-        if self._pipelined():
-            return (yield from self._run_grid_pipelined(planes, stages, tile, batch_size,
-                                                        low_band))
-        n_planes, height, width, _ = planes.shape
-        grid = TileGrid.plan(height, width, tile, self._overlap(tile))
-        work = [(p, t) for p in range(n_planes) for t in grid.tiles()]
-        n_out = (3 if stages else 1) + low_band
-        outputs = [np.zeros(planes.shape, np.float32) for _ in range(n_out)]
-        tally = Tally(work, batch_size)
-        while tally.tiles < len(work):
-            chunk = work[tally.tiles:tally.tiles + batch_size]
-            try:
-                tiles = gather(planes, chunk)
-                if self.backend.fixed_shape and len(chunk) < batch_size:
-                    # compiled backends: every batch the same shape (dummy tiles at the end)
-                    filler = np.zeros((batch_size - len(chunk), *tiles.shape[1:]), tiles.dtype)
-                    tiles = np.concatenate([tiles, filler])
-                results = self.forward_tiles(tiles, stages)
-                if low_band:
-                    results.append(residual_low_band(results[0], tiles))
-            except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
-                batch_size = self._back_off(error, batch_size)
-                tally.rebatch(batch_size)
-                continue
-            blend(outputs, chunk, results)
-            yield tally.advance(chunk)
-        return outputs
-
-    def _run_grid_pipelined(
-        self, planes: np.ndarray, stages: bool, tile: int, batch_size: int, low_band: bool
-    ) -> Generator[Progress, None, list[np.ndarray]]:
-        """The GPU loop: the next tile batch is gathered on a background thread into a
-        (pinned) staging buffer while the current one runs; copies are non-blocking; tiles
-        are blended on the device (one plane at a time) or, deferred by one batch, on the
-        host. Device-agnostic, so it also runs (and is tested) on CPU."""
-        n_planes, height, width, channels = planes.shape
-        grid = TileGrid.plan(height, width, tile, self._overlap(tile))
-        tiles = grid.tiles()
-        work = [(p, t) for p in range(n_planes) for t in tiles]
-        n_out = (3 if stages else 1) + low_band
-        outputs = [np.zeros(planes.shape, np.float32) for _ in range(n_out)]
-        tile_shape = (tiles[0].height, tiles[0].width, channels)
-        asynchronous = self.device.type == "cuda" if self._async_copies is None \
-            else self._async_copies
-        if self._accumulate_on_device((height, width, channels), n_out):
-            sink: Accumulator = DeviceAccumulator(outputs, self.device)
-        else:
-            sink = HostAccumulator(outputs, self.device, asynchronous)
-        staging = Staging(tile_shape, asynchronous)
+        """One attempt at the whole grid with ``tile`` px tiles (:mod:`.loops`)."""
+        grid = TileGrid.plan(planes.shape[1], planes.shape[2], tile, self._overlap(tile))
         fixed = self.backend.fixed_shape
-        tally = Tally(work, batch_size)
-        prefetched: tuple[tuple[int, int], Future] | None = None
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mprnet-tiles")
-        try:
-            while tally.tiles < len(work):
-                start = tally.tiles
-                chunk = work[start:start + batch_size]
-                if prefetched is not None and prefetched[0] == (start, batch_size):
-                    host = prefetched[1].result()
-                else:
-                    if prefetched is not None:
-                        prefetched[1].result()
-                    host = staging.fill(planes, chunk, batch_size)
-                prefetched = None
-                try:
-                    rows = host if fixed else host[:len(chunk)]
-                    batch = rows.to(self.device, non_blocking=True)
-                    staging.copied(host)
-                    following = start + len(chunk)
-                    if following < len(work):  # gather the next batch while this one runs
-                        upcoming = work[following:following + batch_size]
-                        prefetched = ((following, batch_size),
-                                      pool.submit(staging.fill, planes, upcoming, batch_size))
-                    inputs = batch.permute(0, 3, 1, 2)
-                    results = self.forward_batch(inputs, stages)
-                    if low_band:
-                        results.append(residual_low_band(results[0], inputs))
-                except Exception as error:  # noqa: BLE001 - _back_off re-raises all but OOM
-                    if prefetched is not None and is_out_of_memory(error):
-                        prefetched[1].result()
-                        prefetched = None
-                    batch_size = self._back_off(error, batch_size)
-                    tally.rebatch(batch_size)
-                    continue
-                sink.add(chunk, results)
-                del batch, results
-                yield tally.advance(chunk)
-            sink.finish()
-        finally:
-            if prefetched is not None:
-                with contextlib.suppress(Exception):
-                    prefetched[1].result()
-            pool.shutdown(wait=True)
-        return outputs
+        if not self._pipelined():
+            return (yield from run_grid(self.forward_tiles, planes, grid, stages, batch_size,
+                                        low_band, device=self.device, fixed_shape=fixed))
+        asynchronous = (self.device.type == "cuda" if self._async_copies is None
+                        else self._async_copies)
+        return (yield from run_grid_pipelined(
+            self.forward_batch, planes, grid, stages, batch_size, low_band,
+            device=self.device, fixed_shape=fixed, accumulate=self.accumulate,
+            asynchronous=asynchronous))
 
     def _release_cached_memory(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        """Free the CUDA allocator's cache after out-of-memory (also used by the dask blocks)."""
+        release_cached_memory(self.device)
 
-    def run(self, planes: np.ndarray, stages: bool = False, progress=None,
-            low_band: bool = False) -> list[np.ndarray]:
+    def run(self, planes: np.ndarray, stages: bool = False,
+            progress: Callable | None = None, low_band: bool = False) -> list[np.ndarray]:
         """Run :meth:`iter_run` to completion, calling ``progress(done, total)`` if given."""
         return drive(self.iter_run(planes, stages, low_band), progress)
 
-
-class _ShrinkTiles(Exception):
-    """Internal signal: even one tile does not fit; restart with smaller tiles."""
