@@ -70,6 +70,19 @@ def test_one_band_sure_weight_equals_the_oracle_weight(noise, blur):
     assert measured[0] == pytest.approx(np.clip(oracle * margin, 0, st.MAX_WEIGHT), abs=0.08)
 
 
+def test_margin_raises_estimated_poisson_gaussian_lines_only():
+    clean = _scene(256, seed=21)
+    rng = np.random.default_rng(22)
+    gaussian = clean + rng.normal(0, 10 / 255, clean.shape)
+    photons = 50.0
+    poisson = rng.poisson(clean * photons) / photons
+    for image, raised in ((gaussian, False), (poisson, True)):
+        plain = np.array(estimate_noise(image))
+        used = st.estimated_noise(image[..., None])[0]
+        assert (plain[0] > 0) == raised  # the estimator tells the two noises apart here
+        np.testing.assert_allclose(used, plain * (st.NOISE_MARGIN if raised else 1.0))
+
+
 def _biased_denoiser(alpha=0.9, blur=1.5, bias=None):
     """A linear stand-in with a known Jacobian: x + alpha (B x - x) + a smooth bias, where B
     is a Gaussian blur; the bias is a low-frequency error a good denoiser would not make."""

@@ -97,8 +97,9 @@ def _patches_and_texture(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return patches, texture.reshape(-1)
 
 
-def _weak_texture_variance(patches: np.ndarray, texture: np.ndarray) -> tuple[float, float]:
-    """Noise variance of the weak-texture patches, and the share of patches they are."""
+def _weak_texture_variance(patches: np.ndarray, texture: np.ndarray
+                           ) -> tuple[float, np.ndarray]:
+    """Noise variance of the weak-texture patches, and which patches those are (a mask)."""
     variance = patch_noise_variance(patches)
     for _ in range(_ROUNDS):
         weak = texture < variance * TEXTURE_LIMIT
@@ -107,7 +108,7 @@ def _weak_texture_variance(patches: np.ndarray, texture: np.ndarray) -> tuple[fl
         previous, variance = variance, patch_noise_variance(patches[weak])
         if abs(variance - previous) <= 1e-3 * previous:
             break
-    return variance, float(np.mean(texture < variance * TEXTURE_LIMIT))
+    return variance, texture < variance * TEXTURE_LIMIT
 
 
 def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[float, float]:
@@ -140,7 +141,7 @@ def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[
     if model not in ("poisson-gaussian", "gaussian"):
         raise ValueError(f"model must be 'poisson-gaussian' or 'gaussian', got {model!r}")
     patches, texture = _patches_and_texture(plane)
-    variance, _ = _weak_texture_variance(patches, texture)
+    variance, weak = _weak_texture_variance(patches, texture)
     if model == "gaussian":
         return 0.0, variance
     fitted = _poisson_gaussian_fit(patches, texture)
@@ -149,7 +150,6 @@ def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[
     # texture left in the bins of a detailed image inflates their variances: trust the fit
     # only where it agrees with the direct measurement on the weak-texture patches
     a, b = fitted
-    weak = texture < variance * TEXTURE_LIMIT
     level = float(patches[weak].mean()) if weak.any() else float(plane.mean())
     if a * level + b > _AGREEMENT * variance:
         return 0.0, variance
@@ -168,8 +168,8 @@ def _poisson_gaussian_fit(patches: np.ndarray, texture: np.ndarray
         chosen = (means >= lo) & (means <= hi)
         if np.count_nonzero(chosen) < _MIN_BIN_PATCHES or hi <= lo:
             continue
-        variance, weak_share = _weak_texture_variance(patches[chosen], texture[chosen])
-        if weak_share >= _MIN_WEAK_SHARE:
+        variance, weak = _weak_texture_variance(patches[chosen], texture[chosen])
+        if weak.mean() >= _MIN_WEAK_SHARE:
             levels.append(means[chosen].mean())
             variances.append(variance)
     if len(levels) < 2:
