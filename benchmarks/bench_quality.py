@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import sys
@@ -442,10 +443,21 @@ def run_task(task: str, args: argparse.Namespace, images: dict) -> list[dict]:
     return rows
 
 
+def images_digest(images: dict) -> str:
+    """SHA-256 of the held-out images (names and pixels): a rebuilt corpus gives another."""
+    digest = hashlib.sha256()
+    for group in sorted(images):
+        for name, img in images[group]:
+            digest.update(f"{group}/{name}{img.shape}".encode())
+            digest.update(np.ascontiguousarray(img, np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _cases_key(args: argparse.Namespace) -> dict:
     """What fixes the degraded inputs (noise is drawn in sequence over all rows)."""
     return {"corpus": str(args.corpus), "size": args.size, "photos": args.photos,
-            "fields": args.fields, "sigmas": list(args.sigmas), "photons": list(args.photons)}
+            "fields": args.fields, "sigmas": list(args.sigmas), "photons": list(args.photons),
+            "images": getattr(args, "images_digest", None)}
 
 
 def _previous_rows(path: str | None, args: argparse.Namespace) -> dict:
@@ -608,6 +620,7 @@ def main(argv: list[str] | None = None) -> dict:
     tasks = list(TASKS) if args.task == "all" else [args.task]
     images = (real_held_out_images(args.corpus, args.size, args.photos, args.fields)
               if args.corpus else held_out_images(args.size, args.quick))
+    args.images_digest = images_digest(images)
     rows, models = [], {}
     for task in tasks:
         if not args.no_model:

@@ -10,8 +10,10 @@ Preparation
     Photographs: box-filter downscaling by an integer factor >= 2 (so that JPEG/WebP artefacts
     and sensor noise vanish before synthetic noise is added), cut into crops; flat or
     out-of-focus crops are rejected by gradient energy. Microscopy fields: normalised by their
-    maximum, binned 2x2 when large (>= 500 px) or noisy; dark backgrounds are kept (only empty
-    crops are dropped). Near-duplicates (same photo in two packages) are removed by a
+    maximum, binned 2x2 when large (>= 500 px), then binned 2x2 again while their own noise
+    (blind estimate) is above 0.6 of the noise added at 1000 photons, so that the clean
+    reference is clean where the noise is added; fields still that noisy at 128 px are left
+    out after the split. Dark backgrounds are kept (only empty crops are dropped). Near-duplicates (same photo in two packages) are removed by a
     perceptual hash; every image carries a scene id (stereo pairs, stack planes and time-lapse
     frames of one field share it) and the split is drawn per scene, never per crop.
 
@@ -39,9 +41,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus_prep import (
+    MAX_OWN_NOISE_RATIO,
     PreparedImage,
+    bin_until_clean,
     box_downscale,
     dedupe,
+    leave_out_noisy_fields,
     split_scenes,
     tile_crops,
     write_corpus,
@@ -136,8 +141,12 @@ def prepare_source(source: Source, members: dict[str, bytes]) -> list[PreparedIm
                 factor = max(2, min(img.shape[:2]) // 400)
                 img = box_downscale(img, factor)
                 info = {**info, "downscale": factor}
-            elif info.get("bin", 1) > 1:
-                img = box_downscale(img, info["bin"])
+            else:
+                if info.get("bin", 1) > 1:
+                    img = box_downscale(img, info["bin"])
+                img, extra, ratio = bin_until_clean(img)
+                info = {**info, "bin": info.get("bin", 1) * extra,
+                        "own_noise_ratio": round(ratio, 3)}
             prepared.append(PreparedImage(
                 image_id=f"{source.name}/{image_id}", scene=f"{source.name}/{scene}",
                 kind=source.kind, image=np.clip(img, 0, 1).astype(np.float32),
@@ -161,6 +170,10 @@ def build(cache: Path, only: str | None = None, crop: int = 256, log=print) -> d
     log(f"dedupe: {len(images)} images kept, {len(dropped)} near-duplicates dropped "
         f"({', '.join(dropped[:8])}{'...' if len(dropped) > 8 else ''})")
     splits = split_scenes(images)
+    images, noisy = leave_out_noisy_fields(images)  # after the split, so that it stays put
+    if noisy:
+        log(f"left out {len(noisy)} fields with noise of their own above "
+            f"{MAX_OWN_NOISE_RATIO} of the added noise: {', '.join(noisy)}")
     crops = [c for img in images for c in tile_crops(img, crop)]
     manifest = write_corpus(cache, crops, splits, dropped)
     counts = manifest["counts"]

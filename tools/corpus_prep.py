@@ -47,6 +47,59 @@ def box_downscale(img: np.ndarray, factor: int) -> np.ndarray:
     return cut.reshape(shape).mean(axis=(1, 3)).astype(np.float32)
 
 
+#: The highest photon count the corpus is used at (intensity 1 collects this many photons) and
+#: its read noise: a field's own noise is judged against the noise added there.
+REFERENCE_PHOTONS, REFERENCE_READ_NOISE = 1000.0, 2.0
+#: A microscopy field is "clean" when its own noise sd is at most this fraction of that
+#: added noise (its own variance at most 36% of the added variance).
+MAX_OWN_NOISE_RATIO = 0.6
+#: Binning stops before a field would get smaller than this (px).
+MIN_FIELD_SIDE = 128
+
+
+def own_noise_ratio(img: np.ndarray) -> float:
+    """The field's own noise sd (blind estimate at its mean) over the sd that Poisson-Gaussian
+    noise at ``REFERENCE_PHOTONS`` photons adds there: a "clean" reference needs it small."""
+    from napari_mprnet.engine.noise import estimate_noise
+
+    grey = np.asarray(_grey(np.asarray(img, np.float32)), np.float32)
+    gain, offset = estimate_noise(grey)
+    mean = float(grey.mean())
+    own = max(gain * mean + offset, 0.0)
+    added = mean / REFERENCE_PHOTONS + (REFERENCE_READ_NOISE / REFERENCE_PHOTONS) ** 2
+    return float(np.sqrt(own / added))
+
+
+def bin_until_clean(img: np.ndarray, ratio: float | None = None) -> tuple[np.ndarray, int, float]:
+    """Box-bin a microscopy field 2x2 at a time while its own noise is above
+    ``MAX_OWN_NOISE_RATIO`` of the added noise and it stays at least ``MIN_FIELD_SIDE`` px.
+
+    Returns the field, the extra binning factor and its final own-noise ratio (the ratio of
+    the field as given may be passed in when it is already known).
+    """
+    factor = 1
+    ratio = own_noise_ratio(img) if ratio is None else ratio
+    while ratio > MAX_OWN_NOISE_RATIO and min(img.shape[:2]) >= 2 * MIN_FIELD_SIDE:
+        img = box_downscale(img, 2)
+        factor *= 2
+        ratio = own_noise_ratio(img)
+    return img, factor, ratio
+
+
+def leave_out_noisy_fields(images: list[PreparedImage]
+                           ) -> tuple[list[PreparedImage], list[str]]:
+    """The images without the fields whose ``own_noise_ratio`` (set by the preparation) is
+    above ``MAX_OWN_NOISE_RATIO``, and the ids (with ratios) of those left out."""
+    kept, left_out = [], []
+    for img in images:
+        ratio = img.info.get("own_noise_ratio", 0.0)
+        if ratio > MAX_OWN_NOISE_RATIO:
+            left_out.append(f"{img.image_id} ({ratio:.2f})")
+        else:
+            kept.append(img)
+    return kept, left_out
+
+
 def _grey(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else img.mean(axis=-1)
 

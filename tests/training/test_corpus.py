@@ -301,3 +301,47 @@ def test_bench_quality_on_a_corpus_reports_per_image_and_reuses_baselines(tmp_pa
     with pytest.raises(SystemExit, match="other inputs"):
         bench.main([*common[:-3], "15", "--photons", "30", "--no-bm3d", "--baselines-from",
                     str(tmp_path / "a.json")])
+    # the same corpus folder rebuilt with another field: its baselines are not reused
+    changed = [*images[:2], _image("m/f", "m/f", "microscopy", _texture(8, (64, 64)))]
+    crops = [c for img in changed for c in prep.tile_crops(img, 64, min_side=64)]
+    prep.write_corpus(corpus_dir, crops, {"p/0": "benchmark", "p/1": "benchmark",
+                                          "m/f": "benchmark"})
+    with pytest.raises(SystemExit, match="other inputs"):
+        bench.main([*common, "--baselines-from", str(tmp_path / "a.json")])
+
+
+def _field_with_own_noise(own_sd: float, side: int, seed: int = 3) -> np.ndarray:
+    """A smooth dark fluorescence-like field (mean about 0.1) plus white noise of its own."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.random((side, side)), 6)
+    blobs = (blobs - blobs.min()) / (blobs.max() - blobs.min())
+    return (0.02 + 0.2 * blobs ** 3 + rng.normal(0, own_sd, (side, side))).astype(np.float32)
+
+
+def test_noisy_fields_are_binned_until_their_own_noise_is_small_and_clean_ones_are_kept():
+    added = np.sqrt(0.05 / prep.REFERENCE_PHOTONS + (prep.REFERENCE_READ_NOISE
+                                                     / prep.REFERENCE_PHOTONS) ** 2)
+    clean = _field_with_own_noise(0.0005, 512)
+    out, factor, ratio = prep.bin_until_clean(clean)
+    assert factor == 1 and out.shape == clean.shape and ratio < prep.MAX_OWN_NOISE_RATIO
+
+    noisy = _field_with_own_noise(1.7 * added, 512)  # own noise well above the added noise
+    assert 1.3 < prep.own_noise_ratio(noisy) < 2.3
+    out, factor, ratio = prep.bin_until_clean(noisy)
+    # each 2x2 bin halves white noise: from 1.3-2.3 it takes two bins to get under 0.6
+    assert factor == 4 and out.shape == (128, 128)
+    assert ratio <= prep.MAX_OWN_NOISE_RATIO
+    np.testing.assert_allclose(out, prep.box_downscale(noisy, 4), atol=1e-6)
+
+    small = _field_with_own_noise(1.7 * added, 200)  # cannot be binned below 128 px
+    out, factor, ratio = prep.bin_until_clean(small)
+    assert factor == 1 and ratio > prep.MAX_OWN_NOISE_RATIO
+
+    fields = [_image("m/noisy", "m/a", "microscopy", small, own_noise_ratio=ratio),
+              _image("m/clean", "m/b", "microscopy", out, own_noise_ratio=0.1),
+              _image("p/photo", "p/c")]
+    kept, left_out = prep.leave_out_noisy_fields(fields)
+    assert [i.image_id for i in kept] == ["m/clean", "p/photo"]
+    assert left_out == [f"m/noisy ({ratio:.2f})"]

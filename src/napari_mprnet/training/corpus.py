@@ -54,7 +54,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 
 @lru_cache(maxsize=8)
-def _load(folder: str, split: str, kind: str, min_side: int) -> tuple:
+def _load(folder: str, split: str, kind: str, min_side: int, _stamp: int) -> tuple:
+    # ``_stamp`` (the manifest's mtime) makes a rebuilt corpus a new cache entry
     manifest = read_manifest(folder)
     out = []
     for entry in manifest["entries"]:
@@ -85,7 +86,12 @@ def corpus_images(folder: str | os.PathLike, split: str, kind: str, min_side: in
         raise ValueError(f"kind must be one of {REAL_FAMILIES}, got {kind!r}")
     if split not in ("train", "val", "benchmark"):
         raise ValueError(f"split must be 'train', 'val' or 'benchmark', got {split!r}")
-    found = list(_load(str(Path(folder).expanduser()), split, kind, int(min_side)))
+    folder = Path(folder).expanduser()
+    try:
+        stamp = (folder / "manifest.json").stat().st_mtime_ns
+    except OSError:
+        stamp = 0  # read_manifest says what is missing
+    found = list(_load(str(folder), split, kind, int(min_side), stamp))
     if not found:
         raise ValueError(f"the corpus at '{folder}' has no {kind} crops of at least "
                          f"{min_side} px in its {split!r} split")
