@@ -296,7 +296,7 @@ def write_corpus(cache: Path, crops: list[Crop], splits: dict[str, str],
         scenes_seen.setdefault((split, c.image.kind), set()).add(c.image.scene)
     for (split, kind), seen in scenes_seen.items():
         counts[split][kind]["scenes"] = len(seen)
-    manifest = {"format": "napari-mprnet-corpus", "version": 1, "counts": counts,
+    manifest = {"format": "napari-mprnet-corpus", "version": 2, "counts": counts,
                 "dropped_duplicates": list(dropped or []), "entries": entries}
     tmp = Path(cache) / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
