@@ -93,13 +93,15 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str,
 
 
 def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
-                  task: str = "denoise", model: Any = None, **options: Any) -> Any:
+                  task: str | None = None, model: Any = None, **options: Any) -> Any:
     """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
+    from .engine.models import resolve_task
     from .engine.noise_level import noise_record
     from .engine.pipeline import Restorer, check_progress
     from .scale import lazy
 
     check_progress(progress)
+    task = resolve_task(task, model)
     source = snapshot(layer)
     if lazy.is_dask_array(source.data):
         results = lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,

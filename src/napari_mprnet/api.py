@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine.models import prepare_model
+from .engine.models import prepare_model, resolve_task
 from .engine.normalize import DEFAULT_PERCENTILES, Normalization
 from .engine.pipeline import TASK_SUFFIX, ProgressCallback, Restorer, check_progress
 from .engine.runner import Progress
@@ -24,7 +24,7 @@ __all__ = ["TASK_SUFFIX", "iter_restore", "prepare_model", "restore"]
 
 def iter_restore(
     image: Any,
-    task: str = "denoise",
+    task: str | None = None,
     model: str | os.PathLike | MPRNet | None = None,
     *,
     tile_size: int | str = "auto",
@@ -64,7 +64,7 @@ def iter_restore(
 
 def restore(
     image: Any,
-    task: str = "denoise",
+    task: str | None = None,
     model: str | os.PathLike | MPRNet | None = None,
     *,
     tile_size: int | str = "auto",
@@ -94,8 +94,10 @@ def restore(
     image : array-like, napari Image layer or dask array
         2-D grey, RGB(A) (last axis 3/4), stacks (ZYX, TYX, ...) and multi-channel data
         (CYX, processed channel by channel).
-    task : {"denoise", "deblur", "derain"}
-        Picks the bundled default model when ``model`` is not given.
+    task : {"denoise", "deblur", "derain"}, optional
+        Picks the bundled default model when ``model`` is not given. None (default): the
+        task ``model`` declares (its metadata's ``"task"``; a bundled task name is its own
+        task), else "denoise", so a deblurring model passed alone is never run as a denoiser.
     model : str, path or MPRNet, optional
         A task name (always the bundled model; a local file of such a name only as a path,
         e.g. "./denoise"), a model file (official checkpoint, safetensors...) or a loaded
@@ -183,7 +185,7 @@ def restore(
     """
     check_progress(progress)
     options = {
-        "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
+        "task": resolve_task(task, model), "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
         "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
         "clip": clip, "backend": backend, "backend_options": backend_options,

@@ -46,9 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path,
                         help="output folder (created if missing)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--task", choices=TASKS, default="denoise",
+    which.add_argument("--task", choices=TASKS, default=None,
                        help="restoration task; picks the bundled default model (default: "
-                       "denoise)")
+                       "the task the --weights model declares, else denoise)")
     # a str, not a Path: "./denoise" (a local file) must stay apart from "denoise" (bundled)
     which.add_argument("--weights", type=str, default=None,
                        help="model file to use instead of the bundled default (official "
@@ -183,6 +183,7 @@ def _pending(job: Job, args: argparse.Namespace, inputs: set[Path]) -> list[Path
 def run(args: argparse.Namespace) -> int:
     """Restore every input; return 0, or 1 if any file failed."""
     from ..api import TASK_SUFFIX, prepare_model
+    from ..engine.models import resolve_task
 
     files, problems = collect_inputs(args.inputs)
     for problem in problems:
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return fail("no input images found")
     try:
+        args.task = resolve_task(args.task, args.weights)
         options = engine_options(args)
         options["strength"] = parse_strength(args.strength)
         noise = parse_noise(args.noise)
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             options["noise"] = noise
         parse_output_dtype(args.output_dtype, np.dtype("float32"))
         jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         return fail(str(err))
     problem = _prepare_folders(jobs, args.out)
     if problem:

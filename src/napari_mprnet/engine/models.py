@@ -25,7 +25,8 @@ from ..model.arch import MPRNet
 from ..model.presets import TASKS
 from ..weights import load_model
 
-__all__ = ["clear_model_cache", "model_source_key", "prepare_model", "ready_model"]
+__all__ = ["clear_model_cache", "model_source_key", "prepare_model", "ready_model",
+           "resolve_task"]
 
 _model_cache: dict[tuple, MPRNet] = {}
 _cache_lock = threading.Lock()
@@ -114,6 +115,32 @@ def prepare_model(
         if key not in _model_cache:
             _model_cache[key] = load_model(source, device=device)
         return _model_cache[key]
+
+
+def resolve_task(task: str | None, model: str | os.PathLike | MPRNet | None) -> str:
+    """The task a run restores: ``task`` when given, else the task ``model`` declares (a
+    bundled task name, or ``"task"`` in a network's or file's metadata), else "denoise".
+
+    A deblurring or deraining model passed without ``task`` must not be treated as a
+    denoiser (``strength="auto"`` measures noise only when denoising, and output names
+    follow the task). Loads (and caches) a model file on the CPU to read its metadata.
+
+    Raises
+    ------
+    ValueError
+        If ``task`` is given and unknown, or the model file is not usable.
+    """
+    if task is not None:
+        if not isinstance(task, str) or task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        return task
+    if model is None:
+        return "denoise"
+    if isinstance(model, str) and model in TASKS:
+        return model
+    network = model if isinstance(model, MPRNet) else prepare_model(model, "denoise")
+    declared = (getattr(network, "metadata", None) or {}).get("task")
+    return declared if declared in TASKS else "denoise"
 
 
 def clear_model_cache() -> None:

@@ -21,7 +21,7 @@ import torch
 from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
 from .devices import resolve_device
-from .models import prepare_model
+from .models import prepare_model, resolve_task
 from .noise_level import NoiseLevel, check_noise, check_noise_use, network_noise
 from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
 from .runner import Progress, TiledRunner, drive
@@ -216,7 +216,7 @@ class Restorer:
     def __init__(
         self,
         model: str | os.PathLike | MPRNet | None = None,
-        task: str = "denoise",
+        task: str | None = None,
         *,
         tile_size: int | str = "auto",
         tile_overlap: int = 32,
@@ -236,7 +236,8 @@ class Restorer:
     ) -> None:
         self.strength = check_strength(strength)
         self.noise: NoiseLevel | None = check_noise(noise)
-        check_noise_use(self.noise, self.strength, task)
+        self.task = resolve_task(task, model)  # None: the model's own task
+        check_noise_use(self.noise, self.strength, self.task)
         self.stages = _check_bool("stages", stages)
         self.split_patches = _check_bool("split_patches", split_patches)
         self.clip = _check_bool("clip", clip)
@@ -244,10 +245,9 @@ class Restorer:
         choose_normalization(np.zeros(1, np.float32), normalize, self.percentiles)  # validate
         self.normalize = normalize
         self.output_dtype = _check_output_dtype(output_dtype)
-        self.task = task
         # a model file or name is loaded (and cached) for the run's device: the shared cached
         # network is then never moved between devices by runs in other threads
-        self.model = prepare_model(model, task, resolve_device(device))
+        self.model = prepare_model(model, self.task, resolve_device(device))
         _stored_percentiles(self.model)  # a model with unusable metadata fails here
         self.runner = TiledRunner(self.model, device=device, precision=precision,
                                   tile_size=tile_size, tile_overlap=tile_overlap,

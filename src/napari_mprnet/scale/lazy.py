@@ -281,7 +281,7 @@ def restore_dask(
     *,
     axes: str | None = None,
     rgb: bool | None = None,
-    task: str = "denoise",
+    task: str | None = None,
     model: Any = None,
     stages: bool = False,
     normalize: Any = "auto",
@@ -331,6 +331,7 @@ def restore_dask(
                         output_dtype=output_dtype, clip=clip, backend=backend,
                         backend_options=backend_options, strength=strength,
                         split_patches=split_patches, noise=noise)
+    task = restorer.task  # None: the model's own task
     layout = restorer.layout(tuple(data.shape), axes, rgb)
     resolved = layout.axes
     if isinstance(normalize, Normalization):
