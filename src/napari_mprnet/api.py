@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine.models import prepare_model, resolve_task
+from .engine.models import prepare_model
 from .engine.normalize import DEFAULT_PERCENTILES, Normalization
 from .engine.pipeline import TASK_SUFFIX, ProgressCallback, Restorer, check_progress
 from .engine.runner import Progress
@@ -185,7 +185,7 @@ def restore(
     """
     check_progress(progress)
     options = {
-        "task": resolve_task(task, model), "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
+        "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
         "normalize": normalize, "percentiles": percentiles, "output_dtype": output_dtype,
         "clip": clip, "backend": backend, "backend_options": backend_options,

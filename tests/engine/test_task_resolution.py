@@ -49,3 +49,13 @@ def test_cli_names_outputs_by_the_task_the_weights_declare(tmp_path, deblur_mode
     assert main(["restore", str(source), "--weights", str(weights), "-o", str(out), "-q",
                  "--device", "cpu", "--tile-size", "32", "--tile-overlap", "8"]) == 0
     assert [p.name for p in out.iterdir()] == ["in_deblurred.tif"]
+
+
+def test_a_dask_array_with_a_deblur_model_alone_runs_as_deblur(deblur_model):
+    import dask.array as da
+
+    image = np.random.default_rng(4).random((48, 40)).astype(np.float32)
+    options = {"model": deblur_model, "device": "cpu", "tile_size": 32, "tile_overlap": 8}
+    lazy = restore(da.from_array(image, chunks=(24, 40)), **options).compute()
+    np.testing.assert_allclose(lazy, restore(image, strength=1.0, **options), atol=1e-5)
+    assert not np.allclose(lazy, restore(image, task="denoise", **options), atol=1e-5)
