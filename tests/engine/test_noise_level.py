@@ -31,14 +31,14 @@ def smoothing_probe(monkeypatch):
     through the network. Records the weights every run measured."""
     seen = []
     forward = _smoother(1.2)
-    original = st.probe_weights
+    original = st.iter_probe_weights
 
     def recording(*args, **kwargs):
-        seen.append(original(*args, **kwargs))
+        seen.append((yield from original(*args, **kwargs)))
         return seen[-1]
 
     monkeypatch.setattr(TiledRunner, "forward_window", lambda self, batch: forward(batch))
-    monkeypatch.setattr("napari_mprnet.engine.pipeline.probe_weights", recording)
+    monkeypatch.setattr("napari_mprnet.engine.pipeline.iter_probe_weights", recording)
     return seen
 
 

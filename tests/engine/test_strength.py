@@ -260,14 +260,14 @@ def test_auto_weights_do_not_depend_on_tiling(tiny_model, monkeypatch):
     image = np.stack([_scene(100, seed=s) for s in (11, 12)])
     image = (image + rng.normal(0, 0.03, image.shape)).astype(np.float32)
     seen = []
-    original = st.probe_weights
+    original = st.iter_probe_weights
     chosen = np.array([[0.7, 0.2], [0.4, 0.9]])  # (the untrained network gets 0 and 0)
 
     def recording(*args, **kwargs):
-        seen.append(original(*args, **kwargs))
+        seen.append((yield from original(*args, **kwargs)))
         return chosen
 
-    monkeypatch.setattr("napari_mprnet.engine.pipeline.probe_weights", recording)
+    monkeypatch.setattr("napari_mprnet.engine.pipeline.iter_probe_weights", recording)
     kwargs = {"model": tiny_model, "normalize": "none", "precision": "fp32", **FAST}
     hi, lo = (chosen[:, k].reshape(-1, 1, 1) for k in (0, 1))
     for tile in (32, 64, 104):

@@ -90,9 +90,10 @@ def test_chunked_result_equals_whole_plane_result_exactly(tiny_model, chunk_size
 
 def test_chunked_two_band_blend_equals_whole_plane_exactly(tiny_model, monkeypatch):
     def chosen(forward, crops, group=1, bands=True):  # the untrained network gets 0 and 0
+        yield 0
         return np.tile([0.9, 0.1], (len(crops) // group, 1))
 
-    monkeypatch.setattr("napari_mprnet.engine.pipeline.probe_weights", chosen)
+    monkeypatch.setattr("napari_mprnet.engine.pipeline.iter_probe_weights", chosen)
     image = _image((2, 90, 101), seed=4)
     expected = restore(image, model=tiny_model, **FAST)
     lazy_out = restore(da.from_array(image, chunks=(1, 37, 41)), model=tiny_model,

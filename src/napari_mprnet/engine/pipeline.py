@@ -21,11 +21,20 @@ import torch
 from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
 from .devices import resolve_device
+from .inputs import as_image_array, check_image_type, refuse_masked, refuse_non_finite
 from .models import prepare_model, resolve_task
 from .noise_level import NoiseLevel, check_noise, check_noise_use, network_noise
 from .normalize import DEFAULT_PERCENTILES, Normalization, check_percentiles, choose_normalization
+from .progress import FollowingWork
 from .runner import Progress, TiledRunner, drive
-from .strength import blend, check_strength, fixed_weight, probe_weights, probe_window
+from .strength import (
+    blend,
+    check_strength,
+    fixed_weight,
+    iter_probe_weights,
+    probe_pixels,
+    probe_window,
+)
 
 __all__ = [
     "TASK_SUFFIX",
@@ -36,6 +45,7 @@ __all__ = [
     "check_progress",
     "normalization_for",
     "output_limits",
+    "refuse_masked",
     "refuse_non_finite",
     "resolve_axes",
 ]
@@ -43,74 +53,6 @@ __all__ = [
 #: How each task is named in output layer and file names.
 TASK_SUFFIX = {"denoise": "denoised", "deblur": "deblurred", "derain": "derained"}
 ProgressCallback = Callable[[int, int], Any]
-
-
-def check_image_type(dtype: Any, shape: tuple[int, ...]) -> None:
-    """Refuse dtypes and shapes that are not images (shared by in-memory and lazy input).
-
-    Raises
-    ------
-    TypeError
-        If the data is not integer or floating point (booleans, complex, dates and times...).
-    ValueError
-        If it has fewer than 2 dimensions or no pixels.
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind in "mM":
-        raise TypeError(f"image data must be integer or floating point, got dtype {dtype} "
-                        "(dates or time spans); convert it to numbers first")
-    if dtype == bool or not (np.issubdtype(dtype, np.integer)
-                             or np.issubdtype(dtype, np.floating)):
-        raise TypeError(
-            f"image data must be integer or floating point, got dtype {dtype}; "
-            "convert it first (e.g. data.astype(np.float32))"
-        )
-    if len(shape) < 2:
-        raise ValueError(f"an image needs at least 2 dimensions (Y, X), got shape {shape}")
-    if int(np.prod(shape, dtype=np.int64)) == 0:
-        raise ValueError(f"the image is empty (shape {shape})")
-
-
-def refuse_non_finite(data: np.ndarray, where: str = "the image") -> None:
-    """Raise ``ValueError`` if floating-point ``data`` holds NaN or infinite values."""
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        count = int(np.count_nonzero(~np.isfinite(data)))
-        raise ValueError(
-            f"{where} contains NaN or infinite values ({count} pixel(s)); replace them first "
-            "(e.g. np.nan_to_num(data))"
-        )
-
-
-def refuse_masked(data: Any, where: str = "the image") -> None:
-    """Raise ``TypeError`` for masked arrays: their mask would be silently ignored."""
-    if isinstance(data, np.ma.MaskedArray):
-        raise TypeError(
-            f"{where} is a masked array, which restore() does not support (the mask would be "
-            "ignored); fill the masked pixels first, e.g. data.filled(np.ma.median(data))"
-        )
-
-
-def as_image_array(data: Any) -> np.ndarray:
-    """``data`` (array-like, torch tensor) as a validated, finite numpy image (not copied
-    where possible)."""
-    if isinstance(data, (str, bytes, os.PathLike)):
-        raise TypeError(
-            "restore() takes image data, not a path; read the file first "
-            "(e.g. tifffile.imread) or use the command line: napari-mprnet restore FILE"
-        )
-    refuse_masked(data)
-    if isinstance(data, torch.Tensor):
-        data = data.detach().cpu()
-        if data.dtype == torch.bfloat16:
-            data = data.float()
-    try:
-        array = np.asarray(data)
-    except Exception as err:  # noqa: BLE001 - report what was given
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise TypeError(f"cannot read {type(data).__name__} as an array: {reason}") from None
-    check_image_type(array.dtype, array.shape)
-    refuse_non_finite(array)
-    return array
 
 
 def check_progress(progress: Any) -> None:
@@ -335,11 +277,34 @@ class Restorer:
         """The band weights ``(N, 2)`` (``w_hi, w_lo``) of every data plane from its normalised
         probe window ``(P, h, w, c)`` (network planes: the colour planes of a split RGB image
         share them); ``norm``, the map that normalised them, converts a given noise level."""
+        return drive(self.iter_plane_weights(crops, layout, norm, FollowingWork(0, 0)))
+
+    def iter_plane_weights(self, crops: np.ndarray, layout: PlaneLayout,
+                           norm: Normalization | None, work: FollowingWork
+                           ) -> Generator[Progress, None, np.ndarray]:
+        """:meth:`plane_weights` step by step: a :class:`Progress` from ``work`` after every
+        data plane measured."""
         group = 3 if self._splits_rgb(layout) else 1
         noise = self.network_noise(norm)
-        if noise is None:
-            return probe_weights(self.runner.forward_window, crops, group)
-        return probe_weights(self.runner.forward_window, crops, group, noise=noise)
+        forward = self.runner.forward_window
+        steps = (iter_probe_weights(forward, crops, group) if noise is None
+                 else iter_probe_weights(forward, crops, group, noise=noise))
+        while True:
+            try:
+                pixels = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield work.advance(pixels)
+
+    def probe_work(self, layout: PlaneLayout) -> FollowingWork:
+        """The work of measuring the strength of ``layout``'s planes (none unless "auto")."""
+        if not self.needs_probe():
+            return FollowingWork(0, 0)
+        ys, xs = probe_window(layout.height, layout.width)
+        group = 3 if self._splits_rgb(layout) else 1
+        planes = layout.n_planes * group
+        window = (planes, ys.stop - ys.start, xs.stop - xs.start)
+        return FollowingWork(planes // group, probe_pixels(window))
 
     def network_weights(self, weights: np.ndarray, layout: PlaneLayout) -> np.ndarray:
         """Per-data-plane ``weights`` repeated for the network planes they cover."""
@@ -378,9 +343,15 @@ class Restorer:
         norm = self.normalization(data)
         self.network_noise(norm)  # a given noise level that fails here fails before any run
         normalised = self.planes_in(data, layout, norm)
-        outputs = yield from self.runner.iter_run(normalised, stages=self.stages,
-                                                  low_band=self.needs_probe())
-        outputs = self.apply_strength(normalised, outputs, layout, norm=norm)
+        work = self.probe_work(layout)
+        outputs = yield from work.around(self.runner.iter_run(
+            normalised, stages=self.stages, low_band=self.needs_probe()))
+        weights = None
+        if work.units:  # the strength's probe passes, counted in the same progress
+            ys, xs = probe_window(layout.height, layout.width)
+            weights = yield from self.iter_plane_weights(normalised[:, ys, xs], layout, norm,
+                                                         work)
+        outputs = self.apply_strength(normalised, outputs, layout, weights, norm)
         del normalised
         return self.planes_out(outputs, layout, norm, data)
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .tiling import Tile
 
-__all__ = ["Progress", "Tally", "drive"]
+__all__ = ["FollowingWork", "Progress", "Tally", "drive"]
 
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a run has got: ``done`` of ``total`` tile batches.
+    """How far a run has got: ``done`` of ``total`` units of work (tile batches, then the
+    windows the automatic strength measures, one unit per plane: :class:`FollowingWork`).
 
-    The other fields (not compared) say the same in tiles and in tile pixels (overlaps
-    counted: the work done), with the seconds since the run started, so a front end can
-    show e.g. "12/36 tiles" and an estimate of the time left from the first unit on.
+    The other fields (not compared) say the same in tiles, in measured planes and in pixels
+    of network work (tile pixels with their overlaps, probe windows counted twice as they
+    run through the network twice), with the seconds since the run started, so a front end
+    can show e.g. "12/36 tiles" and an estimate of the time left from the first unit on.
+    ``done == total`` only once all the work is done.
     """
 
     done: int
@@ -28,6 +32,8 @@ class Progress:
     pixels_done: int = field(default=0, compare=False)
     pixels_total: int = field(default=0, compare=False)
     elapsed_s: float = field(default=0.0, compare=False)
+    probes_done: int = field(default=0, compare=False)
+    probes_total: int = field(default=0, compare=False)
 
     @property
     def fraction(self) -> float:
@@ -43,9 +49,12 @@ class Progress:
         return self.elapsed_s * (self.pixels_total - self.pixels_done) / self.pixels_done
 
     def describe(self) -> str:
-        """E.g. ``"12/36 tiles, 1.6 of 4.8 Mpix, 0:35 left"``."""
+        """E.g. ``"12/36 tiles, 1.6 of 4.8 Mpix, 0:35 left"``, or once the tiles are done
+        and the strength is being measured ``"36/36 tiles, strength 2/5 planes, ..."``."""
         text = f"{self.tiles_done}/{self.tiles_total} tiles" if self.tiles_total else \
             f"{self.done}/{self.total} batches"
+        if self.probes_total and self.tiles_done >= self.tiles_total:
+            text += f", strength {self.probes_done}/{self.probes_total} planes"
         if self.pixels_total:
             text += f", {self.pixels_done / 1e6:.1f} of {self.pixels_total / 1e6:.1f} Mpix"
         eta = self.eta_s
@@ -77,6 +86,47 @@ class Tally:
         self.pixels += sum(t.height * t.width for _, t in chunk)
         return Progress(self.batches, self.total, self.tiles, len(self.work), self.pixels,
                         self.pixels_total, time.perf_counter() - self.started)
+
+
+class FollowingWork:
+    """Work that follows a tile run (the automatic strength's probe passes), counted into
+    its progress from the first step on, so that no step says "done" before the end.
+
+    ``units`` steps of ``pixels`` network pixels in all. :meth:`around` passes a run's steps
+    on with the totals raised; :meth:`advance` then makes the steps of the following work.
+    """
+
+    def __init__(self, units: int, pixels: int) -> None:
+        self.units = int(units)
+        self.pixels = int(pixels)
+        self.last: Progress | None = None
+        self._last_at = time.perf_counter()
+
+    def _raised(self, step: Progress) -> Progress:
+        return replace(step, total=step.total + self.units,
+                       pixels_total=step.pixels_total + self.pixels,
+                       probes_total=self.units)
+
+    def around(self, steps: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
+        """Yield ``steps`` with this work added to their totals; return their return value."""
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            self.last = self._raised(step)
+            self._last_at = time.perf_counter()
+            yield self.last
+
+    def advance(self, pixels: int) -> Progress:
+        """The step after one more unit of ``pixels`` network pixels."""
+        last = self.last or self._raised(Progress(0, 0))
+        now = time.perf_counter()
+        self.last = replace(last, done=last.done + 1, pixels_done=last.pixels_done + pixels,
+                            elapsed_s=last.elapsed_s + now - self._last_at,
+                            probes_done=last.probes_done + 1)
+        self._last_at = now
+        return self.last
 
 
 def drive(generator: Iterator, progress: Callable | None = None,

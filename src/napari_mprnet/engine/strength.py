@@ -35,7 +35,7 @@ band of the image itself is filtered tile by tile and accumulated like the netwo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ __all__ = [
     "check_strength",
     "estimated_noise",
     "fixed_weight",
+    "iter_probe_weights",
+    "probe_pixels",
     "probe_weights",
     "probe_window",
     "sure_terms",
@@ -217,7 +219,28 @@ def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
 
 def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
                   bands: bool = True, noise: tuple[float, float] | None = None) -> np.ndarray:
-    """SURE weights of planes from their probe windows.
+    """SURE weights of planes from their probe windows (:func:`iter_probe_weights` run to
+    its end)."""
+    steps = iter_probe_weights(forward, crops, group, bands, noise)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def probe_pixels(crops_shape: tuple[int, ...]) -> int:
+    """Network pixels the probe of windows ``(N, h, w, c)`` runs: two forwards each."""
+    return 2 * int(crops_shape[0]) * int(crops_shape[1]) * int(crops_shape[2])
+
+
+def iter_probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
+                       bands: bool = True, noise: tuple[float, float] | None = None
+                       ) -> Generator[int, None, np.ndarray]:
+    """SURE weights of planes from their probe windows, step by step: yields the network
+    pixels of each group of planes once it is measured (:func:`probe_pixels` of its
+    windows), so that a caller can report progress and stop between planes; returns the
+    weights.
 
     Parameters
     ----------
@@ -249,11 +272,11 @@ def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
                          f"got {crops.shape}")
     weights = np.ones((len(crops) // group, 2))
     for g in range(len(weights)):
-        terms = [_plane_terms(forward, crops[g * group + k], bands, noise)
-                 for k in range(group)]
-        if any(t is None for t in terms):
-            continue
-        weights[g] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))
+        windows = crops[g * group:(g + 1) * group]
+        terms = [_plane_terms(forward, window, bands, noise) for window in windows]
+        if all(t is not None for t in terms):
+            weights[g] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))
+        yield probe_pixels(windows.shape)
     return weights
 
 
