@@ -51,6 +51,17 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import (  # the benchmarks' shared helpers
+    anscombe,
+    bm3d_gaussian,
+    describe_model,
+    inverse_anscombe,
+    load_bench_model,
+    vst_denoise,
+)
+
+__all__ = ["anscombe", "inverse_anscombe", "main"]  # the transform, re-exported for tests
 SEED = 2024
 TASKS = ("denoise", "deblur", "derain")
 DENOISE_SIGMAS = (15, 25, 50)
@@ -166,35 +177,17 @@ def nl_means(noisy: np.ndarray, _clean: np.ndarray, _info: dict) -> np.ndarray:
                             patch_distance=6, channel_axis=axis)
 
 
-def anscombe(counts: np.ndarray, read_noise: float) -> np.ndarray:
-    """Generalised Anscombe transform of photon counts plus Gaussian read noise (gain 1):
-    the result has a noise standard deviation of about 1."""
-    return 2.0 * np.sqrt(np.maximum(counts + 3.0 / 8.0 + read_noise**2, 0.0))
-
-
-def inverse_anscombe(value: np.ndarray, read_noise: float) -> np.ndarray:
-    """Closed-form approximation of the exact unbiased inverse of :func:`anscombe`."""
-    d = np.maximum(np.asarray(value, np.float64), 2.0 * np.sqrt(3.0 / 8.0))
-    r = np.sqrt(1.5)
-    out = 0.25 * d**2 + 0.25 * r / d - 11.0 / 8.0 / d**2 + 0.625 * r / d**3 - 0.125
-    return np.maximum(out - read_noise**2, 0.0)
-
-
 def bm3d_denoise(noisy: np.ndarray, _clean: np.ndarray, info: dict) -> np.ndarray:
-    import bm3d
-
     if "photons" in info:  # Poisson-Gaussian: BM3D on the variance-stabilised data
         photons, read = info["photons"], info["read_noise"]
-        stabilised = anscombe(noisy * photons, read)
-        denoised = np.asarray(bm3d.bm3d(stabilised, sigma_psd=1.0), np.float64)
-        return (inverse_anscombe(denoised, read) / photons).astype(np.float32)
+        return vst_denoise(noisy, 1.0 / photons, 0.0, read / photons).astype(np.float32)
     sigma = info.get("sigma")
     if sigma is None:
         from skimage.restoration import estimate_sigma
 
         sigma = float(np.mean(estimate_sigma(noisy, channel_axis=-1 if noisy.ndim == 3
                                              else None)))
-    return np.asarray(bm3d.bm3d(noisy, sigma_psd=sigma), dtype=np.float32)
+    return bm3d_gaussian(noisy, sigma).astype(np.float32)
 
 
 def _padded(fn: Callable, img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -223,30 +216,6 @@ def wiener(blurred: np.ndarray, _clean: np.ndarray, info: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- the model
 
 
-def _shown_path(source: object) -> str:
-    """A model's source as written in reports: relative to the working folder when inside it."""
-    if not source:
-        return "model"
-    path = Path(str(source))
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(path)
-
-
-def _model_from_checkpoint(path: str):
-    """The network of a ``finetune`` checkpoint: its best validated state, else its last."""
-    from napari_mprnet.model import MPRNet, MPRNetConfig
-    from napari_mprnet.training.trainer import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    net = MPRNet(MPRNetConfig(**ckpt["config"]))
-    net.load_state_dict(ckpt.get("best_state") or ckpt["model"])
-    net.metadata = {"task": ckpt.get("task"), "trained": True}
-    net.source = f"{path} (step {ckpt['step']}, best {ckpt.get('best', {}).get('step')})"
-    return net.eval()
-
-
 def true_noise(info: dict) -> float | tuple[float, float]:
     """The ``restore(noise=...)`` of a case with known noise (images in [0, 1]): the Gaussian
     sd, or ``(gain, offset variance)`` of Poisson-Gaussian noise (variance ``c / P + r^2 /
@@ -264,27 +233,16 @@ class ModelRunner:
 
     def __init__(self, task: str, weights: str | None, device: str, tile: int,
                  strength: float | str = "auto", given_noise: bool = False) -> None:
-        from napari_mprnet.api import prepare_model
-
         self.task = task
         self.strength = strength
         self.given_noise = given_noise
-        if weights and str(weights).endswith(".pt"):  # a training checkpoint
-            self.model = _model_from_checkpoint(weights)
-        else:
-            self.model = prepare_model(weights or task, task)
+        self.model = load_bench_model(weights, task)
         self.device = device
         self.tile = tile
         self.deltas: list[float] = []
 
     def describe(self) -> str:
-        meta = getattr(self.model, "metadata", None) or {}
-        cfg = self.model.config
-        params = sum(p.numel() for p in self.model.parameters())
-        trained = meta.get("trained")
-        state = "trained" if trained else "UNTRAINED placeholder" if trained is False else "?"
-        return (f"{_shown_path(getattr(self.model, 'source', None))} ({state}; n_feat {cfg.n_feat}, "
-                f"{params / 1e6:.2f} M params)")
+        return describe_model(self.model)
 
     def _run(self, img: np.ndarray, tile: int, noise: Any = None) -> np.ndarray:
         from napari_mprnet import restore

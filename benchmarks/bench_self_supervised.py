@@ -105,7 +105,7 @@ def bm3d_for(noisy: np.ndarray, noise: str) -> np.ndarray:
     import bm3d
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_quality import anscombe, inverse_anscombe
+    from baselines import anscombe, inverse_anscombe
 
     if noise == "correlated":  # the true power spectrum of the blurred white noise
         if not hasattr(np, "trapz"):  # bm3d's coloured-noise path calls np.trapz (numpy < 2)

@@ -146,3 +146,13 @@ def test_random_acquisition_is_seeded():
     two = m.random_acquisition(m.training_rng(3), 64)
     np.testing.assert_array_equal(one.noisy, two.noisy)
     assert one.noisy.shape == (64, 64) and one.camera in m.CAMERAS
+
+
+def test_psf_override_keeps_pixel_scale_texture():
+    def fine(psf):
+        field = m.clean_field("nuclei", 96, np.random.default_rng(0), psf_sigma=psf)
+        return np.abs(np.diff(field, axis=1)).mean()
+
+    assert fine(0.35) > 1.5 * fine(1.2)  # a binned field keeps its granular chromatin
+    case = m.bench_cases(quick=True)[-1]
+    assert case.psf_sigma == 0.35 and "psf0.35" in case.name

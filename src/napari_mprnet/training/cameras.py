@@ -104,6 +104,15 @@ class Acquisition:
         signal = np.maximum(self.clean - self.offset_map, 0.0)
         return self.excess * self.gain_map * signal + self.read_sd_map**2 + 1.0 / 12.0
 
+    def psnr(self, image: np.ndarray) -> float:
+        """PSNR (dB) of an estimate of :attr:`clean` in the same units, over all pixels, with
+        the clean image's own range ``clean.max() - clean.min()`` as the data range."""
+        error = np.asarray(image, np.float64) - self.clean
+        if error.shape != self.clean.shape:
+            raise ValueError(f"image shape {error.shape} is not the clean {self.clean.shape}")
+        data_range = float(self.clean.max() - self.clean.min())
+        return float(10 * np.log10(data_range**2 / max(float(np.mean(error**2)), 1e-30)))
+
     def noise_law(self) -> tuple[float, float]:
         """``(a, b)`` with variance ``a * I + b`` at stored intensity ``I``: the nominal
         Poisson-Gaussian law (``restore(noise=...)``'s pair; the excess factor included)."""

@@ -23,7 +23,7 @@ Interface
     Training draws: ``training_rng`` streams are keyed apart from the bench's, so training
     never sees a bench case.
 
-Families (peak 1, blurred by a Gaussian PSF of 0.7-1.8 px)
+Families (peak 1; Gaussian PSF 0.7-1.8 px, nuclei and cytoplasm from 0.35-0.4 px: binned)
 ----------------------------------------------------------
 puncta        sparse diffraction-limited spots over a faint haze
 filaments     microtubule-like persistent random walks
@@ -112,7 +112,10 @@ def _filament_field(shape, rng):
 def _nuclei(shape, rng):
     count = max(2, int(_area(shape) * rng.uniform(3, 9)))
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
-    chromatin = 0.6 + 0.3 * _unit_noise(shape, rng, 0.8) + 0.25 * _unit_noise(shape, rng, 2.5)
+    # chromatin is granular below the resolution: the PSF decides how much of it is seen
+    # (undersampled or binned fields keep pixel-scale texture)
+    chromatin = (0.6 + 0.45 * _unit_noise(shape, rng, 0.5) + 0.25 * _unit_noise(shape, rng, 1.0)
+                 + 0.2 * _unit_noise(shape, rng, 2.5))
     img = np.zeros(shape)
     for _ in range(count):
         cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
@@ -169,14 +172,14 @@ def _shading(shape, rng):
 
 _FAMILY_MAKERS = {
     "puncta": (_puncta, (0.8, 1.3)), "filaments": (_filament_field, (0.7, 1.2)),
-    "nuclei": (_nuclei, (0.7, 1.2)), "cytoplasm": (_cytoplasm, (0.8, 1.5)),
+    "nuclei": (_nuclei, (0.35, 1.2)), "cytoplasm": (_cytoplasm, (0.4, 1.5)),
     "dark_sparse": (_dark_sparse, (1.0, 1.5)), "bright_spots": (_bright_spots, (0.8, 1.4)),
     "shading": (_shading, (1.0, 1.8)),
 }
 
 
-def clean_field(family: str, shape: int | tuple[int, int], rng: np.random.Generator
-                ) -> np.ndarray:
+def clean_field(family: str, shape: int | tuple[int, int], rng: np.random.Generator, *,
+                psf_sigma: float | None = None) -> np.ndarray:
     """A clean relative fluorescence field of one family.
 
     Parameters
@@ -187,6 +190,9 @@ def clean_field(family: str, shape: int | tuple[int, int], rng: np.random.Genera
         Side or (height, width), each >= 8.
     rng : numpy.random.Generator
         The result is a function of its state.
+    psf_sigma : float, optional
+        Gaussian PSF sd in pixels; default random in the family's range (0.35-1.8 px; below
+        0.5 px: an undersampled or binned field).
 
     Returns
     -------
@@ -197,7 +203,8 @@ def clean_field(family: str, shape: int | tuple[int, int], rng: np.random.Genera
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     shape = check_size(shape)
     make, psf = _FAMILY_MAKERS[family]
-    img = ndimage.gaussian_filter(make(shape, rng), rng.uniform(*psf), mode="reflect")
+    sigma = rng.uniform(*psf) if psf_sigma is None else float(psf_sigma)
+    img = ndimage.gaussian_filter(make(shape, rng), sigma, mode="reflect")
     img = np.clip(img, 0, None)
     background = 0.0 if family == "dark_sparse" else rng.uniform(0.0, 0.03)
     img = background + img / max(float(img.max()), 1e-12)
@@ -214,10 +221,13 @@ class BenchCase:
     bits: int
     size: int
     index: int
+    psf_sigma: float | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.camera}/{self.photons:g}ph/{self.bits}bit#{self.index}"
+        psf = "" if self.psf_sigma is None else f"/psf{self.psf_sigma:g}"
+        return (f"{self.family}/{self.camera}/{self.photons:g}ph/{self.bits}bit{psf}"
+                f"#{self.index}")
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([BENCH_SEED, _BENCH_KEY,
@@ -226,18 +236,20 @@ class BenchCase:
     def generate(self) -> Acquisition:
         """The case's acquisition (the same for every call)."""
         rng = self.rng()
-        field = clean_field(self.family, self.size, rng)
+        field = clean_field(self.family, self.size, rng, psf_sigma=self.psf_sigma)
         full_scale = BRIGHT_FULL_SCALE if self.family == "bright_spots" else None
         return acquire(field, self.camera, self.photons, self.bits, rng, full_scale=full_scale)
 
 
-#: The quick subset: small, seconds; holds the two failure modes of issue 30 (photon counting
-#: on dark backgrounds, textured fields at high photon counts) and one case of each camera.
+#: The quick subset (family, camera, photons, bits, PSF sd or None): small, seconds; holds the
+#: failure modes of issue 30 (photon counting and EMCCD on dark backgrounds; textured fields
+#: at high photon counts, here a binned nuclei field whose texture the network smooths) and
+#: one case of each camera.
 QUICK_CASES = (
-    ("puncta", "photon_counting", 30, 16), ("dark_sparse", "photon_counting", 10, 12),
-    ("nuclei", "read_noise", 1000, 8), ("cytoplasm", "read_noise", 3000, 12),
-    ("filaments", "emccd", 30, 16), ("shading", "scmos", 100, 16),
-    ("bright_spots", "read_noise", 300, 16),
+    ("puncta", "photon_counting", 30, 16, None), ("dark_sparse", "photon_counting", 10, 12, None),
+    ("nuclei", "read_noise", 1000, 8, None), ("cytoplasm", "read_noise", 3000, 12, None),
+    ("filaments", "emccd", 30, 16, None), ("shading", "scmos", 100, 16, None),
+    ("bright_spots", "read_noise", 300, 16, None), ("nuclei", "read_noise", 3000, 16, 0.35),
 )
 
 
@@ -253,8 +265,8 @@ def bench_cases(quick: bool = False, size: int | None = None, replicates: int = 
     """
     if quick:
         side = size or QUICK_SIZE
-        return [BenchCase(f, c, float(p), b, side, 1000 + i)
-                for i, (f, c, p, b) in enumerate(QUICK_CASES)]
+        return [BenchCase(f, c, float(p), b, side, 1000 + i, psf)
+                for i, (f, c, p, b, psf) in enumerate(QUICK_CASES)]
     side = size or BENCH_SIZE
     cases = []
     for rep in range(replicates):
