@@ -98,6 +98,17 @@ def test_mkdocs_points_at_the_canonical_repository():
     assert config["repo_url"] == REPO_URL
 
 
+def test_the_pages_workflow_installs_the_docs_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; CI runs 3.11
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["docs"]
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "docs.yml").read_text())
+    steps = workflow["jobs"]["build"]["steps"]
+    (install,) = [step["run"] for step in steps if step.get("run", "").startswith("pip install")]
+    assert sorted(re.findall(r'"([^"]+)"', install)) == sorted(extra)
+    assert any("mkdocs build --strict" in step.get("run", "") for step in steps)
+
+
 # ----------------------------------------------------------------------------------- README
 
 
