@@ -124,18 +124,17 @@ def test_package_contents_and_rdf(percentile_package):
     assert inp["axes"][2]["size"] == {"min": bio.MIN_BLOCK, "step": 8}
     assert out["axes"][3]["size"] == {"tensor_id": "input0", "axis_id": "x"}
     assert out["axes"][2]["halo"] == out["axes"][3]["halo"] == bio.HALO
-    assert inp["data"] == {"type": "uint16"}
-    # per-image percentiles: the packaged network normalises and inverts them itself; the
-    # package declares the cast to float32 and restore()'s clip to the input type
-    assert inp["preprocessing"] == [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
-    assert out["postprocessing"] == [{"id": "clip", "kwargs": {"min": 0.0, "max": 65535.0}}]
+    assert inp["data"] == {"type": "float32"}  # uint8, uint16 and float32 cast exactly
+    # per-image percentiles: the packaged network normalises, inverts and clips itself
+    assert "preprocessing" not in inp and "postprocessing" not in out
     assert "by its own 0.5 and 99.8 percentiles" in readme
     assert "restore(strength=1.0)" in readme  # a denoiser: the package is the network alone
     weights = rdf["weights"]["pytorch_state_dict"]
     assert weights["architecture"]["callable"] == "MPRNetFinal"
     assert weights["architecture"]["source"] == "mprnet_arch.py"
     assert weights["architecture"]["kwargs"] == {**TINY.to_dict(), "halo": bio.HALO,
-                                                 "tile": bio.TILE, "percentiles": [0.5, 99.8]}
+                                                 "tile": bio.TILE, "percentiles": [0.5, 99.8],
+                                                 "intensity": "percentile"}
 
 
 def test_packaged_architecture_reproduces_test_output(percentile_package, tmp_path):
@@ -178,15 +177,19 @@ def test_authors_with_github_handles():
 
 
 def test_linear_normalisation_round_trip_and_given_input(tmp_path):
-    """uint8-trained models: scale_linear 1/255 in, x255 out; a given (H, W) test image."""
-    model = tiny({"mode": "uint8", "low": 0.0, "high": 255.0})
+    """Models trained on a fixed range: scale_linear 1/255 in, x255 out, clipped to the given
+    (H, W) uint8 test image's type."""
+    model = tiny({"mode": "range", "low": 0.0, "high": 255.0, "requested": "range"})
     image = np.random.default_rng(1).integers(0, 256, (198, 211)).astype(np.uint8)
     path = export_bioimageio(model, tmp_path / "u8.zip", name="uint8 model", description="d",
                              test_input=image, grey=False)
     rdf = read_rdf(path)
     assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_linear"
-    assert rdf["inputs"][0]["data"] == {"type": "uint8"}
-    assert rdf["outputs"][0]["postprocessing"][0]["kwargs"] == {"gain": 255.0, "offset": 0.0}
+    assert rdf["inputs"][0]["data"] == {"type": "float32"}
+    assert rdf["outputs"][0]["postprocessing"] == [
+        {"id": "scale_linear", "kwargs": {"gain": 255.0, "offset": 0.0}},
+        {"id": "clip", "kwargs": {"min": 0.0, "max": 255.0}}]
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["intensity"] is None
     out, expected = run_packaged(path, tmp_path)
     assert expected.shape == (1, 3, 192, 208)  # centre-cropped to multiples of 8
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
@@ -229,9 +232,8 @@ def test_bad_arguments(tmp_path, tiny_model):
     with pytest.raises(ValueError, match=f"at least {bio.MIN_BLOCK}x{bio.MIN_BLOCK}"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d",
                           test_input=np.zeros((64, 96)))
-    if importlib.util.find_spec("bioimageio.spec") is not None:  # validated at export
-        with pytest.raises(ValueError, match="validation failed.*name"):
-            export_bioimageio(tiny_model, tmp_path / "x.zip", name="abc", description="d")
+    with pytest.raises(ValueError, match="^name must have at least 5 characters"):
+        export_bioimageio(tiny_model, tmp_path / "x.zip", name="abc", description="d")
     with pytest.raises(ValueError, match="halo"):
         export_bioimageio(tiny_model, tmp_path / "x.zip", name="Tiny model", description="d", halo=3)
     with pytest.raises(ValueError, match="min_size"):
@@ -439,7 +441,9 @@ def test_core_predict_uint8_grey_matches_restore(tmp_path):
                              test_input=image)
     rdf = read_rdf(path)
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["intensity"]
-    assert rdf["inputs"][0]["preprocessing"][0]["kwargs"]["gain"] == pytest.approx(1 / 255)
+    assert "preprocessing" not in rdf["inputs"][0]  # /255 inside: any dtype is accepted
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["intensity"] == "auto"
     ours = restore(image, "denoise", model, device="cpu", strength=1.0)  # no blend packaged
     whole = _core_predict(path, image)
     assert np.abs(whole - ours).max() <= 0.01 * 255
@@ -478,7 +482,7 @@ def test_cli_export(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
     assert main(["export-bioimageio", "nowhere.safetensors", "--out", str(out),
-                 "--name", "x", "--overwrite"]) == 2
+                 "--name", "Tuned model", "--overwrite"]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["export-bioimageio", "denoise", "--out", str(tmp_path / "p.tar"),
                  "--name", "x"]) == 2

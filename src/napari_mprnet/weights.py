@@ -7,7 +7,9 @@ Formats read by :func:`load_model`:
 - PyTorch checkpoints (``.pth``/``.pt``): the official releases' ``{"state_dict": ...}``,
   with or without ``module.`` prefixes and extra entries such as ``epoch``/``optimizer``,
   and plain state dicts. They are read with ``torch.load(weights_only=True)``, which never
-  executes code stored in the file.
+  executes code stored in the file;
+- bioimage.io model packages (a ``.zip``, or a folder holding ``rdf.yaml``) of an MPRNet:
+  read by :mod:`napari_mprnet.bioimageio.importing`.
 
 Every problem with a file (unreadable bytes, malformed or wrong-type configuration or metadata,
 tensors without data, NaN or infinite weights, impossible stored normalisation) is one
@@ -126,13 +128,18 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file '{path}' does not exist")
-    if path.is_dir():
-        raise _fail(path, "it is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise _fail(path, "the file is empty")
+    from .bioimageio.importing import is_package, read_package
+
     metadata: dict = {}
     config: dict | None = None
-    if path.suffix.lower() in _SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
+    if is_package(path):  # a bioimage.io package (.zip, or a folder holding rdf.yaml)
+        state, metadata, config = read_package(path)
+    elif path.is_dir():
+        raise _fail(path, "it is a folder, not a file (nor a bioimage.io package with "
+                          "rdf.yaml)")
+    elif path.stat().st_size == 0:
+        raise _fail(path, "the file is empty")
+    elif path.suffix.lower() in _SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
         state, header = _read_safetensors(path)
         if "config" in header:
             config = _mapping_entry(_json_entry(header, "config", path), "config", path)
@@ -197,7 +204,8 @@ def load_model(
     source : str, path or MPRNet
         A task name ("denoise", "deblur", "derain") for the bundled default model (always:
         a local file of such a name is used only given as a path, e.g. "./denoise"), a model
-        file (safetensors or PyTorch checkpoint, official or ours), or a loaded model.
+        file (safetensors or PyTorch checkpoint, official or ours), a bioimage.io package
+        (.zip, or a folder holding rdf.yaml) of an MPRNet, or a loaded model.
     device : str or torch.device, optional
         Where to put the model; default CPU, "auto" picks the best available.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 
 import numpy as np
@@ -198,6 +199,15 @@ def test_save_and_export(make_napari_viewer, qtbot, tiny_model_file, tmp_path, m
     assert blocker.args[0] == str(package) + ".zip"
     with zipfile.ZipFile(blocker.args[0]) as archive:
         assert "rdf.yaml" in archive.namelist()
+        example = np.load(io.BytesIO(archive.read("test_input.npy")), allow_pickle=False)
+    # the test input is a plane of the training data, in its type (mirrored up to the
+    # package's smallest side); the package opens again as the same model
+    noisy = viewer.layers["noisy"].data
+    assert example.dtype == noisy.dtype and example.shape == (1, 1, 192, 192)
+    np.testing.assert_array_equal(example[0, 0, :48, :48], noisy[1])
+    reopened = load_model(blocker.args[0])
+    for key, value in widget.result.model.cpu().state_dict().items():
+        assert torch.equal(reopened.state_dict()[key], value), key
 
 
 def test_folders(make_napari_viewer, qtbot, tiny_model_file, tmp_path, notes):

@@ -62,7 +62,7 @@ def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
         if not choice.file:
             raise ValueError("choose a model file, or select the bundled default weights")
         path = Path(choice.file).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"model file '{path}' does not exist")
         return str(path), path.name
     if choice.source == "registered":

@@ -58,14 +58,18 @@ class TunedModelOutput:
         if path:
             self.save_to(path if Path(path).suffix else path + ".safetensors")
 
-    def export_to(self, path: str | Path, name: str | None = None) -> Any:
-        """Export as a bioimage.io package in a thread worker (returns the worker)."""
-        from ..bioimageio import export_bioimageio
+    def export_to(self, path: str | Path, name: str | None = None,
+                  training_inputs: Any = None) -> Any:
+        """Export as a bioimage.io package in a thread worker (returns the worker), with a
+        plane of ``training_inputs`` (the run's inputs) as its test input."""
+        from ..bioimageio import MIN_BLOCK, export_bioimageio
+        from ..bioimageio.checks import package_name
+        from ..bioimageio.content import training_example
 
         model = self._model()
         if model is None:
             return None
-        name = name or "MPRNet fine-tuned with napari-mprnet"
+        name = package_name(name or "", "MPRNet fine-tuned with napari-mprnet")
         description = (model.metadata or {}).get("summary") or "MPRNet fine-tuned in napari"
 
         def done(written: Any) -> None:
@@ -79,7 +83,9 @@ class TunedModelOutput:
             self.on_exported("")
 
         worker = create_worker(export_bioimageio, model, path, name=name,
-                               description=description, _start_thread=False,
+                               description=description,
+                               test_input=training_example(training_inputs, MIN_BLOCK),
+                               _start_thread=False,
                                _ignore_errors=True)
         worker.returned.connect(done)
         worker.errored.connect(failed)
@@ -88,9 +94,10 @@ class TunedModelOutput:
         worker.start()
         return worker
 
-    def export_clicked(self, name: str | None = None) -> None:
+    def export_clicked(self, name: str | None = None, training_inputs: Any = None) -> None:
         path, _ = QFileDialog.getSaveFileName(
             self.owner, "Export to bioimage.io", "model.zip", "bioimage.io package (*.zip)"
         )
         if path:
-            self.export_to(path if path.lower().endswith(".zip") else path + ".zip", name)
+            self.export_to(path if path.lower().endswith(".zip") else path + ".zip", name,
+                           training_inputs)

@@ -222,7 +222,7 @@ class FinetuneWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self.output.save_clicked)
         self.export_button.clicked.connect(lambda: self.output.export_clicked(
-            self.registered_name))
+            self.registered_name, self._training_inputs()))
 
     def selected_layer(self, combo: QComboBox) -> Any:
         """The Image layer ``combo`` (input_combo or target_combo) shows, or None."""
@@ -408,5 +408,9 @@ class FinetuneWidget(QWidget):
         return self.output.save_to(path)
 
     def export_to(self, path: str | Path) -> Any:
-        """Export the last result as a bioimage.io package in a thread worker (returns it)."""
-        return self.output.export_to(path, self.registered_name)
+        """Export the last result as a bioimage.io package in a thread worker (returns it),
+        with a plane of its training inputs (their type) as the package's test input."""
+        return self.output.export_to(path, self.registered_name, self._training_inputs())
+
+    def _training_inputs(self) -> Any:
+        return None if self.job is None else self.job.request.inputs

@@ -54,7 +54,8 @@ __all__ = ["RestoreWidget", "available_devices"]
 
 #: Value of the tile-size spin box that stands for "auto".
 _AUTO_TILE = 15
-_MODEL_FILTER = "Model files (*.safetensors *.pth *.pt *.ckpt *.tar);;All files (*)"
+_MODEL_FILTER = ("Model files and bioimage.io packages (*.safetensors *.pth *.pt *.ckpt *.tar "
+                 "*.zip rdf.yaml *.bioimageio.yaml);;All files (*)")
 _WARNING_STYLE = "color: #f0a030; font-weight: bold;"
 
 
@@ -103,7 +104,7 @@ class RestoreWidget(QWidget):
             "safetensors...) or a model fine-tuned in this session"
         )
         self.file_edit = QLineEdit()
-        self.file_edit.setPlaceholderText("path to a model file")
+        self.file_edit.setPlaceholderText("model file or bioimage.io package (.zip, folder)")
         self.browse_button = QPushButton("Browse…")
         file_row = QHBoxLayout()
         file_row.setContentsMargins(0, 0, 0, 0)

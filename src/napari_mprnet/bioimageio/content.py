@@ -15,11 +15,13 @@ import torch
 from ..model import arch as _arch
 from ..model import forwards as _forwards
 from ..model.arch import MPRNet
+from .wrapper_source import WRAPPER_SOURCE
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
            "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
            "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "predict_whole",
-           "strip_local_paths", "tif_bytes", "training_method", "weights_bytes"]
+           "strip_local_paths", "tif_bytes", "training_example", "training_method",
+           "weights_bytes"]
 
 ARCH_FILE = "mprnet_arch.py"
 WEIGHTS_FILE = "weights.pt"
@@ -42,133 +44,6 @@ PAPER_TEXT = (
 )
 PAPER_URL = "https://arxiv.org/abs/2102.02808"
 
-_WRAPPER_SOURCE = """
-
-# --------------------------------------------------------------------------- bioimage.io
-# Added by napari-mprnet's bioimage.io export. bioimage.io consumers get the final image only,
-# computed as napari-mprnet computes it: a grey (1-channel) input goes through a 3-channel
-# network as three copies and the output channels are averaged, and the network runs without
-# MPRNet's patch split (``split_patches=False``: stages 1 and 2 see the whole input, not its
-# quarters and halves), so that a block is restored like the same pixels inside the whole
-# image. The mirror padding a consumer adds at the image edges for the halo is taken off
-# again before the network runs (napari-mprnet runs the network on the image itself,
-# padding only the bottom and right to a multiple of 8), so a whole image is restored as
-# napari-mprnet restores it in one tile. With ``tile`` the network runs on a grid of tiles
-# (``tile`` px, ``halo`` px of context each side) starting at the first pixel inside the
-# halo, which bounds the memory of whole-image prediction. With ``percentiles`` each tile
-# window (the whole input without a grid) is mapped by its own percentiles to 0..1 and the
-# result back (the exact inverse), as napari-mprnet does for an image: bioimage.io 0.5 has
-# no processing step for that inverse.
-# Same modules and parameter names as MPRNet, so napari-mprnet state dicts load unchanged.
-
-import math  # noqa: E402
-
-#: Inputs of more pixels are subsampled (every n-th) for their percentiles.
-_MAX_SAMPLES = 4_000_000
-#: Normalised values are clipped to +-this (extreme outliers only).
-_NETWORK_INPUT_LIMIT = 1e6
-
-
-def _is_mirrored(x: torch.Tensor, dim: int, width: int) -> bool:
-    \"\"\"Whether the first ``width`` pixels along ``dim`` mirror the next ``width`` (the
-    symmetric padding bioimage.io adds at an image edge).\"\"\"
-    if width <= 0 or x.shape[dim] < 2 * width + 2:
-        return False
-    return torch.equal(x.narrow(dim, 0, width).flip(dim), x.narrow(dim, width, width))
-
-
-def _percentile_range(x: torch.Tensor, percentiles) -> tuple[float, float]:
-    \"\"\"napari-mprnet's intensity range of one image: its (low, high) percentiles in float64
-    (NaN ignored; nearly constant images: the full range, then a unit span).\"\"\"
-    flat = x.reshape(-1).double()
-    if flat.numel() > _MAX_SAMPLES:
-        flat = flat[::-(-flat.numel() // _MAX_SAMPLES)]
-    q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64)
-    low, high = (float(v) for v in torch.nanquantile(flat, q))
-    if not high > low:
-        finite = flat[~torch.isnan(flat)]
-        low = float(finite.min()) if finite.numel() else 0.0
-        high = float(finite.max()) if finite.numel() else 0.0
-        if not high > low:
-            high = max(low + 1.0, low + 16 * math.ulp(abs(low)))
-    return low, high
-
-
-class MPRNetFinal(MPRNet):
-    \"\"\"MPRNet whose forward returns only the final (stage-3) image, shaped like the input.
-
-    ``halo``: the output halo the package declares (0: the input is restored as one piece).
-    ``tile``: 0: the input, without the edge padding a consumer added, is restored as one
-    piece; else, with a halo, the input's interior (inside the halo) is cut into tiles of
-    ``tile`` pixels on a grid starting at the interior's first pixel, each restored with
-    ``halo`` pixels of context on every side, only its own pixels kept. ``percentiles``:
-    (low, high) percentiles each tile window is normalised by (None: the input is already
-    in the network's range). The network always runs unsplit (``split_patches=False``).
-    \"\"\"
-
-    def __init__(self, *args, halo: int = 0, tile: int = 0, percentiles=None,
-                 **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.halo = int(halo)
-        self.tile = int(tile)
-        self.percentiles = None if percentiles is None else tuple(map(float, percentiles))
-
-    def _network(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.size_multiple, (-w) % self.size_multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        if x.shape[1] == 1 and self.config.in_c == 3:
-            out = super().forward(x.expand(-1, 3, -1, -1), split_patches=False)[0]
-            out = out.mean(dim=1, keepdim=True)
-        else:
-            out = super().forward(x, split_patches=False)[0]
-        return out[..., :h, :w]
-
-    def _restore(self, x: torch.Tensor) -> torch.Tensor:
-        if self.percentiles is None:
-            return self._network(x)
-        outs = []
-        for image in x.split(1):  # each image by its own percentiles
-            low, high = _percentile_range(image, self.percentiles)
-            span = high - low
-            wide = max(abs(low), abs(high)) >= 2.0**24  # float32 would lose the intensities
-            work = image.double() if wide else image.float()
-            normalised = ((work - low) / span).clamp(-_NETWORK_INPUT_LIMIT,
-                                                      _NETWORK_INPUT_LIMIT).float()
-            out = self._network(normalised).to(work.dtype) * span + low
-            outs.append(out.to(x.dtype))
-        return torch.cat(outs)
-
-    def _window(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        \"\"\"``x`` restored without bioimage.io's edge padding (a context that mirrors the
-        pixels next to it is taken off: napari-mprnet pads nothing there), and the rows and
-        columns taken off at its top and left.\"\"\"
-        top, left = (int(_is_mirrored(x, dim, self.halo)) * self.halo for dim in (2, 3))
-        bottom, right = (int(_is_mirrored(x.flip(dim), dim, self.halo)) * self.halo
-                         for dim in (2, 3))
-        h, w = x.shape[-2:]
-        return self._restore(x[..., top:h - bottom, left:w - right]), top, left
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        halo = self.halo
-        h, w = x.shape[-2:]
-        if not halo or h <= 2 * halo or w <= 2 * halo:
-            return self._restore(x)
-        inner = torch.empty(x.shape[:2] + (h - 2 * halo, w - 2 * halo), dtype=x.dtype,
-                            device=x.device)
-        step = self.tile or max(h, w)  # tile 0: the whole input is one window
-        for y0 in range(halo, h - halo, step):
-            y1 = min(y0 + step, h - halo)
-            for x0 in range(halo, w - halo, step):
-                x1 = min(x0 + step, w - halo)
-                window = x[..., y0 - halo:y1 + halo, x0 - halo:x1 + halo]
-                out, top, left = self._window(window)
-                inner[..., y0 - halo:y1 - halo, x0 - halo:x1 - halo] = \
-                    out[..., halo - top:halo - top + y1 - y0, halo - left:halo - left + x1 - x0]
-        return torch.nn.functional.pad(inner, (halo, halo, halo, halo), mode="replicate")
-"""
 
 _AUTHOR = re.compile(r"^(?P<name>[^<@]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?:@(?P<github>[\w-]+))?$")
 
@@ -227,6 +102,37 @@ def as_test_input(data: Any, channels: int, min_size: int = MIN_SIZE) -> np.ndar
     (h, w), (full_h, full_w) = sides, array.shape[1:]
     top, left = (full_h - h) // 2, (full_w - w) // 2
     return np.ascontiguousarray(array[None, :, top:top + h, left:left + w])
+
+
+def training_example(inputs: Any, min_size: int = MIN_SIZE) -> np.ndarray | None:
+    """A package test input from fine-tuning inputs, in their own type: one 2-D plane (or
+    (H, W, 3) colour plane) of an array or a layer snapshot (``.data``; the middle plane of
+    any leading axes), or of the first image in a folder; mirrored up to ``min_size`` where
+    smaller. None if there is none to take."""
+    if isinstance(inputs, (str, os.PathLike)):
+        from ..io.image import IMAGE_SUFFIXES, read_image
+
+        folder = Path(inputs)
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+                if folder.is_dir() else [folder]
+            inputs = read_image(files[0]).data if files else None
+        except (OSError, ValueError):  # unreadable: the export makes its own test image
+            return None
+        if inputs is None:
+            return None
+    rgb = bool(getattr(inputs, "rgb", False))
+    data = np.asarray(getattr(inputs, "data", inputs))
+    if data.ndim < 2 or not (np.issubdtype(data.dtype, np.integer)
+                             or np.issubdtype(data.dtype, np.floating)):
+        return None
+    keep = 3 if rgb or (data.ndim >= 3 and data.shape[-1] == 3) else 2
+    while data.ndim > keep:
+        data = data[data.shape[0] // 2]
+    pad = [(0, max(0, min_size - side)) for side in data.shape[:2]] + [(0, 0)] * (keep - 2)
+    if any(after for _, after in pad):
+        data = np.pad(data, pad, mode="symmetric")
+    return np.ascontiguousarray(data)
 
 
 # --------------------------------------------------------------------------- authors / paths
@@ -302,7 +208,7 @@ def predict_whole(net: torch.nn.Module, x: torch.Tensor, halo: int) -> torch.Ten
 
 def packaged_network(model: MPRNet, halo: int, **kwargs: Any) -> torch.nn.Module:
     """The packaged ``MPRNetFinal`` built from :func:`arch_source` with ``model``'s weights
-    (``kwargs``: its further arguments, e.g. ``percentiles``): the test output is computed by
+    (``kwargs``: its further arguments, e.g. ``intensity``): the test output is computed by
     exactly the code consumers run."""
     import sys
     import types
@@ -341,7 +247,7 @@ def arch_source() -> str:
             "napari_mprnet/model/arch.py is no longer self-contained (it imports other "
             "napari-mprnet modules), so it cannot be packaged for bioimage.io"
         )
-    return source.rstrip() + "\n" + _WRAPPER_SOURCE
+    return source.rstrip() + "\n" + WRAPPER_SOURCE
 
 
 def weights_bytes(model: MPRNet) -> bytes:

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ import torch
 from ..io.atomic import atomic_output
 from ..model.arch import MPRNet
 from . import content as c
-from .intensity import IntensityMapping, choose_mapping
+from .checks import ExportError, check_arguments, spec_problems
+from .intensity import IntensityMapping, choose_mapping, fixed_range
 from .package_readme import readme
 
 __all__ = ["FORMAT_VERSION", "HALO", "MIN_BLOCK", "TILE", "export_bioimageio", "min_input_size",
@@ -92,17 +94,18 @@ def min_input_size(halo: int, min_size: int | None = None) -> int:
     return max(c.MIN_SIZE, smallest, MIN_BLOCK if min_size is None else int(min_size))
 
 
-def _reference(net: MPRNet, test_input: Any, channels: int, min_size: int) -> np.ndarray:
+def _reference(net: MPRNet, test_input: Any, channels: int, min_size: int,
+               input_range: tuple[float, float] | None) -> np.ndarray:
+    """The test input: the given one (uint8, uint16 and float32 kept, other types as float32),
+    else a synthetic image: uint16 (a per-image map), or within the fixed range."""
     if test_input is not None:
-        return c.as_test_input(test_input, channels, min_size)
+        x = c.as_test_input(test_input, channels, min_size)
+        return x if x.dtype.name in ("uint8", "uint16", "float32") else x.astype(np.float32)
     size = max(c.DEFAULT_TEST_SIZE, min_size)
-    stored = (net.metadata or {}).get("normalization") or {}
-    if isinstance(stored, dict) and stored.get("mode") == "percentile":
-        return c.default_test_input(channels, "uint16", (100.0, 1000.0), size)
-    if isinstance(stored, dict) and stored.get("mode") in ("uint8", "range"):
-        return c.default_test_input(channels, "float32", (float(stored.get("low", 0.0)),
-                                                          float(stored.get("high", 1.0))), size)
-    return c.default_test_input(channels, "uint8", (0.0, 255.0), size)
+    fixed = input_range if input_range is not None else fixed_range(net.metadata)
+    if fixed is not None:
+        return c.default_test_input(channels, "float32", tuple(map(float, fixed)), size)
+    return c.default_test_input(channels, "uint16", (100.0, 1000.0), size)
 
 
 def _axes(channels: int, halo: int, min_size: int) -> tuple[list[dict], list[dict]]:
@@ -118,19 +121,11 @@ def _axes(channels: int, halo: int, min_size: int) -> tuple[list[dict], list[dic
 
 
 def validate_package(path: str | os.PathLike, label: str | os.PathLike | None = None) -> None:
-    """Check ``path`` with bioimageio.spec (when installed); raise ValueError if invalid
-    (naming ``label``, default ``path``)."""
-    try:
-        from bioimageio.spec import load_description
-        from bioimageio.spec.model.v0_5 import ModelDescr
-    except ImportError:
-        return
-    descr = load_description(str(path), perform_io_checks=False)  # offline: no GitHub look-up
-    if not isinstance(descr, ModelDescr):
-        summary = descr.validation_summary
-        errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors)
-        raise ValueError(  # noqa: TRY004 - an invalid package is a bad value, not a type
-            f"bioimage.io validation failed for '{label or path}': {errors or summary}")
+    """Check ``path`` with bioimageio.spec (when installed); raise :class:`ExportError` (a
+    ValueError, one line per problem) if it is invalid."""
+    problems = spec_problems(path)
+    if problems:
+        raise ExportError([(arg, f"{text} [{label or path}]") for arg, text in problems])
 
 
 def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
@@ -179,13 +174,17 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
 
 
 def _write_zip(path: Path, files: dict[str, bytes], overwrite: bool) -> None:
-    """Write and validate the package next to ``path``; only a valid one replaces ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path, overwrite=overwrite) as tmp_name:
-        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    """Validate the package in a temporary folder, then write it to ``path`` (atomically):
+    nothing is written where it was asked for unless bioimage.io accepts it."""
+    with tempfile.TemporaryDirectory(prefix="napari-mprnet-export-") as tmp:
+        candidate = Path(tmp) / path.name
+        with zipfile.ZipFile(candidate, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for member, data in files.items():
                 archive.writestr(member, data)
-        validate_package(tmp_name, path)
+        validate_package(candidate, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, overwrite=overwrite) as tmp_name:
+            shutil.copyfile(candidate, tmp_name)
 
 
 def export_bioimageio(
@@ -226,12 +225,15 @@ def export_bioimageio(
         "Name", "Name <email>" or "Name <email> @github_user", or dicts with ``name`` (plus
         e.g. ``affiliation``, ``orcid``, ``github_user``).
     test_input : array, optional
-        A representative image: 2-D, (C, H, W) or (H, W, C), in the dtype and intensities
-        users will feed (centre-cropped to a multiple of 8, at most 256 px). Its dtype is the
-        declared input type and, for per-image normalisation, its percentiles fix the
-        intensity map. Default: a synthetic uint8 image (uint16 for percentile models).
+        A representative image: 2-D, (C, H, W) or (H, W, C), e.g. from the training data
+        (centre-cropped to a multiple of 8, at most 256 px): the package's test tensor and
+        cover, kept in its type (uint8, uint16, float32; others as float32). It does not
+        restrict the package: every package takes uint8, uint16 and float32 images and maps
+        each as restore() does (see :mod:`napari_mprnet.bioimageio.intensity`). Default: a
+        synthetic uint16 image.
     input_range : (float, float), optional
-        Input intensities mapped to 0 and 1 instead of restore()'s choice for the test input.
+        One fixed map for every image: these input intensities are mapped to 0 and 1
+        (declared as ``scale_linear``) instead of restore()'s per-image map.
     grey : bool, optional
         A 1-channel input for a 3-channel network (default: a 2-D test input, or not derain).
     halo : int
@@ -264,33 +266,21 @@ def export_bioimageio(
 
     Raises
     ------
-    ValueError
-        Bad arguments, or a package bioimageio.spec finds invalid (nothing is written).
+    ExportError
+        (a ValueError) Bad arguments, one line per problem, found before anything is
+        computed; or a package bioimageio.spec finds invalid (nothing is written).
     """
     path = Path(path)
-    if path.suffix.lower() != ".zip":
-        raise ValueError(f"the bioimage.io package must be a .zip file, got '{path}'")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it")
-    for label, value in (("name", name), ("description", description)):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{label} must be a non-empty string")
-    if not isinstance(halo, int) or halo < 0 or halo % 4:
-        raise ValueError(f"halo must be a non-negative multiple of 4, got {halo!r}")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0 \
-            or tile % MPRNet.size_multiple:
-        raise ValueError(f"tile must be 0 or a positive multiple of {MPRNet.size_multiple}, "
-                         f"got {tile!r}")
-    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int)
-                                 or min_size < c.MIN_SIZE or min_size % MPRNet.size_multiple):
-        raise ValueError(f"min_size must be a multiple of {MPRNet.size_multiple}, at least "
-                         f"{c.MIN_SIZE}, got {min_size!r}")
+    check_arguments(path=path, overwrite=overwrite, name=name, description=description,
+                    authors=authors, license=license, tags=tags, version=version,
+                    git_repo=git_repo, input_range=input_range, halo=halo, tile=tile,
+                    min_size=min_size,
+                    size_multiple=MPRNet.size_multiple, smallest=c.MIN_SIZE)
     min_size = min_input_size(halo, min_size)
     net = _resolve_model(model)
     channels = _channels(net, test_input, grey)
-    x = _reference(net, test_input, channels, min_size)
+    x = _reference(net, test_input, channels, min_size, input_range)
     mapping = choose_mapping(net.metadata, x, input_range)
-    x = x.astype(mapping.dtype)
     with torch.inference_mode():
         net_in = torch.from_numpy(mapping.apply_pre(x))
         packaged = c.packaged_network(net, halo, tile=tile, **mapping.network_kwargs)

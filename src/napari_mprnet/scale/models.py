@@ -194,7 +194,8 @@ def handle_for(model: MPRNet, source: Any = None, portable: bool = False) -> Mod
     """A handle for ``model``, which was resolved from ``source`` (what the user passed).
 
     None or a task name is the bundled default (loadable by name everywhere); a path is that
-    file (path and file hash); anything else (an MPRNet) gets the SHA-256 of its serialised
+    file (path and file hash); anything else (an MPRNet; a bioimage.io package folder) gets
+    the SHA-256 of its serialised
     weights as key and those bytes as :attr:`ModelHandle.payload`. With ``portable=True``
     the bytes are also registered with :func:`add_payload`, for
     :func:`~napari_mprnet.scale.distributed.prepare_client` to ship ahead.
@@ -204,10 +205,10 @@ def handle_for(model: MPRNet, source: Any = None, portable: bool = False) -> Mod
     name = bundled_name(source)
     if name is not None:
         return ModelHandle(bundled_info(name)["sha256"], name, live=model)
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_file():
         path = Path(source).expanduser().absolute()
         return ModelHandle(file_sha256(path), path=str(path), live=model)
-    payload = model_to_bytes(model)
+    payload = model_to_bytes(model)  # an MPRNet, or a package folder (no one file to hash)
     key = hashlib.sha256(payload).hexdigest()
     if portable:
         add_payload(key, payload)
