@@ -110,8 +110,8 @@ def test_another_mprnet_package_loads_with_its_configuration_inferred(package, t
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"weights": {"tensorflow_saved_model_bundle": {"source": "tf.zip"}}},
-     "is a bioimage.io model 'UNet 2D' with tensorflow_saved_model_bundle weights only; "
-     "napari-mprnet runs MPRNet PyTorch state dicts"),
+     ("is a bioimage.io model 'UNet 2D' with tensorflow_saved_model_bundle weights only; "
+     "napari-mprnet runs MPRNet PyTorch state dicts")),
     ({"weights": {"torchscript": {"source": "model.pt"}}},
      "with torchscript weights only"),
     ({"type": "dataset"}, "is a bioimage.io dataset 'UNet 2D', not a model"),
@@ -189,10 +189,10 @@ def test_export_problems_are_plain_lines_before_anything_is_written(tmp_path, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
         "error: --name must have at least 5 characters, got 3 ('abc')",
-        "error: --author '-ada-' is not a GitHub user name (letters, digits and single "
-        "hyphens, at most 39 characters)",
-        "error: --license 'BSD' is not an SPDX license identifier (see "
-        "https://spdx.org/licenses/; for example BSD-3-Clause, MIT or CC-BY-4.0)",
+        ("error: --author '-ada-' is not a GitHub user name (letters, digits and single "
+        "hyphens, at most 39 characters)"),
+        ("error: --license 'BSD' is not an SPDX license identifier (see "
+        "https://spdx.org/licenses/; for example BSD-3-Clause, MIT or CC-BY-4.0)"),
         "error: --halo must be a non-negative multiple of 4, got 5",
     ]
     assert not (tmp_path / "new").exists()

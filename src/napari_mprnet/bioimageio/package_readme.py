@@ -40,7 +40,8 @@ def readme(name: str, description: str, model: MPRNet, mapping: IntensityMapping
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".", "",
         "## Input and output", "",
         (f"One image tensor `(batch, channel, y, x)` with {channels} channel(s) of "
-         f"{mapping.dtype} data; y and x must be multiples of {MPRNet.size_multiple}. "
+         f"{mapping.dtype} data (uint8, uint16 and float32 images are cast to it without "
+         f"loss); y and x must be multiples of {MPRNet.size_multiple}. "
          + ("The grey plane goes through the 3-channel network as three copies and the output "
             "channels are averaged, as napari-mprnet does. " if grey else "")
          + "The output is float32, shaped like the input."), "",
