@@ -143,6 +143,11 @@ def test_core_test_model_passes_on_the_default_package(default_package):
     if summary.status != "passed":
         print(summary.format())
     assert summary.status == "passed"
+    # FAIR checks: sample images and a Validation section in the README are there
+    warned = {".".join(map(str, w.loc)) for detail in summary.details
+              for w in detail.warnings}
+    assert not [loc for loc in warned if "sample_tensor" in loc or "documentation" in loc], \
+        warned
 
 
 def test_fixed_range_models_and_given_ranges_declare_one_map(tmp_path):

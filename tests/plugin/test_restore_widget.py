@@ -383,3 +383,42 @@ def layer_snapshot(viewer):
     from napari_mprnet._layers import snapshot
 
     return snapshot(viewer.layers["cells"])
+
+
+def test_open_file_takes_a_bioimageio_package(make_napari_viewer, qtbot, tiny_model_file,
+                                              image, tmp_path, monkeypatch):
+    """"Open file…" offers .zip packages and rdf.yaml; a package (picked as the rdf.yaml of
+    its folder) restores as the model it holds."""
+    import zipfile
+
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_mprnet.bioimageio import export_bioimageio
+    from napari_mprnet.weights import load_model
+
+    model = load_model(tiny_model_file)
+    package = export_bioimageio(model, tmp_path / "tiny.zip", name="Tiny denoiser",
+                                description="widget test", min_size=64)
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(tmp_path / "tiny_package")
+    offered = []
+
+    def pick(parent, caption, folder, filters):
+        offered.append(filters)
+        return str(tmp_path / "tiny_package" / "rdf.yaml"), ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", pick)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    assert run_and_wait(qtbot, widget) == "done"  # the model file itself, for comparison
+    widget.browse_button.click()
+    assert "*.zip" in offered[0] and "rdf.yaml" in offered[0]
+    assert widget.file_edit.text().endswith("rdf.yaml")
+    assert run_and_wait(qtbot, widget) == "done"
+    use_file(widget, tmp_path / "tiny_package")  # the folder itself, typed in
+    assert run_and_wait(qtbot, widget) == "done"
+    results = [layer.data for layer in viewer.layers if layer.name != "cells"]
+    assert len(results) == 3
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(results[2], results[0])

@@ -18,6 +18,7 @@ from ..model.arch import MPRNet
 from .wrapper_source import WRAPPER_SOURCE
 
 __all__ = ["ARCH_CALLABLE", "ARCH_FILE", "MIN_SIZE", "MODEL_FILE", "README_FILE",
+           "SAMPLE_INPUT_FILE", "SAMPLE_OUTPUT_FILE",
            "TEST_INPUT_FILE", "TEST_OUTPUT_FILE", "WEIGHTS_FILE", "arch_source", "as_test_input",
            "authors", "cover_png", "default_test_input", "npy_bytes", "packaged_network", "predict_whole",
            "strip_local_paths", "tif_bytes", "training_example", "training_method",
@@ -27,6 +28,9 @@ ARCH_FILE = "mprnet_arch.py"
 WEIGHTS_FILE = "weights.pt"
 TEST_INPUT_FILE = "test_input.npy"
 TEST_OUTPUT_FILE = "test_output.npy"
+#: Sample images (TIFF, for people and viewers): the test input and its whole-image result.
+SAMPLE_INPUT_FILE = "sample_input.tif"
+SAMPLE_OUTPUT_FILE = "sample_output.tif"
 README_FILE = "README.md"
 MODEL_FILE = "napari_mprnet.safetensors"
 #: The architecture class bioimage.io consumers build (defined in the packaged source).
@@ -183,10 +187,12 @@ def strip_local_paths(value: Any) -> Any:
 
 
 def tif_bytes(array: np.ndarray) -> bytes:
+    """A (1, C, H, W) tensor as a TIFF of its (H, W) plane (one channel) or (C, H, W)."""
     import tifffile
 
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, np.ascontiguousarray(array), photometric="minisblack")
+    plane = array[0, 0] if array.ndim == 4 and array.shape[1] == 1 else array[0]
+    tifffile.imwrite(buffer, np.ascontiguousarray(plane), photometric="minisblack")
     return buffer.getvalue()
 
 

@@ -141,12 +141,16 @@ def _rdf(name: str, description: str, net: MPRNet, files: dict[str, bytes],
     input_axes, output_axes = _axes(channels, halo, min_size)
     test = {role: {"source": file, "sha256": _sha256(files[file])}
             for role, file in (("in", c.TEST_INPUT_FILE), ("out", c.TEST_OUTPUT_FILE))}
+    sample = {role: {"source": file, "sha256": _sha256(files[file])}
+              for role, file in (("in", c.SAMPLE_INPUT_FILE), ("out", c.SAMPLE_OUTPUT_FILE))}
     input_descr = {"id": INPUT_ID, "description": "degraded image", "axes": input_axes,
-                   "test_tensor": test["in"], "data": {"type": mapping.dtype}}
+                   "test_tensor": test["in"], "sample_tensor": sample["in"],
+                   "data": {"type": mapping.dtype}}
     if mapping.preprocessing():
         input_descr["preprocessing"] = mapping.preprocessing()
     output_descr = {"id": OUTPUT_ID, "description": "restored image (final stage)",
-                    "axes": output_axes, "test_tensor": test["out"], "data": {"type": "float32"}}
+                    "axes": output_axes, "test_tensor": test["out"],
+                    "sample_tensor": sample["out"], "data": {"type": "float32"}}
     if mapping.postprocessing():
         output_descr["postprocessing"] = mapping.postprocessing()
     rdf: dict[str, Any] = {
@@ -297,6 +301,8 @@ def export_bioimageio(
         c.TEST_INPUT_FILE: c.npy_bytes(x),
         c.TEST_OUTPUT_FILE: c.npy_bytes(y),
         "cover.png": c.cover_png(x, shown),
+        c.SAMPLE_INPUT_FILE: c.tif_bytes(x),
+        c.SAMPLE_OUTPUT_FILE: c.tif_bytes(shown),
         c.README_FILE: readme(name.strip(), description.strip(), net, mapping, x.shape,
                                 halo, min_size, tile).encode("utf-8"),
     }
