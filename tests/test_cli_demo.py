@@ -13,8 +13,8 @@ def test_demo_reports_psnr_of_the_model_it_ran(tmp_path, tiny_model):
     report = run_demo("natural", weights, out, device="cpu", tile_size=128, tile_overlap=16)
     assert report["psnr_input"] > 10 and report["psnr_restored"] > 0
     assert {p.name for p in out.iterdir()} == {
-        "natural_noisy.tif", "natural_restored.tif", "natural_clean.tif",
-        "natural_noisy_restored_clean.png"}
+        "natural_noisy.tif", "natural_denoised.tif", "natural_noisy_reference.tif",
+        "natural_noisy_denoised_reference.png"}
 
 
 def test_demo_command_prints_gain(tmp_path, tiny_model, capsys):
@@ -48,9 +48,11 @@ def test_demo_of_each_task_uses_its_model_and_sample(tmp_path, tiny_model, monke
     expected_sample = sample or "natural"
     assert report["label"] == label and report["sample"] == expected_sample
     assert 10 < report["psnr_input"] < 40 and 0 < report["ssim_input"] < 1
+    done = {"deblur": "deblurred", "derain": "derained"}[task]
     assert {p.name for p in out.iterdir()} == {
-        f"{expected_sample}_{label}.tif", f"{expected_sample}_restored.tif",
-        f"{expected_sample}_clean.tif", f"{expected_sample}_{label}_restored_clean.png"}
+        f"{expected_sample}_{label}.tif", f"{expected_sample}_{done}.tif",
+        f"{expected_sample}_{label}_reference.tif",
+        f"{expected_sample}_{label}_{done}_reference.png"}
     import tifffile
 
     assert tifffile.imread(out / f"{expected_sample}_{label}.tif").shape == shape
@@ -87,7 +89,22 @@ def test_demo_leaves_no_untracked_folder_in_a_checkout(tmp_path, tiny_model, mon
     weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
     monkeypatch.chdir(checkout)
     assert main(["demo", "--device", "cpu", "--weights", str(weights)]) == 0
-    assert (checkout / "mprnet-demo" / "cells_restored.tif").exists()
+    assert (checkout / "mprnet-demo" / "cells_denoised.tif").exists()
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
                             cwd=checkout, capture_output=True, text=True, check=True).stdout
     assert status.split() == ["??", ".gitignore"]
+
+
+def test_demos_of_two_tasks_write_different_files(tmp_path, tiny_model, capsys):
+    weights = save_model(tiny_model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "o"
+    written = {}
+    for task in ("denoise", "deblur"):
+        assert main(["demo", "--task", task, "--device", "cpu", "-o", str(out), "--weights",
+                     str(weights)]) == 0
+        written[task] = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    # the deblur demo added its own four files and overwrote none of the denoise demo's
+    assert len(written["deblur"]) == 8
+    for name, stamp in written["denoise"].items():
+        assert written["deblur"][name] == stamp
+    assert "cells_deblurred.tif" in capsys.readouterr().out

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LayerSnapshot", "is_napari_layer", "output_name", "restore_layer", "snapshot"]
+__all__ = ["OUTPUT_TYPES", "LayerSnapshot", "is_napari_layer", "layer_key", "layer_type_name",
+           "napari_output_dtype", "output_name", "restore_layer", "snapshot"]
 
 _STAGE_LABELS = (None, "stage 2", "stage 1")
+#: Output type choices of the napari front ends (see :func:`napari_output_dtype`).
+OUTPUT_TYPES = ("auto", "same as input", "float32")
 
 
 def is_napari_layer(obj: Any) -> bool:
@@ -27,6 +30,43 @@ class LayerSnapshot:
     metadata: dict = field(default_factory=dict)
     #: display settings copied to the results (same intensity scale as the input)
     display: dict = field(default_factory=dict)
+    #: which layer this is (napari's ``unique_id``): one job per layer at a time
+    key: str = ""
+
+
+def layer_key(layer: Any) -> str:
+    """What identifies a layer while it exists (napari's ``unique_id``)."""
+    return str(getattr(layer, "unique_id", id(layer)))
+
+
+def layer_type_name(layer: Any) -> str:
+    """"Labels", "Shapes", "Image"...: the layer's class as a user knows it (napari hands
+    plugins its layers behind a proxy, whose own type name means nothing to a user)."""
+    return layer.__class__.__name__
+
+
+def napari_output_dtype(choice: str, input_dtype: Any) -> Any:
+    """The ``output_dtype`` of a napari run for an "Output type" choice
+    (:data:`OUTPUT_TYPES`): "auto" keeps 8-bit images (grey or RGB) 8-bit, as napari shows
+    and saves them (a float RGB layer looks washed out and cannot be saved as PNG), and gives
+    float32 for 16-bit and float images (keeping sub-count precision); "same as input" keeps
+    every integer dtype; "float32" always gives float32 (None: the engine's default).
+
+    Raises
+    ------
+    ValueError
+        If ``choice`` is not one of :data:`OUTPUT_TYPES`.
+    """
+    import numpy as np
+
+    if choice not in OUTPUT_TYPES:
+        raise ValueError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {choice!r}")
+    dtype = np.dtype(input_dtype)
+    if choice == "float32" or not np.issubdtype(dtype, np.integer):
+        return None
+    if choice == "same as input" or dtype.itemsize == 1:
+        return dtype
+    return None
 
 
 def snapshot(layer: Any) -> LayerSnapshot:
@@ -41,7 +81,7 @@ def snapshot(layer: Any) -> LayerSnapshot:
 
     if not isinstance(layer, Image):
         raise TypeError(
-            f"restoration needs an Image layer, got the {type(layer).__name__} layer "
+            f"restoration needs an Image layer, got the {layer_type_name(layer)} layer "
             f"'{getattr(layer, 'name', '?')}'"
         )
     data = layer.data[0] if layer.multiscale else layer.data
@@ -55,6 +95,7 @@ def snapshot(layer: Any) -> LayerSnapshot:
         scale=tuple(layer.scale),
         translate=tuple(layer.translate),
         display=display,
+        key=layer_key(layer),
     )
 
 
@@ -71,8 +112,8 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str,
     """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed and
     displayed like the input (results are on the input's intensity scale, so its contrast
     limits, colormap and gamma make a fair side-by-side comparison). ``record`` joins their
-    ``metadata["napari_mprnet"]`` (e.g. the noise level used, see
-    :func:`~.engine.noise_level.noise_record`)."""
+    ``metadata["napari_mprnet"]`` (how they were made: weights, strength, noise, version;
+    see :func:`~.provenance.run_record`)."""
     from napari.layers import Image
 
     layers = []
@@ -85,8 +126,8 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str,
                 scale=source.scale,
                 translate=source.translate,
                 **source.display,
-                metadata={"napari_mprnet": {"task": task, "source": source.name,
-                                            "stage": stage or "final", **(record or {})}},
+                metadata={"napari_mprnet": {**(record or {}), "task": task,
+                                            "source": source.name, "stage": stage or "final"}},
             )
         )
     return layers
@@ -96,8 +137,8 @@ def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
                   task: str | None = None, model: Any = None, **options: Any) -> Any:
     """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
     from .engine.models import resolve_task
-    from .engine.noise_level import noise_record
     from .engine.pipeline import Restorer, check_progress
+    from .provenance import run_record
     from .scale import lazy
 
     check_progress(progress)
@@ -110,6 +151,6 @@ def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
     else:
         restorer = Restorer(model, task, stages=stages, **options)
         results = restorer.run(source.data, axes, source.rgb, progress)
-    record = noise_record(options.get("noise"), options.get("strength", "auto"), task)
+    record = run_record(model, task, options.get("strength", "auto"), options.get("noise"))
     layers = make_layers(source, results, task, record)
     return layers if stages else layers[0]

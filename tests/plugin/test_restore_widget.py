@@ -111,11 +111,14 @@ def test_switching_layers_mid_run(make_napari_viewer, qtbot, tiny_model_file):
         if done == 1:
             viewer.layers.selection.active = viewer.layers["second"]
             first.name = "renamed"
-            shown.append(widget.layer_combo.currentText())
+            shown.append((widget.layer_combo.currentText(), widget.run_button.isEnabled(),
+                          widget.cancel_button.isEnabled()))
 
     widget.progressed.connect(switch)
-    assert run_and_wait(qtbot, widget) == "done"
-    assert shown == ["second"]  # the widget followed the new selection...
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.state == "done", timeout=TIMEOUT)
+    # the widget followed the new selection: a layer with no job, free to run
+    assert shown == [("second", True, False)]
     assert widget.layer_combo.currentText() == "second"  # ...and not the added output
     out = viewer.layers["first (denoised)"]
     assert out.data.shape == (48, 48)
@@ -210,9 +213,9 @@ def test_settings_persist(make_napari_viewer, qtbot, tiny_model_file, image, iso
 @pytest.mark.parametrize("trained", [False, True])
 def test_untrained_warning_and_device_label(make_napari_viewer, tiny_model_file, monkeypatch,
                                             trained):
-    from napari_mprnet._widgets import restore_widget
+    from napari_mprnet._widgets import restore_controls
 
-    monkeypatch.setattr(restore_widget, "bundled_info",
+    monkeypatch.setattr(restore_controls, "bundled_info",
                         lambda task: {"trained": trained, "summary": "stub"})
     viewer = make_napari_viewer()
     widget = make_widget(viewer)
@@ -305,7 +308,7 @@ def test_progress_shows_tiles_and_time_left(make_napari_viewer, qtbot, tiny_mode
 def test_strength_control_reaches_the_job_and_persists(make_napari_viewer, qtbot,
                                                        tiny_model_file, image,
                                                        isolated_settings):
-    from napari_mprnet._widgets._jobs import build_request
+    from napari_mprnet._widgets._requests import build_request
 
     viewer = make_napari_viewer()
     viewer.add_image(image, name="cells")
@@ -329,18 +332,18 @@ def test_strength_control_reaches_the_job_and_persists(make_napari_viewer, qtbot
 
 def test_noise_control_reaches_the_job_persists_and_follows_task_and_strength(
         make_napari_viewer, qtbot, tiny_model_file, image, isolated_settings, monkeypatch):
-    from napari_mprnet._widgets import _jobs
-    from napari_mprnet._widgets._jobs import build_request
+    from napari_mprnet import api
+    from napari_mprnet._widgets._requests import build_request
     from napari_mprnet._widgets.settings import RestoreSettings
 
     seen = []
-    original = _jobs.iter_restore
+    original = api.iter_restore
 
     def recording(*args, **kwargs):
         seen.append(kwargs.get("noise"))
         return (yield from original(*args, **kwargs))
 
-    monkeypatch.setattr(_jobs, "iter_restore", recording)
+    monkeypatch.setattr(api, "iter_restore", recording)
     viewer = make_napari_viewer()
     viewer.add_image(image, name="cells")
     widget = make_widget(viewer, tiny_model_file)

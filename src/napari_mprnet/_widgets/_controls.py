@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QWidget
+import math
 
-from ..engine.devices import describe_device
-from ..engine.strength import fixed_weight
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .engine_loader import LOADING_TEXT, engine_loaded
 from .settings import WeightsChoice
 from .weights_registry import registered_weights
 
-__all__ = ["ERROR_STYLE", "NoiseSpin", "alive", "fill_weights_combo", "noise_applies",
-           "set_strength", "show_device", "strength_spin", "strength_value", "weights_choice"]
+__all__ = ["ERROR_STYLE", "NoiseSpin", "TileSpin", "alive", "fill_weights_combo",
+           "nice_step", "noise_applies", "scrolling", "set_strength", "show_device",
+           "strength_spin", "strength_value", "weights_choice"]
 
 ERROR_STYLE = "color: #e05050;"
 #: Value of the strength spin box that stands for "auto".
@@ -55,6 +66,15 @@ _NOISE_TIP = (
 )
 
 
+def nice_step(span: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) near a hundredth of ``span``."""
+    if not math.isfinite(span) or span <= 0:
+        return 1.0
+    target = span / 100.0
+    power = 10.0 ** math.floor(math.log10(target))
+    return min((m * power for m in (1, 2, 5, 10)), key=lambda s: abs(math.log(s / target)))
+
+
 class NoiseSpin(QDoubleSpinBox):
     """The noise control: "auto" (its minimum, 0), or a Gaussian standard deviation in the
     layer's intensity units; enabled only while ``task_combo`` says denoise and ``strength``
@@ -64,13 +84,20 @@ class NoiseSpin(QDoubleSpinBox):
         super().__init__()
         self.setRange(0.0, 1e9)
         self.setDecimals(4)
-        self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+        self.follow_range(0.0, 255.0)
         self.setSpecialValueText("auto")
         self.setToolTip(_NOISE_TIP)
         self._task, self._strength = task_combo, strength
         task_combo.currentTextChanged.connect(self._follow)
         strength.valueChanged.connect(self._follow)
         self._follow()
+
+    def follow_range(self, low: float, high: float) -> None:
+        """Step by about a hundredth of the layer's intensity range ``low``-``high`` (e.g.
+        2 for 8-bit images, 50 for a camera's 0-5000 counts)."""
+        step = nice_step(float(high) - float(low))
+        self.setSingleStep(step)
+        self.setDecimals(max(0, min(4, -math.floor(math.log10(step)) + 1)))
 
     def noise(self) -> float | str:
         """The ``restore(noise=...)`` value shown: "auto" or a standard deviation."""
@@ -85,9 +112,10 @@ class NoiseSpin(QDoubleSpinBox):
 
 
 def noise_applies(task: str, strength: float | str) -> bool:
-    """Whether a given noise level is used: denoising with strength "auto" (where the
-    strength is measured)."""
-    return fixed_weight(strength, task) is None
+    """Whether a given noise level is used: denoising with strength "auto", where the
+    strength is measured (what :func:`~napari_mprnet.engine.strength.fixed_weight` says,
+    without importing the engine on the GUI thread)."""
+    return task == "denoise" and strength == "auto"
 
 
 def alive(widget: QWidget) -> bool:
@@ -120,10 +148,65 @@ def fill_weights_combo(combo: QComboBox, choice: WeightsChoice) -> None:
 
 
 def show_device(label: QLabel, device: str, verb: str) -> None:
-    """Write e.g. "runs on cpu (2 threads)" into ``label``, or the error in red."""
+    """Write e.g. "runs on cpu (2 threads)" into ``label``, or the error in red (or
+    "loading PyTorch…" until the engine is loaded off the GUI thread)."""
+    if not engine_loaded():
+        label.setText(LOADING_TEXT)
+        label.setStyleSheet("")
+        return
+    from ..engine.devices import describe_device
+
     try:
         text, style = f"{verb} on {describe_device(device)}", ""
     except (ValueError, RuntimeError) as err:
         text, style = str(err), ERROR_STYLE
     label.setText(text)
     label.setStyleSheet(style)
+
+
+#: Tile sizes the tile spin box steps through: multiples of this, from :data:`FIRST_TILE`.
+TILE_STEP = 64
+FIRST_TILE = 256
+
+
+class TileSpin(QSpinBox):
+    """The tile size: "auto" (0), or an edge in pixels (>= 16, any value can be typed);
+    the arrows step in multiples of 64 and go from "auto" to 256 px, a tile that fits any
+    device, and below 64 px back to "auto"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setRange(0, 8192)
+        self.setSingleStep(TILE_STEP)
+        self.setSpecialValueText("auto")
+        self.setSuffix(" px")
+
+    def stepBy(self, steps: int) -> None:
+        value = self.value()
+        for _ in range(abs(steps)):
+            if steps > 0:
+                value = FIRST_TILE if value == 0 else (value // TILE_STEP + 1) * TILE_STEP
+            else:
+                value = (math.ceil(value / TILE_STEP) - 1) * TILE_STEP
+                value = value if value >= TILE_STEP else 0
+        self.setValue(min(value, self.maximum()))
+
+    def tile_size(self) -> int | str:
+        """The ``restore(tile_size=...)`` value shown: "auto" or pixels."""
+        return "auto" if self.value() == 0 else int(self.value())
+
+    def set_tile_size(self, tile: int | str) -> None:
+        self.setValue(0 if tile == "auto" else int(tile))
+
+
+def scrolling(content: QWidget, owner: QWidget) -> QScrollArea:
+    """Put ``content`` in a frameless vertical scroll area filling ``owner``, so that a dock
+    can be shorter than its controls (a 1000 px screen with both docks open)."""
+    area = QScrollArea(owner)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(content)
+    layout = QVBoxLayout(owner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(area)
+    return area

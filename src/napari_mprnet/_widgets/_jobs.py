@@ -1,7 +1,14 @@
-"""One restoration job in a napari thread worker: the glue shared by the restore widget and
-the *Layers > Filter > Restore* menu commands. No numerics here: the work is
-:func:`napari_mprnet.api.iter_restore`, and the output layers come from
+"""Restoration jobs in napari thread workers, at most one per layer, all of them stoppable.
+
+The glue shared by the Restore widget and the *Layers > Filter > Restore* menu commands. No
+numerics here: the work is :func:`napari_mprnet.api.iter_restore` (imported in the worker
+thread, so the first run loads torch off the GUI thread), and the output layers come from
 :func:`napari_mprnet._layers.make_layers`.
+
+:data:`JOBS` knows every running job by its input layer: a second request for a layer being
+restored is refused with a message saying what runs and how to stop it; the Restore widget
+follows (and can cancel) the job of its layer whoever started it. Every job shows a
+cancellable progress bar in napari's activity dock.
 """
 
 from __future__ import annotations
@@ -10,95 +17,27 @@ import logging
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import create_worker
-from napari.utils import notifications, progress
+from napari.utils import cancelable_progress, notifications
+from psygnal import Signal
 
-from .._layers import LayerSnapshot, make_layers
-from ..api import iter_restore
-from ..engine.noise_level import noise_record
-from ..engine.runner import Progress
-from ._controls import noise_applies
+from .._layers import make_layers
+from ._requests import RestoreRequest
 from .layer_roles import run_names
-from .settings import RestoreSettings, WeightsChoice
-from .weights_registry import registered_weights
 
-__all__ = ["RestoreJob", "RestoreRequest", "build_request", "resolve_weights"]
+if TYPE_CHECKING:
+    from ..engine.progress import Progress
+
+__all__ = ["JOBS", "JobProgress", "JobRegistry", "LayerBusyError", "RestoreJob"]
 
 log = logging.getLogger(__name__)
 
-#: Jobs still running; keeps them (and their callbacks) alive without a widget.
-_ACTIVE_JOBS: set[RestoreJob] = set()
-
-
-@dataclass(frozen=True)
-class RestoreRequest:
-    """Everything a job needs, fixed when it starts."""
-
-    source: LayerSnapshot
-    task: str
-    model: Any  # None: bundled default; a file path; or an MPRNet
-    model_label: str
-    tile_size: int | str = "auto"
-    tile_overlap: int = 32
-    device: str = "auto"
-    precision: str | None = None
-    stages: bool = False
-    strength: float | str = "auto"
-    noise: float | str = "auto"
-
-
-def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
-    """The ``model`` argument for :func:`iter_restore` and a label for the user.
-
-    Raises
-    ------
-    ValueError
-        If no file is chosen, or the registered model is not (or no longer) registered.
-    """
-    if choice.source == "file":
-        if not choice.file:
-            raise ValueError("choose a model file, or select the bundled default weights")
-        path = Path(choice.file).expanduser()
-        if not path.exists():
-            raise ValueError(f"model file '{path}' does not exist")
-        return str(path), path.name
-    if choice.source == "registered":
-        models = registered_weights()
-        if choice.name not in models:
-            raise ValueError(
-                f"the fine-tuned model {choice.name!r} is not available in this session; "
-                "choose other weights in the Restore widget"
-            )
-        return models[choice.name], f"fine-tuned: {choice.name}"
-    return None, f"bundled {task} model"
-
-
-def build_request(
-    source: LayerSnapshot, settings: RestoreSettings, task: str | None = None,
-    strength: float | str = "auto", noise: float | str = "auto",
-) -> RestoreRequest:
-    """A request from saved/selected settings (``task`` overrides the settings' task;
-    ``strength`` and ``noise`` are the widget's, "auto" for menu commands; ``noise`` is
-    dropped, as its control is disabled, where it is not used: another task or a fixed
-    strength)."""
-    task = settings.task if task is None else task
-    model, label = resolve_weights(settings.weights_for(task), task)
-    return RestoreRequest(
-        source=source,
-        task=task,
-        model=model,
-        model_label=label,
-        tile_size=settings.tile_size,
-        tile_overlap=settings.tile_overlap,
-        device=settings.device,
-        precision=None if settings.precision == "auto" else settings.precision,
-        stages=settings.stages,
-        strength=strength,
-        noise=noise if noise_applies(task, strength) else "auto",
-    )
+#: Jobs still running (restoration and fine-tuning); keeps them alive without a widget.
+_ACTIVE_JOBS: set[Any] = set()
+#: Shown in the activity dock until the first tile batch is done.
+_STARTING = "starting: loading PyTorch and the model"
 
 
 @dataclass(frozen=True)
@@ -106,13 +45,22 @@ class _Failed:
     error: Exception
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    results: list
+    record: dict
+
+
 def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
-    """Runs in the worker thread: yields progress; returns the results or a ``_Failed``.
+    """Runs in the worker thread: yields progress; returns an ``_Outcome`` or a ``_Failed``.
 
     Failures are returned rather than raised so that they reach the user as a plain
     notification instead of napari's traceback dialog.
     """
     try:
+        from ..api import iter_restore
+        from ..provenance import run_record
+
         results = yield from iter_restore(
             request.source.data,
             request.task,
@@ -125,11 +73,14 @@ def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
             rgb=request.source.rgb,
             strength=request.strength,
             noise=request.noise,
+            output_dtype=request.output_dtype,
         )
+        record = run_record(request.model, request.task, request.strength, request.noise,
+                            name=request.model_label)
     except Exception as err:
         log.debug("napari-mprnet restoration failed", exc_info=True)
         return _Failed(err)
-    return results
+    return _Outcome(list(results), record)
 
 
 def _describe(error: Exception) -> str:
@@ -138,23 +89,31 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+class JobProgress(cancelable_progress):
+    """The activity dock's bar of a job: its Cancel button cancels the job."""
+
+    def __init__(self, job: RestoreJob) -> None:
+        self._job = job
+        super().__init__(total=0, desc=f"{job.description} ({_STARTING})")  # busy until known
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._job.cancel()
+
+
 class RestoreJob:
     """Restore a layer snapshot in a thread worker; add the output layers when done.
 
     ``state`` goes ``"pending"`` -> ``"running"`` -> ``"done"``, ``"cancelled"`` or
-    ``"failed"``. Callbacks run in the main (Qt) thread: ``on_progress(done, total)`` after
-    every tile batch and ``on_finished(job)`` at the end, whatever the outcome.
-    A cancelled or failed job adds no layers.
+    ``"failed"``. Signals are emitted in the main (Qt) thread: ``progressed(done, total)``
+    after every unit of work and ``finished(job)`` at the end, whatever the outcome. A
+    cancelled or failed job adds no layers.
     """
 
-    def __init__(
-        self,
-        viewer: Any,
-        request: RestoreRequest,
-        *,
-        on_progress: Callable[[int, int], Any] | None = None,
-        on_finished: Callable[[RestoreJob], Any] | None = None,
-    ) -> None:
+    progressed = Signal(int, int)
+    finished = Signal(object)
+
+    def __init__(self, viewer: Any, request: RestoreRequest) -> None:
         self.viewer = viewer
         self.request = request
         self.state = "pending"
@@ -165,8 +124,6 @@ class RestoreJob:
         self.adding_layers = False
         #: The latest :class:`~napari_mprnet.engine.progress.Progress` (tiles, pixels, ETA)
         self.progress: Progress | None = None
-        self._on_progress = on_progress
-        self._on_finished = on_finished
         self._started = 0.0
         self.description = f"MPRNet {request.task}: {request.source.name}"
         self.worker = create_worker(_restore_steps, request, _start_thread=False,
@@ -176,7 +133,7 @@ class RestoreJob:
         self.worker.aborted.connect(self._aborted)
         self.worker.errored.connect(self._errored)
         self.worker.finished.connect(self._finished)
-        self._pbar: progress | None = None
+        self.pbar: JobProgress | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -184,32 +141,44 @@ class RestoreJob:
     def running(self) -> bool:
         return self.state in ("pending", "running")
 
+    @property
+    def cancelling(self) -> bool:
+        return self.running and self.worker.abort_requested
+
     def start(self) -> RestoreJob:
         self.state = "running"
         self._started = time.perf_counter()
-        self._pbar = progress(total=0, desc=self.description)  # activity dock; busy until known
+        self.pbar = JobProgress(self)
         _ACTIVE_JOBS.add(self)
         self.worker.start()
         return self
 
     def cancel(self) -> None:
-        """Stop between tile batches; nothing is added."""
-        if self.running:
+        """Stop after the current unit of work (a tile batch or a probed plane); nothing is
+        added."""
+        if self.running and not self.worker.abort_requested:
             self.worker.quit()
+            if self.pbar is not None:
+                self.pbar.set_description(f"{self.description} (cancelling…)")
+
+    def describe(self) -> str:
+        """E.g. "denoise of 'cells' (started from the menu, 12/36 tiles, 0:35 left)"."""
+        where = f"started from {self.request.origin}"
+        step = self.progress.describe() if self.progress is not None else _STARTING
+        return f"{self.request.task} of '{self.request.source.name}' ({where}, {step})"
 
     # ------------------------------------------------------------------ worker signals
 
     def _yielded(self, step: Progress) -> None:
         self.progress = step
-        pbar = self._pbar  # (updating it may run queued events, which can close it)
-        if pbar is not None:
+        pbar = self.pbar  # (updating it may run queued events, which can close it)
+        if pbar is not None and not self.worker.abort_requested:
             if pbar.total != step.total:
                 pbar.total = step.total
             pbar.n = step.done
             pbar.set_description(f"{self.description} ({step.describe()})")
             pbar.refresh()
-        if self._on_progress is not None:
-            self._on_progress(step.done, step.total)
+        self.progressed.emit(step.done, step.total)
 
     def _returned(self, outcome: Any) -> None:
         if isinstance(outcome, _Failed):
@@ -221,8 +190,8 @@ class RestoreJob:
         self.adding_layers = True
         try:
             request = self.request
-            layers = make_layers(request.source, list(outcome), request.task,
-                                 noise_record(request.noise, request.strength, request.task))
+            layers = make_layers(request.source, outcome.results, request.task,
+                                 outcome.record)
             taken = {layer.name for layer in self.viewer.layers}
             for layer, name in zip(layers, run_names([lyr.name for lyr in layers], taken)):
                 layer.name = name  # a repeated run's layers all carry the same number
@@ -256,9 +225,71 @@ class RestoreJob:
         self.seconds = time.perf_counter() - self._started
         if self.state == "running":  # finished without a result (e.g. the thread died)
             self.state = "cancelled" if self.worker.abort_requested else "failed"
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
         _ACTIVE_JOBS.discard(self)
-        if self._on_finished is not None:
-            self._on_finished(self)
+        JOBS.forget(self)
+        self.finished.emit(self)
+
+
+class LayerBusyError(ValueError):
+    """A layer is being restored already (the message says by what and how to stop it)."""
+
+
+class JobRegistry:
+    """The running restoration jobs by input layer (its ``unique_id``): one per layer.
+
+    ``started(job)`` and ``finished(job)`` are emitted in the GUI thread.
+    """
+
+    started = Signal(object)
+    finished = Signal(object)
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, RestoreJob] = {}
+
+    def running_on(self, key: str) -> RestoreJob | None:
+        """The job restoring the layer ``key`` (a snapshot's ``key``), or None."""
+        job = self._jobs.get(key)
+        return job if job is not None and job.running else None
+
+    def start(self, viewer: Any, request: RestoreRequest,
+              on_created: Callable[[RestoreJob], Any] | None = None) -> RestoreJob:
+        """Start restoring ``request``'s layer unless it is being restored already.
+
+        ``on_created(job)`` runs before the job starts (to connect to its signals).
+
+        Raises
+        ------
+        LayerBusyError
+            If a job is running on that layer: nothing is started.
+        """
+        key = request.source.key
+        running = self.running_on(key)
+        if running is not None:
+            raise LayerBusyError(
+                f"'{request.source.name}' is already being restored: {running.describe()}. "
+                "Wait for it, or cancel it in the activity dock or the Restore widget"
+            )
+        job = RestoreJob(viewer, request)
+        if on_created is not None:
+            on_created(job)
+        self._jobs[key] = job
+        job.start()
+        self.started.emit(job)
+        return job
+
+    def forget(self, job: RestoreJob) -> None:
+        key = job.request.source.key
+        if self._jobs.get(key) is job:
+            del self._jobs[key]
+            self.finished.emit(job)
+
+    def running(self) -> list[RestoreJob]:
+        """Every running job."""
+        return [job for job in self._jobs.values() if job.running]
+
+
+#: The one registry of the session (menu commands and every Restore widget).
+JOBS = JobRegistry()

@@ -33,11 +33,12 @@ from qtpy.QtWidgets import (
 
 from ..model.tasks import TASKS
 from ._controls import alive, fill_weights_combo, show_device, weights_choice
-from ._jobs import resolve_weights
+from ._requests import resolve_weights
 from ._training_job import FinetuneJob, FinetuneRequest
+from .engine_loader import available_devices, when_loaded
 from .finetune_data import FOLDERS, LAYERS, TrainingDataForm, row
 from .finetune_output import TunedModelOutput
-from .restore_widget import _MODEL_FILTER, available_devices
+from .restore_controls import MODEL_FILTER
 from .settings import WeightsChoice
 from .training_plot import TrainingPlot
 from .weights_registry import register_weights, registry_events
@@ -155,7 +156,7 @@ class FinetuneWidget(QWidget):
             "ten (needs at least 2 planes; 0 = no validation)"
         )
         self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
+        self.device_combo.addItem("auto")  # the others once torch is loaded
         self.device_label = QLabel()
         self.device_label.setWordWrap(True)
         self.name_edit = QLineEdit()
@@ -206,6 +207,7 @@ class FinetuneWidget(QWidget):
                                        self.export_finished.emit)
         self._fill_weights(WeightsChoice())
         self._update_device_label()
+        when_loaded(self._engine_loaded)
         self._self_supervised = False
         self._on_target_mode_changed()
 
@@ -247,7 +249,7 @@ class FinetuneWidget(QWidget):
             registry_events.changed.disconnect(self._on_registry_changed)
 
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "MPRNet model file", "", _MODEL_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "MPRNet model file", "", MODEL_FILTER)
         if path:
             self.file_edit.setText(path)
 
@@ -263,6 +265,11 @@ class FinetuneWidget(QWidget):
             if abs(self.lr_spin.value() - old) < 1e-9:  # still the default: follow it
                 self.lr_spin.setValue(new)
             self._self_supervised = self_supervised
+
+    def _engine_loaded(self) -> None:
+        self.device_combo.clear()
+        self.device_combo.addItems(available_devices())
+        self._update_device_label()
 
     def _update_device_label(self, *_: Any) -> None:
         show_device(self.device_label, self.device_combo.currentText(), "trains")

@@ -1,5 +1,7 @@
 """*Layers > Filter > Restore > Denoise / Deblur / Derain*: restore the selected Image layer
-with the last saved settings of the Restore widget, in a thread worker.
+with the last saved settings of the Restore widget, in a thread worker, with a cancellable
+progress bar in napari's activity dock. A layer being restored already is not restored a
+second time at once: the command says so (and how to stop the running job).
 
 No type annotations are postponed here: napari injects the viewer into these commands by
 resolving the ``napari.viewer.Viewer`` annotation.
@@ -9,8 +11,9 @@ from napari.layers import Image
 from napari.utils import notifications
 from napari.viewer import Viewer
 
-from .._layers import snapshot
-from ._jobs import RestoreJob, build_request
+from .._layers import layer_type_name, snapshot
+from ._jobs import JOBS, LayerBusyError
+from ._requests import build_request
 from .settings import load_settings
 
 __all__ = ["restore_deblur", "restore_denoise", "restore_derain", "restore_selected"]
@@ -21,16 +24,19 @@ def restore_selected(viewer: Viewer, task: str):
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
         what = "no layer is selected" if layer is None else (
-            f"'{layer.name}' is a {type(layer).__name__} layer"
+            f"'{layer.name}' is a {layer_type_name(layer)} layer"
         )
         notifications.show_warning(f"MPRNet {task}: select an Image layer first ({what})")
         return None
     try:
-        request = build_request(snapshot(layer), load_settings(), task=task)
+        request = build_request(snapshot(layer), load_settings(), task=task,
+                                origin="the menu")
+        return JOBS.start(viewer, request)
+    except LayerBusyError as err:
+        notifications.show_warning(f"MPRNet {task}: {err}")
     except (TypeError, ValueError) as err:
         notifications.show_error(f"MPRNet {task}: {err}")
-        return None
-    return RestoreJob(viewer, request).start()
+    return None
 
 
 def restore_denoise(viewer: Viewer):

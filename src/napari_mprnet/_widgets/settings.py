@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._layers import OUTPUT_TYPES
 from ..io.atomic import atomic_write_bytes
-from ..model.presets import TASKS
+from ..model.tasks import TASKS
 
 __all__ = [
     "DEVICES",
@@ -89,6 +90,9 @@ class RestoreSettings:
     #: the Restore widget's noise: "auto" or a Gaussian sd > 0 in the layer's units (used
     #: with strength "auto" when denoising); menu commands use "auto"
     noise: float | str = "auto"
+    #: result dtype in napari: "auto" (8-bit stays 8-bit, else float32), "same as input",
+    #: "float32" (see :func:`napari_mprnet._layers.napari_output_dtype`)
+    output_type: str = "auto"
 
     def weights_for(self, task: str) -> WeightsChoice:
         return self.weights.setdefault(task, WeightsChoice())
@@ -128,8 +132,9 @@ class RestoreSettings:
         if noise == "auto" or (isinstance(noise, (int, float)) and not isinstance(noise, bool)
                                and math.isfinite(noise) and noise > 0):
             settings.noise = noise
+        if data.get("output_type") in OUTPUT_TYPES:
+            settings.output_type = data["output_type"]
         return settings
-
 
 
 def load_settings(path: Path | None = None) -> RestoreSettings:

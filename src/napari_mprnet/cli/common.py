@@ -27,8 +27,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="tiles per forward pass (default: from free memory)")
     group.add_argument("--device", default="auto",
                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
-    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
-                       help="compute precision (default: fp16 on CUDA, fp32 elsewhere)")
+    group.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default=None,
+                       help="compute precision (default auto: fp16 autocast on CUDA; on a CPU "
+                       "bf16 autocast where it computes bf16 natively (AVX512-BF16 or AMX) and "
+                       "the model keeps its accuracy in it, fp32 elsewhere)")
     group.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                        help="eager (default), compile (torch.compile, compiled once per tile "
                        "shape), tensorrt (Torch-TensorRT, engines cached on disk), or auto "
@@ -59,7 +61,7 @@ def engine_options(args: argparse.Namespace) -> dict:
         "tile_overlap": args.tile_overlap,
         "batch_size": args.batch_size,
         "device": args.device,
-        "precision": args.precision,
+        "precision": None if args.precision == "auto" else args.precision,
     }
     backend = getattr(args, "backend", None)
     if backend is not None:  # only when asked for: not every engine path takes it yet

@@ -12,7 +12,7 @@ import numpy as np
 from ..model.tasks import TASKS
 from .common import add_engine_arguments, engine_options, fail
 
-__all__ = ["add_parser", "run_demo"]
+__all__ = ["add_parser", "demo_files", "run_demo"]
 
 SAMPLES = ("cells", "natural")
 
@@ -23,7 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="restore a bundled sample and print the PSNR gain",
         description="Restore a bundled sample image (with its clean reference) using the "
         "bundled default model of the task, print PSNR/SSIM before and after, and write the "
-        "degraded, restored and clean images (TIFF) plus a side-by-side PNG to --out.",
+        "degraded, restored and clean images (TIFF) plus a side-by-side PNG to --out, named "
+        "after the sample and the task (e.g. cells_noisy.tif, cells_denoised.tif, "
+        "cells_noisy_reference.tif), so that demos of different tasks never overwrite each "
+        "other.",
     )
     parser.add_argument("--task", choices=TASKS, default="denoise",
                         help="denoise (default), deblur or derain")
@@ -47,12 +50,27 @@ def _side_by_side(images: list[np.ndarray], low: float, high: float) -> np.ndarr
     return (row * 255).astype(np.uint8)
 
 
+def demo_files(sample: str, task: str) -> dict[str, str]:
+    """File names of a demo's images: the degraded input, the result and the clean reference
+    (TIFF), and the side-by-side picture (PNG); e.g. ``cells_noisy.tif``,
+    ``cells_denoised.tif``, ``cells_noisy_reference.tif``,
+    ``cells_noisy_denoised_reference.png``. Different for every sample and task."""
+    from .._sample_data import DEGRADED_NAMES
+    from ..engine.pipeline import TASK_SUFFIX
+
+    label, suffix = DEGRADED_NAMES[task], TASK_SUFFIX[task]
+    return {"degraded": f"{sample}_{label}.tif", "restored": f"{sample}_{suffix}.tif",
+            "clean": f"{sample}_{label}_reference.tif",
+            "picture": f"{sample}_{label}_{suffix}_reference.png"}
+
+
 def run_demo(sample: str | None = None, weights: Path | None = None, out: Path | None = None,
              task: str = "denoise", **options) -> dict:
     """Restore a bundled sample of ``task``; return the PSNR/SSIM before and after.
 
     ``psnr_input``/``ssim_input`` are those of the degraded input (noisy, blurred or rainy:
-    ``label``), ``psnr_restored``/``ssim_restored`` those of the result.
+    ``label``), ``psnr_restored``/``ssim_restored`` those of the result; ``files`` the
+    names written to ``out`` (:func:`demo_files`).
     """
     from .. import _sample_data
     from ..api import prepare_model, restore
@@ -80,17 +98,19 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
         "psnr_restored": psnr(unit(restored), unit(clean)),
         "ssim_input": ssim(unit(degraded), unit(clean), channel_axis=channel_axis),
         "ssim_restored": ssim(unit(restored), unit(clean), channel_axis=channel_axis),
+        "files": demo_files(sample, task),
     }
     if out is not None:
         import imageio.v3 as iio
 
         from ..io import atomic_write_bytes, write_tiff
 
+        files = report["files"]
         out.mkdir(parents=True, exist_ok=True)
-        for name, image in ((label, degraded), ("restored", restored), ("clean", clean)):
-            write_tiff(out / f"{sample}_{name}.tif", image, overwrite=True)
+        for role, image in (("degraded", degraded), ("restored", restored), ("clean", clean)):
+            write_tiff(out / files[role], image, overwrite=True)
         picture = _side_by_side([degraded, restored, clean], low, high)
-        atomic_write_bytes(out / f"{sample}_{label}_restored_clean.png",
+        atomic_write_bytes(out / files["picture"],
                            lambda tmp: iio.imwrite(tmp, picture, extension=".png"),
                            overwrite=True)
     return report
@@ -113,5 +133,5 @@ def run(args: argparse.Namespace) -> int:
     if not report["trained"]:
         print(f"warning: the bundled {report['task']} model is an UNTRAINED placeholder; it "
               "does not restore images yet (see docs/default_models.md)", file=sys.stderr)
-    print(f"images written to {args.out}/")
+    print(f"images written to {args.out}/: {', '.join(report['files'].values())}")
     return 0
