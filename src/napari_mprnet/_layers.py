@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["OUTPUT_TYPES", "LayerSnapshot", "is_napari_layer", "layer_key", "layer_type_name",
@@ -133,17 +133,35 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str,
     return layers
 
 
-def restore_layer(layer: Any, *, axes=None, progress=None, stages: bool = False,
-                  task: str | None = None, model: Any = None, **options: Any) -> Any:
-    """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``)."""
+def _as_rgb(source: LayerSnapshot, rgb: bool) -> LayerSnapshot:
+    """``source`` read with the other ``rgb`` flag: its last axis becomes (or stops being)
+    colour samples, so the spatial placement loses (or gains) that axis."""
+    display = {k: v for k, v in source.display.items() if k != "colormap"}
+    if rgb:
+        scale, translate = source.scale[:-1], source.translate[:-1]
+    else:
+        scale, translate = (*source.scale, 1.0), (*source.translate, 0.0)
+    return replace(source, rgb=rgb, scale=scale, translate=translate, display=display)
+
+
+def restore_layer(layer: Any, *, axes=None, rgb: bool | None = None, progress=None,
+                  stages: bool = False, task: str | None = None, model: Any = None,
+                  **options: Any) -> Any:
+    """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``).
+
+    ``rgb`` (True/False) overrides the layer's own ``rgb`` flag; the results carry the one
+    used."""
     from .engine.models import resolve_task
-    from .engine.pipeline import Restorer, check_progress
+    from .engine.pipeline import Restorer, check_progress, check_rgb
     from .provenance import run_record
     from .scale import lazy
 
     check_progress(progress)
+    rgb = check_rgb(rgb)
     task = resolve_task(task, model)
     source = snapshot(layer)
+    if rgb is not None and rgb != source.rgb:
+        source = _as_rgb(source, rgb)
     if lazy.is_dask_array(source.data):
         results = lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,
                                task=task, model=model, **options)

@@ -118,7 +118,8 @@ def restore(
     axes : str, optional
         Axes such as "TCYX" or "YXS" (S: RGB samples) instead of the guess.
     rgb : bool, optional
-        Force (True) or forbid (False) treating a last axis of 3/4 as RGB(A).
+        Force (True) or forbid (False) treating a last axis of 3/4 as RGB(A); for a napari
+        layer it overrides the layer's own ``rgb`` (the result layer carries the one used).
     normalize : {"auto", "percentile", "range", "none"} or Normalization
         "auto": uint8 / 255, floats in [0, 1] as they are, anything else percentile-normalised
         and mapped back to the input's intensity scale afterwards.
@@ -197,7 +198,8 @@ def restore(
     from .scale import lazy
 
     if _layers.is_napari_layer(image):
-        return _layers.restore_layer(image, axes=axes, progress=progress, **options)
+        return _layers.restore_layer(image, axes=axes, rgb=rgb, progress=progress,
+                                     **options)
     if lazy.is_dask_array(image):
         return lazy.restore_dask(image, axes=axes, rgb=rgb, chunk_size=chunk_size, **options)
     task, model = options.pop("task"), options.pop("model")

@@ -1,5 +1,5 @@
 """Input checks shared by in-memory and lazy restoration: is the data an image, finite,
-unmasked? (Re-exported by :mod:`.pipeline`.)"""
+unmasked, dense? (Re-exported by :mod:`.pipeline`.)"""
 
 from __future__ import annotations
 
@@ -57,6 +57,21 @@ def refuse_masked(data: Any, where: str = "the image") -> None:
         )
 
 
+def _refuse_sparse_or_meta(data: Any) -> None:
+    """Refuse tensors without pixels to read: sparse layouts (torch, scipy) and meta tensors."""
+    if isinstance(data, torch.Tensor):
+        if data.is_meta:
+            raise TypeError("the image is a meta tensor, which has a shape but no pixel "
+                            "values; pass a tensor with real data (e.g. created on 'cpu')")
+        if data.layout != torch.strided:
+            layout = str(data.layout).replace("torch.", "")
+            raise TypeError(f"the image is a sparse tensor ({layout}); pass a dense one, "
+                            "e.g. tensor.to_dense()")
+    elif type(data).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"the image is a scipy sparse {type(data).__name__}; pass a dense "
+                        "array, e.g. matrix.toarray()")
+
+
 def as_image_array(data: Any) -> np.ndarray:
     """``data`` (array-like, torch tensor) as a validated, finite numpy image (not copied
     where possible)."""
@@ -66,6 +81,7 @@ def as_image_array(data: Any) -> np.ndarray:
             "(e.g. tifffile.imread) or use the command line: napari-mprnet restore FILE"
         )
     refuse_masked(data)
+    _refuse_sparse_or_meta(data)
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu()
         if data.dtype == torch.bfloat16:

@@ -45,7 +45,7 @@ class NoiseLevel(NamedTuple):
     @classmethod
     def gaussian(cls, sd: float) -> NoiseLevel:
         """Gaussian noise of standard deviation ``sd``."""
-        return cls(0.0, float(sd) ** 2)
+        return cls(0.0, float(sd) * float(sd))
 
     def variance(self, intensity: Any) -> Any:
         """The variance at ``intensity`` (image units), clipped at zero."""
@@ -100,6 +100,9 @@ def check_noise(noise: Any) -> NoiseLevel | None:
     if sd <= 0:
         raise ValueError(f"{_WHAT}; a standard deviation must be > 0, got {noise!r} "
                          "(for noise-free images use strength=0)")
+    if not math.isfinite(sd * sd):
+        raise ValueError(f"{_WHAT}; a standard deviation of {sd:g} has a variance beyond "
+                         "float64 (scale the image and the noise down together)")
     return NoiseLevel.gaussian(sd)
 
 
@@ -135,7 +138,17 @@ def network_noise(level: NoiseLevel, norm: Normalization) -> tuple[float, float]
     low, span = (0.0, 1.0) if norm.mode == "identity" else (
         float(norm.low), float(norm.high) - float(norm.low))
     gain, offset = float(level.gain), float(level.offset_variance)
-    a_n, b_n = gain / span, (gain * low + offset) / span**2
+    # divided twice, never squared: spans near float64's limits must not overflow
+    a_n, b_n = gain / span, (gain * low + offset) / span / span
+    if not (math.isfinite(a_n) and math.isfinite(b_n)):
+        raise ValueError(f"the given noise level ({_describe(level)}) overflows float64 in "
+                         f"the image's intensity span ({span:.4g}); scale the image and the "
+                         "noise down together")
+    if not a_n + b_n > 0 and gain * (low + span) + offset > 0:
+        raise ValueError(f"the given noise level ({_describe(level)}) vanishes against the "
+                         f"image's intensity span ({span:.4g} image units): it is below "
+                         "float64's resolution there; use a fixed strength (e.g. strength=1.0)"
+                         " or leave noise at 'auto'")
     if not a_n + b_n > 0:
         top = low + span
         raise ValueError(
@@ -144,6 +157,12 @@ def network_noise(level: NoiseLevel, norm: Normalization) -> tuple[float, float]
             "gain and offset variance (image units), e.g. noise=(gain, read_sd**2 - gain * "
             "camera_offset)")
     return a_n, b_n
+
+
+def _describe(level: NoiseLevel) -> str:
+    if level.gain == 0:
+        return f"sd {math.sqrt(level.offset_variance):g}"
+    return f"gain {level.gain:g}, offset variance {level.offset_variance:g}"
 
 
 def noise_record(noise: Any, strength: Any = "auto", task: str = "denoise") -> dict:

@@ -8,8 +8,11 @@ saved models' metadata.
 The map is computed in float64 where float32 would lose the image: wide input types (float64,
 32/64-bit integers) and intensities beyond float32's exact range (magnitudes of 2**24 or
 more, spans beyond float32); normalised values are clipped to +-1e6 (extreme outliers only),
-so the network never sees values that overflow it. A constant image maps to zeros with a unit (or, for huge values,
-the smallest representable) span, so it comes back as its value.
+so the network never sees values that overflow it. A constant image maps to zeros with a unit
+(or, for huge values, the smallest representable) span, so it comes back as its value (at
+float64's maximum it maps to ones, the span lying below it). Maps whose intensities come near
+float64's limit are applied and inverted in halves, and inverted results saturate there; an
+image whose percentile range itself overflows float64 is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ _FLOAT32_EXACT = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16",
 NETWORK_INPUT_LIMIT = 1e6
 #: From this magnitude on, float32 no longer holds every integer: work in float64.
 _FLOAT32_EXACT_LIMIT = 2.0**24
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class Normalization:
             raise ValueError(
                 f"Normalization high ({self.high!r}) must be greater than low ({self.low!r})"
             )
+        if not np.isfinite(float(self.high) - float(self.low)):
+            raise ValueError(f"Normalization span high - low ({self.high!r} - {self.low!r}) "
+                             "overflows float64; scale the image down first")
 
     def work_dtype(self, input_dtype: np.dtype | None = None) -> np.dtype:
         """float32, or float64 where float32 would lose data of ``input_dtype`` or this
@@ -87,10 +94,22 @@ class Normalization:
             return data  # nothing to change: no copy of a large float32 image
         out = data.astype(self.work_dtype(data.dtype))  # a copy: the input is never modified
         if self.mode != "identity":
-            out -= out.dtype.type(self.low)
-            out /= out.dtype.type(float(self.high) - float(self.low))
+            halve = self._near_overflow()  # x - low may overflow where x/2 - low/2 cannot
+            with np.errstate(over="ignore"):
+                if halve:
+                    out *= 0.5
+                out -= out.dtype.type(float(self.low) * (0.5 if halve else 1.0))
+                out /= out.dtype.type(self._span() * (0.5 if halve else 1.0))
         np.clip(out, -NETWORK_INPUT_LIMIT, NETWORK_INPUT_LIMIT, out=out)
         return out.astype(np.float32, copy=False)
+
+    def _span(self) -> float:
+        return float(self.high) - float(self.low)
+
+    def _near_overflow(self) -> bool:
+        """Whether intensities of this map come within a factor 4 of float64's limit."""
+        return max(abs(float(self.low)), abs(float(self.high)), self._span()) \
+            > _FLOAT64_MAX / 4
 
     def invert(self, data: np.ndarray, input_dtype: np.dtype | None = None) -> np.ndarray:
         """Map network outputs back to the input's intensity scale: float32, or float64 where
@@ -99,7 +118,13 @@ class Normalization:
         out = np.asarray(data, dtype=work)
         if self.mode == "identity":
             return out
-        return out * work.type(float(self.high) - float(self.low)) + work.type(self.low)
+        if not self._near_overflow():
+            return out * work.type(self._span()) + work.type(self.low)
+        # at float64's limit: in halves, then saturated (network overshoot or the float32
+        # rounding of a pixel at the very top must not turn into infinity)
+        with np.errstate(over="ignore"):
+            half = out * work.type(self._span() * 0.5) + work.type(float(self.low) * 0.5)
+            return np.clip(half, -_FLOAT64_MAX / 2, _FLOAT64_MAX / 2) * 2.0
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable description."""
@@ -158,16 +183,28 @@ def _percentile_normalization(
     data: np.ndarray, percentiles: tuple[float, float]
 ) -> Normalization:
     lo_p, hi_p = check_percentiles(percentiles)
-    # NaN pixels (e.g. masked regions) are ignored rather than poisoning the whole map.
-    low, high = np.nanpercentile(_sample(data).astype(np.float64), [lo_p, hi_p])
+    # NaN pixels (e.g. masked regions) are ignored rather than poisoning the whole map; the
+    # percentiles are taken of the halved values, whose differences cannot overflow float64
+    halved = _sample(data).astype(np.float64) * 0.5
+    low, high = (2.0 * np.nanpercentile(halved, [lo_p, hi_p])).tolist()
     if not high > low:
         # Nearly constant data: fall back to the full range, then to a unit span (or, for
-        # values so large that adding 1 changes nothing, the smallest span that differs).
+        # values so large that adding 1 changes nothing, the smallest span that differs),
+        # below the value where above it would overflow
         low, high = float(np.nanmin(data)), float(np.nanmax(data))
         if not np.isfinite(low):
             low = 0.0
         if not high > low:
-            high = max(low + 1.0, low + 16 * float(np.spacing(abs(low))))
+            magnitude = abs(low)
+            ulp = float(np.spacing(magnitude)) if magnitude < _FLOAT64_MAX else \
+                magnitude - float(np.nextafter(magnitude, 0.0))  # the step below the top
+            step = max(1.0, 16 * ulp)
+            low, high = (low, low + step) if np.isfinite(low + step) else (low - step, low)
+    if not np.isfinite(high - low):
+        raise ValueError(
+            f"the image's intensities run from {low:.4g} to {high:.4g}, a range wider than "
+            "float64 can hold (their difference overflows); scale the image down first "
+            "(e.g. image / 1e10)")
     return Normalization("percentile", float(low), float(high))
 
 

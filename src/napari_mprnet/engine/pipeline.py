@@ -20,6 +20,7 @@ import torch
 
 from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
+from .casting import cast_output, check_output_dtype, output_limits
 from .devices import resolve_device
 from .inputs import as_image_array, check_image_type, refuse_masked, refuse_non_finite
 from .models import prepare_model, resolve_task
@@ -43,6 +44,7 @@ __all__ = [
     "cast_output",
     "check_image_type",
     "check_progress",
+    "check_rgb",
     "normalization_for",
     "output_limits",
     "refuse_masked",
@@ -62,11 +64,29 @@ def check_progress(progress: Any) -> None:
                         f"None; got {progress!r}")
 
 
-def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None) -> str:
-    """The axes of data with ``shape``: ``axes`` validated, or guessed (napari's RGB rule)."""
+def check_rgb(rgb: Any) -> bool | None:
+    """``rgb`` as True, False or None; anything else (``"yes"``, 1) is a ``TypeError``."""
     if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
         raise TypeError(f"rgb must be True, False or None, got {rgb!r}")
-    return infer_axes(shape, rgb=rgb) if axes is None else parse_axes(axes, shape)
+    return None if rgb is None else bool(rgb)
+
+
+def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None) -> str:
+    """The axes of data with ``shape``: ``axes`` validated, or guessed (napari's RGB rule).
+
+    Raises
+    ------
+    ValueError
+        If ``axes`` and ``rgb`` disagree (an S axis with ``rgb=False`` or none with True).
+    """
+    rgb = check_rgb(rgb)
+    if axes is None:
+        return infer_axes(shape, rgb=rgb)
+    parsed = parse_axes(axes, shape)
+    if rgb is not None and ("S" in parsed) != rgb:
+        raise ValueError(f"axes={axes!r} and rgb={rgb} disagree: an RGB image has an S axis "
+                         "(e.g. 'YXS'); give one of the two")
+    return parsed
 
 
 def _stored_percentiles(model: MPRNet) -> tuple[float, float] | None:
@@ -90,56 +110,6 @@ def normalization_for(
     if normalize == "auto" and stored is not None:
         return choose_normalization(data, "percentile", stored)
     return choose_normalization(data, normalize, percentiles)
-
-
-def _check_output_dtype(output_dtype: Any) -> np.dtype | None:
-    if output_dtype is None:
-        return None
-    try:
-        dtype = np.dtype(output_dtype)
-    except TypeError:
-        raise TypeError(f"output_dtype must be an integer or float dtype such as "
-                        f"np.uint16 or np.float32, got {output_dtype!r}") from None
-    if dtype == bool or not (np.issubdtype(dtype, np.integer)
-                             or np.issubdtype(dtype, np.floating)):
-        raise TypeError(f"output_dtype must be an integer or float dtype, got {dtype}")
-    return dtype
-
-
-def output_limits(input_dtype: Any, clip: bool) -> tuple[float, float] | None:
-    """The range results are clipped to: an integer input dtype's range (``clip``), else none."""
-    dtype = np.dtype(input_dtype)
-    if not clip or not np.issubdtype(dtype, np.integer) or dtype == bool:
-        return None
-    info = np.iinfo(dtype)
-    return float(info.min), float(info.max)
-
-
-def cast_output(data: np.ndarray, output_dtype: Any,
-                limits: tuple[float, float] | None = None) -> np.ndarray:
-    """Cast a restored image (float32 default; integers rounded and clipped), after clipping
-    it to ``limits`` (see :func:`output_limits`) if given.
-
-    Raises
-    ------
-    ValueError
-        If the values do not fit a floating-point ``output_dtype``.
-    """
-    if limits is not None:
-        data = np.clip(data, *limits)
-    dtype = _check_output_dtype(output_dtype) or np.dtype(np.float32)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        # 32/64-bit limits are not exact in float32: round and clip those in float64
-        work = np.float64 if dtype.itemsize >= 4 else data.dtype
-        rounded = np.rint(data.astype(work, copy=False))
-        return np.clip(rounded, info.min, info.max).astype(dtype)
-    with np.errstate(over="ignore"):
-        out = data.astype(dtype, copy=False)
-    if not np.isfinite(out).all():
-        raise ValueError(f"the restored intensities exceed the range of {dtype}; "
-                         "pass output_dtype=np.float64")
-    return out
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -186,7 +156,7 @@ class Restorer:
         self.percentiles = check_percentiles(percentiles)
         choose_normalization(np.zeros(1, np.float32), normalize, self.percentiles)  # validate
         self.normalize = normalize
-        self.output_dtype = _check_output_dtype(output_dtype)
+        self.output_dtype = check_output_dtype(output_dtype)
         # a model file or name is loaded (and cached) for the run's device: the shared cached
         # network is then never moved between devices by runs in other threads
         self.model = prepare_model(model, self.task, resolve_device(device))
