@@ -129,7 +129,8 @@ def test_help_documents_every_option():
     result = subprocess.run([sys.executable, "-m", "napari_mprnet.cli", "restore", "--help"],
                             capture_output=True, text=True, check=True)
     for option in ("--task", "--weights", "--out", "--tile-size", "--tile-overlap",
-                   "--device", "--precision", "--stages", "--overwrite", "--axes"):
+                   "--device", "--precision", "--stages", "--overwrite", "--axes",
+                   "--show-removed"):
         assert option in result.stdout
     top = subprocess.run([sys.executable, "-m", "napari_mprnet.cli", "--help"],
                          capture_output=True, text=True, check=True)
@@ -389,3 +390,46 @@ def test_bad_noise_exits_2_with_one_line(tmp_path, images, weights, extra, messa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "o").exists()  # refused before anything was done
+
+
+def test_show_removed_writes_input_minus_result_and_never_overwrites(tmp_path, images,
+                                                                     weights, capsys):
+    out = tmp_path / "out"
+    assert _run(images / "stack.tif", "--weights", weights, "-o", out, "--show-removed") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["stack_denoised.tif", "stack_removed.tif"]
+    data = tifffile.imread(images / "stack.tif").astype(np.float32)
+    result = tifffile.imread(out / "stack_denoised.tif")
+    with tifffile.TiffFile(out / "stack_removed.tif") as tif:
+        assert tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.float32
+        np.testing.assert_array_equal(tif.asarray(), data - result)
+    # the tiny untrained network removes more than noise: the warning names the planes
+    err = capsys.readouterr().err
+    assert ("removed structure" in err) == ("compare with strength 0.5" in err)
+    removed = out / "stack_removed.tif"
+    removed.write_bytes(b"keep me")
+    assert _run(images / "stack.tif", "--weights", weights, "-o", tmp_path / "out",
+                "--show-removed") == 1
+    assert removed.read_bytes() == b"keep me"
+    assert "stack_removed.tif" in capsys.readouterr().err
+
+
+def test_show_removed_warns_where_structure_was_removed(tmp_path, weights, monkeypatch, capsys):
+    from scipy import ndimage
+
+    from napari_mprnet import api
+
+    rng = np.random.default_rng(1)
+    field = ndimage.gaussian_filter(rng.random((2, 48, 48)), (0, 2, 2)) * 3000 + 100
+    tifffile.imwrite(tmp_path / "z.tif", rng.poisson(field).astype(np.uint16),
+                     metadata={"axes": "ZYX"})
+
+    def smoothing(image, *args, **kwargs):  # a "denoiser" that removes structure on plane 1
+        data = np.asarray(image, np.float32)
+        return [np.stack([field[0], ndimage.gaussian_filter(data[1], 2)]).astype(np.float32)]
+
+    monkeypatch.setattr(api.Restorer, "iter_run", lambda self, image, *a, **k: (
+        yield from ()) or smoothing(image))
+    assert _run(tmp_path / "z.tif", "--weights", weights, "-o", tmp_path / "out",
+                "--show-removed") == 0
+    err = capsys.readouterr().err
+    assert "z.tif: the denoiser removed structure on plane Z 1: compare with strength 0.5" in err

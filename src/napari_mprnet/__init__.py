@@ -18,12 +18,13 @@ _LAZY = {
     "finetune": ".training.trainer",
     "iter_restore": ".api",
     "restore": ".api",
+    "removed_part": ".engine.removed",
     "load_model": ".weights",
     "save_model": ".weights",
 }
 
 __all__ = ["MPRNet", "MPRNetConfig", "__version__", "finetune", "iter_restore", "load_model",
-           "losses", "restore", "save_model"]
+           "losses", "removed_part", "restore", "save_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["OUTPUT_TYPES", "LayerSnapshot", "is_napari_layer", "layer_key", "layer_type_name",
-           "napari_output_dtype", "output_name", "restore_layer", "snapshot"]
+           "make_layers", "napari_output_dtype", "notify_removed", "output_name",
+           "restore_layer", "snapshot"]
 
 _STAGE_LABELS = (None, "stage 2", "stage 1")
 #: Output type choices of the napari front ends (see :func:`napari_output_dtype`).
@@ -108,14 +109,18 @@ def output_name(name: str, task: str, stage: str | None = None) -> str:
 
 
 def make_layers(source: LayerSnapshot, results: list[Any], task: str,
-                record: dict | None = None) -> list[Any]:
+                record: dict | None = None, removed: Any = None) -> list[Any]:
     """Image layers for ``results`` (``[final]`` or ``[final, stage2, stage1]``), placed and
     displayed like the input (results are on the input's intensity scale, so its contrast
     limits, colormap and gamma make a fair side-by-side comparison). ``record`` joins their
     ``metadata["napari_mprnet"]`` (how they were made: weights, strength, noise, version;
-    see :func:`~.provenance.run_record`)."""
+    see :func:`~.provenance.run_record`). ``removed`` (a
+    :class:`~.engine.removed.RemovedPart`) adds a last layer "<name> (removed)" and its check
+    to every layer's metadata."""
     from napari.layers import Image
 
+    if removed is not None:
+        record = {**(record or {}), "removed_check": removed.record()}
     layers = []
     for data, stage in zip(results, _STAGE_LABELS):
         layers.append(
@@ -130,7 +135,35 @@ def make_layers(source: LayerSnapshot, results: list[Any], task: str,
                                             "source": source.name, "stage": stage or "final"}},
             )
         )
+    if removed is not None:
+        layers.append(_removed_layer(source, removed, task, record))
     return layers
+
+
+def _removed_layer(source: LayerSnapshot, removed: Any, task: str, record: dict) -> Any:
+    """The removed part as a grey layer, contrast symmetric about 0 (white: removed
+    brightness, black: added)."""
+    import numpy as np
+    from napari.layers import Image
+
+    data = removed.data
+    finite = np.abs(data[np.isfinite(data)])
+    limit = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    return Image(data, name=f"{source.name} (removed)", rgb=source.rgb, scale=source.scale,
+                 translate=source.translate, colormap="gray",
+                 contrast_limits=[-limit, limit] if limit > 0 else [-1.0, 1.0],
+                 metadata={"napari_mprnet": {**record, "task": task, "source": source.name,
+                                             "stage": "removed"}})
+
+
+def notify_removed(removed: Any, source_name: str) -> None:
+    """A napari warning when the denoiser removed structure (see
+    :meth:`~.engine.removed.RemovedPart.message`)."""
+    message = removed.message() if removed is not None else None
+    if message:
+        from napari.utils import notifications
+
+        notifications.show_warning(f"'{source_name}': {message}")
 
 
 def _as_rgb(source: LayerSnapshot, rgb: bool) -> LayerSnapshot:
@@ -146,23 +179,27 @@ def _as_rgb(source: LayerSnapshot, rgb: bool) -> LayerSnapshot:
 
 def restore_layer(layer: Any, *, axes=None, rgb: bool | None = None, progress=None,
                   stages: bool = False, task: str | None = None, model: Any = None,
-                  **options: Any) -> Any:
-    """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``).
+                  return_removed: bool = False, **options: Any) -> Any:
+    """Restore a napari Image layer; return a new layer (or ``[final, stage2, stage1]``;
+    ``return_removed``: the list of them and the removed layer).
 
     ``rgb`` (True/False) overrides the layer's own ``rgb`` flag; the results carry the one
     used."""
     from .engine.models import resolve_task
     from .engine.pipeline import Restorer, check_progress, check_rgb
+    from .engine.removed import check_return_removed, refuse_lazy_removed, removed_part
     from .provenance import run_record
     from .scale import lazy
 
     check_progress(progress)
+    return_removed = check_return_removed(return_removed)
     rgb = check_rgb(rgb)
     task = resolve_task(task, model)
     source = snapshot(layer)
     if rgb is not None and rgb != source.rgb:
         source = _as_rgb(source, rgb)
     if lazy.is_dask_array(source.data):
+        refuse_lazy_removed(return_removed)
         results = lazy.restore_dask(source.data, axes=axes, rgb=source.rgb, stages=stages,
                                task=task, model=model, **options)
         results = results if stages else [results]
@@ -170,5 +207,9 @@ def restore_layer(layer: Any, *, axes=None, rgb: bool | None = None, progress=No
         restorer = Restorer(model, task, stages=stages, **options)
         results = restorer.run(source.data, axes, source.rgb, progress)
     record = run_record(model, task, options.get("strength", "auto"), options.get("noise"))
-    layers = make_layers(source, results, task, record)
-    return layers if stages else layers[0]
+    removed = None
+    if return_removed:
+        removed = removed_part(source.data, results[0], task=task, axes=axes, rgb=source.rgb)
+        notify_removed(removed, source.name)
+    layers = make_layers(source, results, task, record, removed)
+    return layers if stages or return_removed else layers[0]

@@ -7,6 +7,7 @@ It only dispatches by input kind: arrays go to :class:`~napari_mprnet.engine.pip
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Generator
 from typing import Any
 
@@ -16,10 +17,11 @@ import torch
 from .engine.models import prepare_model
 from .engine.normalize import DEFAULT_PERCENTILES, Normalization
 from .engine.pipeline import TASK_SUFFIX, ProgressCallback, Restorer, check_progress
+from .engine.removed import check_return_removed, refuse_lazy_removed, removed_part
 from .engine.runner import Progress
 from .model.arch import MPRNet
 
-__all__ = ["TASK_SUFFIX", "iter_restore", "prepare_model", "restore"]
+__all__ = ["TASK_SUFFIX", "iter_restore", "prepare_model", "removed_part", "restore"]
 
 
 def iter_restore(
@@ -86,6 +88,7 @@ def restore(
     strength: float | str = "auto",
     split_patches: bool = False,
     noise: float | tuple[float, float] | str | None = None,
+    return_removed: bool = False,
 ) -> Any:
     """Restore an image with MPRNet.
 
@@ -169,12 +172,22 @@ def restore(
         agrees with a whole-image run to a fraction of a percent. True: the paper's
         multi-patch inference (stage 1 on the tile's four quarters, stage 2 on its halves),
         which leaves faint lines at every tile's centre lines; same quality on average.
+    return_removed : bool
+        Also give what the restoration removed (input minus result, float32) with a check,
+        plane by plane, that what a denoiser removed looks like noise
+        (:func:`~napari_mprnet.engine.removed.removed_part`, docs/removed.md). Arrays: returns
+        ``(result, removed)``, ``removed`` a :class:`~napari_mprnet.engine.removed.RemovedPart`
+        (``.data``, ``.planes``, ``.message()``), and warns (``UserWarning``) when structure
+        was removed. Layers: the result layers plus a layer "cells (removed)"; the check goes
+        into every layer's ``metadata["napari_mprnet"]["removed_check"]`` and a napari
+        notification names the planes. Not for dask arrays (compute them first).
 
     Returns
     -------
     numpy.ndarray, napari.layers.Image, dask.array.Array, or a list of them
         Same type as the input: a new layer named e.g. "cells (denoised)" for a layer, a lazy
-        dask array for a dask array. With ``stages=True``: ``[final, stage2, stage1]``.
+        dask array for a dask array. With ``stages=True``: ``[final, stage2, stage1]``. See
+        ``return_removed`` for what it adds.
 
     Raises
     ------
@@ -185,6 +198,7 @@ def restore(
         files that cannot be used, a model producing NaN from a finite image.
     """
     check_progress(progress)
+    return_removed = check_return_removed(return_removed)
     options = {
         "task": task, "model": model, "tile_size": tile_size, "tile_overlap": tile_overlap,
         "batch_size": batch_size, "device": device, "precision": precision, "stages": stages,
@@ -199,9 +213,17 @@ def restore(
 
     if _layers.is_napari_layer(image):
         return _layers.restore_layer(image, axes=axes, rgb=rgb, progress=progress,
-                                     **options)
+                                     return_removed=return_removed, **options)
     if lazy.is_dask_array(image):
+        refuse_lazy_removed(return_removed)
         return lazy.restore_dask(image, axes=axes, rgb=rgb, chunk_size=chunk_size, **options)
     task, model = options.pop("task"), options.pop("model")
-    results = Restorer(model, task, **options).run(image, axes, rgb, progress)
-    return results if stages else results[0]
+    restorer = Restorer(model, task, **options)
+    results = restorer.run(image, axes, rgb, progress)
+    restored = results if stages else results[0]
+    if not return_removed:
+        return restored
+    removed = removed_part(image, results[0], task=restorer.task, axes=axes, rgb=rgb)
+    if removed.message():
+        warnings.warn(removed.message(), UserWarning, stacklevel=2)
+    return restored, removed

@@ -425,3 +425,21 @@ def test_open_file_takes_a_bioimageio_package(make_napari_viewer, qtbot, tiny_mo
     assert len(results) == 3
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[2], results[0])
+
+
+def test_widget_checkbox_adds_the_removed_layer(make_napari_viewer, qtbot, tiny_model_file,
+                                                image):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    widget.removed_check.setChecked(True)
+    assert run_and_wait(qtbot, widget) == "done"
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["cells", "cells (removed)", "cells (denoised)"]
+    removed, result = viewer.layers["cells (removed)"], viewer.layers["cells (denoised)"]
+    np.testing.assert_array_equal(removed.data, image.astype(np.float32) - result.data)
+    assert "removed_check" in result.metadata["napari_mprnet"]
+    assert load_settings().show_removed is True
+    widget.removed_check.setChecked(False)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(viewer.layers) == 4  # only the result this time

@@ -23,7 +23,7 @@ from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress, notifications
 from psygnal import Signal
 
-from .._layers import make_layers
+from .._layers import make_layers, notify_removed
 from ._requests import RestoreRequest
 from .layer_roles import run_names
 
@@ -49,6 +49,7 @@ class _Failed:
 class _Outcome:
     results: list
     record: dict
+    removed: Any = None  # a RemovedPart when asked for
 
 
 def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
@@ -58,7 +59,7 @@ def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
     notification instead of napari's traceback dialog.
     """
     try:
-        from ..api import iter_restore
+        from ..api import iter_restore, removed_part
         from ..provenance import run_record
 
         results = yield from iter_restore(
@@ -77,10 +78,12 @@ def _restore_steps(request: RestoreRequest) -> Generator[Progress, None, Any]:
         )
         record = run_record(request.model, request.task, request.strength, request.noise,
                             name=request.model_label)
+        removed = removed_part(request.source.data, results[0], task=request.task,
+                               rgb=request.source.rgb) if request.show_removed else None
     except Exception as err:
         log.debug("napari-mprnet restoration failed", exc_info=True)
         return _Failed(err)
-    return _Outcome(list(results), record)
+    return _Outcome(list(results), record, removed)
 
 
 def _describe(error: Exception) -> str:
@@ -191,7 +194,7 @@ class RestoreJob:
         try:
             request = self.request
             layers = make_layers(request.source, outcome.results, request.task,
-                                 outcome.record)
+                                 outcome.record, outcome.removed)
             taken = {layer.name for layer in self.viewer.layers}
             for layer, name in zip(layers, run_names([lyr.name for lyr in layers], taken)):
                 layer.name = name  # a repeated run's layers all carry the same number
@@ -205,6 +208,7 @@ class RestoreJob:
             self.adding_layers = False
         self.layers = layers
         self.state = "done"
+        notify_removed(outcome.removed, request.source.name)
 
     def _aborted(self) -> None:
         self.state = "cancelled"

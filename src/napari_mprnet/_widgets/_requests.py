@@ -34,6 +34,8 @@ class RestoreRequest:
     output_dtype: Any = None
     #: "the Restore widget" or "the menu": who started it (said when another is refused)
     origin: str = "the Restore widget"
+    #: add the removed part (input - result) as a layer, with its noise check
+    show_removed: bool = False
 
 
 def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
@@ -65,7 +67,7 @@ def resolve_weights(choice: WeightsChoice, task: str) -> tuple[Any, str]:
 def build_request(
     source: LayerSnapshot, settings: RestoreSettings, task: str | None = None,
     strength: float | str = "auto", noise: float | str = "auto",
-    origin: str = "the Restore widget",
+    origin: str = "the Restore widget", show_removed: bool = False,
 ) -> RestoreRequest:
     """A request from saved/selected settings (``task`` overrides the settings' task;
     ``strength`` and ``noise`` are the widget's, "auto" for menu commands; ``noise`` is
@@ -87,4 +89,5 @@ def build_request(
         noise=noise if noise_applies(task, strength) else "auto",
         output_dtype=napari_output_dtype(settings.output_type, source.data.dtype),
         origin=origin,
+        show_removed=show_removed,
     )

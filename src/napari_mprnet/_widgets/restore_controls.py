@@ -115,6 +115,9 @@ class RestoreControls(QWidget):
         self.output_combo.setToolTip(_OUTPUT_TIP)
         self.stages_check = QCheckBox("add per-stage outputs")
         self.stages_check.setToolTip("Also add the stage-2 and stage-1 images as layers")
+        self.removed_check = QCheckBox("show what was removed")
+        self.removed_check.setToolTip("Add input - result as a layer and warn where what the "
+                                      "denoiser removed looks like structure, not noise")
 
         self.form = QFormLayout(self)
         self.form.setContentsMargins(0, 0, 0, 0)
@@ -124,7 +127,8 @@ class RestoreControls(QWidget):
                               ("Device", self.device_combo), ("", self.device_label),
                               ("Precision", self.precision_combo),
                               ("Strength", self.strength_spin), ("Noise", self.noise_spin),
-                              ("Output type", self.output_combo), ("", self.stages_check)):
+                              ("Output type", self.output_combo), ("", self.stages_check),
+                              ("", self.removed_check)):
             self.form.addRow(label, widget)
 
         self._apply_settings(self._settings)
@@ -141,6 +145,7 @@ class RestoreControls(QWidget):
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
         for signal in (self.tile_spin.valueChanged, self.overlap_spin.valueChanged,
                        self.precision_combo.currentTextChanged, self.stages_check.toggled,
+                       self.removed_check.toggled,
                        self.strength_spin.valueChanged, self.noise_spin.valueChanged,
                        self.output_combo.currentTextChanged):
             signal.connect(self._store_settings)
@@ -158,6 +163,7 @@ class RestoreControls(QWidget):
             settings.device = self.device_combo.currentText()
         settings.precision = self.precision_combo.currentText()
         settings.stages = self.stages_check.isChecked()
+        settings.show_removed = self.removed_check.isChecked()
         settings.strength = strength_value(self.strength_spin)
         settings.noise = self.noise_spin.noise()
         settings.output_type = self.output_combo.currentText()
@@ -170,6 +176,7 @@ class RestoreControls(QWidget):
         self.overlap_spin.setValue(int(settings.tile_overlap))
         self.precision_combo.setCurrentText(settings.precision)
         self.stages_check.setChecked(bool(settings.stages))
+        self.removed_check.setChecked(bool(settings.show_removed))
         set_strength(self.strength_spin, settings.strength)
         self.noise_spin.set_noise(settings.noise)
         self.output_combo.setCurrentText(settings.output_type)

@@ -43,7 +43,8 @@ __all__ = ["MODEL_FILTER", "RestoreWidget", "available_devices"]
 #: The controls' widgets, also reachable as attributes of the widget.
 _CONTROLS = ("task_combo", "weights_combo", "file_edit", "browse_button", "file_box",
              "weights_warning", "tile_spin", "overlap_spin", "device_combo", "device_label",
-             "precision_combo", "strength_spin", "noise_spin", "output_combo", "stages_check")
+             "precision_combo", "strength_spin", "noise_spin", "output_combo", "stages_check",
+             "removed_check")
 
 
 class RestoreWidget(QWidget):
@@ -187,7 +188,7 @@ class RestoreWidget(QWidget):
         save_settings(settings)
         try:
             request = build_request(snapshot(layer), settings, strength=settings.strength,
-                                    noise=settings.noise)
+                                    noise=settings.noise, show_removed=settings.show_removed)
             return JOBS.start(self.viewer, request, on_created=self._attach)
         except (TypeError, ValueError) as err:  # LayerBusyError included
             level = "warning" if isinstance(err, LayerBusyError) else "error"

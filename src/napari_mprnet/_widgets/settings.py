@@ -93,6 +93,8 @@ class RestoreSettings:
     #: result dtype in napari: "auto" (8-bit stays 8-bit, else float32), "same as input",
     #: "float32" (see :func:`napari_mprnet._layers.napari_output_dtype`)
     output_type: str = "auto"
+    #: the Restore widget's "show what was removed" (menu commands never add it)
+    show_removed: bool = False
 
     def weights_for(self, task: str) -> WeightsChoice:
         return self.weights.setdefault(task, WeightsChoice())
@@ -124,6 +126,8 @@ class RestoreSettings:
             settings.precision = data["precision"]
         if isinstance(data.get("stages"), bool):
             settings.stages = data["stages"]
+        if isinstance(data.get("show_removed"), bool):
+            settings.show_removed = data["show_removed"]
         strength = data.get("strength")
         if strength == "auto" or (isinstance(strength, (int, float))
                                   and not isinstance(strength, bool) and 0 <= strength <= 10):

@@ -25,7 +25,8 @@ __all__ = ["Job", "collect_inputs", "output_names", "parse_output_dtype", "plan_
 
 @dataclass
 class Job:
-    """One input and the files it writes (final first, then stage 2 and stage 1)."""
+    """One input and the files it writes (final first, then stage 2 and stage 1, then the
+    removed part)."""
 
     source: Path
     targets: list[Path]
@@ -68,8 +69,10 @@ def collect_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
     return unique, problems
 
 
-def output_names(source: Path, suffix: str, stages: bool, stem: str | None = None) -> list[str]:
-    """Output file names for ``source``: ``<stem>_<suffix>`` + the right ending.
+def output_names(source: Path, suffix: str, stages: bool, stem: str | None = None,
+                 removed: bool = False) -> list[str]:
+    """Output file names for ``source``: ``<stem>_<suffix>`` + the right ending (then the
+    stage outputs, then ``<stem>_removed`` with ``removed``).
 
     TIFF inputs give ``.tif`` (OME-TIFF: ``.ome.tif``), PNG/JPEG give ``.tif``, zarr stores
     give ``.zarr`` (OME-Zarr: ``.ome.zarr``).
@@ -82,6 +85,7 @@ def output_names(source: Path, suffix: str, stages: bool, stem: str | None = Non
         out_ending = ".ome.tif" if ending.startswith(".ome.") else ".tif"
     name = f"{stem or base}_{suffix}"
     names = [name] + ([f"{name}_stage2", f"{name}_stage1"] if stages else [])
+    names += [f"{stem or base}_removed"] if removed else []
     return [f"{n}{out_ending}" for n in names]
 
 
@@ -106,15 +110,18 @@ def _groups(jobs: list[Job]) -> list[list[Job]]:
     return groups
 
 
-def plan_jobs(files: list[Path], out_dir: Path, suffix: str, stages: bool) -> list[Job]:
-    """One :class:`Job` per input, with distinct outputs for every input.
+def plan_jobs(files: list[Path], out_dir: Path, suffix: str, stages: bool,
+              removed: bool = False) -> list[Job]:
+    """One :class:`Job` per input, with distinct outputs for every input (``removed``: also
+    the removed part's file).
 
     Raises
     ------
     ValueError
         Inputs that would still write the same file (listed in the message).
     """
-    jobs = [Job(f, [out_dir / n for n in output_names(f, suffix, stages)]) for f in files]
+    jobs = [Job(f, [out_dir / n for n in output_names(f, suffix, stages, removed=removed)])
+            for f in files]
     # 1. same stem, same folder, different endings: the ending joins the name
     for group in _groups(jobs):
         folders = {job.source.parent for job in group}
@@ -123,7 +130,7 @@ def plan_jobs(files: list[Path], out_dir: Path, suffix: str, stages: bool) -> li
                 base, ending = split_name(job.source)
                 stem = f"{base}_{ending.lstrip('.').replace('.', '_')}"
                 job.targets = [out_dir / n for n in output_names(job.source, suffix, stages,
-                                                                 stem)]
+                                                                 stem, removed)]
     # 2. the same name in different folders: mirror the folders below their common parent
     for group in _groups(jobs):
         parents = [job.source.parent for job in group]

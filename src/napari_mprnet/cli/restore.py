@@ -22,7 +22,9 @@ Restore images with MPRNet. INPUT may be files, folders (every .tif/.tiff/.png/.
 directly inside), zarr stores or glob patterns (quote them: 'data/*.tif').
 
 Each result is written to OUT/<name>_<task>ed.tif as float32 (or the input's dtype with
---output-dtype same); with --stages also <name>_<task>ed_stage2.tif and _stage1.tif.
+--output-dtype same); with --stages also <name>_<task>ed_stage2.tif and _stage1.tif; with
+--show-removed also <name>_removed.tif (input minus result, float32), and a warning names the
+planes where what the denoiser removed does not look like noise.
 An ImageJ hyperstack gives an ImageJ hyperstack (axes, pixel size, z spacing, unit, frame
 interval kept), an OME-TIFF an OME-TIFF (<name>_denoised.ome.tif, physical sizes and channel
 names kept), an OME-Zarr an OME-Zarr (axes and scale kept), any other TIFF keeps its axes.
@@ -73,6 +75,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "low noise)")
     parser.add_argument("--stages", action="store_true",
                         help="also write the stage-2 and stage-1 images")
+    parser.add_argument("--show-removed", action="store_true",
+                        help="also write <name>_removed.tif (input minus result, float32) and "
+                        "warn where what the denoiser removed looks like structure, not noise "
+                        "(image files only, not zarr stores or --cluster runs)")
     parser.add_argument("--axes", default=None,
                         help="axes of every input, e.g. ZYX, TCYX, YXS (S = RGB); default: "
                         "from TIFF metadata, else guessed")
@@ -102,6 +108,10 @@ def _restore_job(job: Job, targets: list[Path], args: argparse.Namespace, model,
     if is_zarr_path(job.source) or getattr(args, "client", None) is not None:
         from ._scale import restore_lazily
 
+        if getattr(args, "show_removed", False):
+            raise ValueError("--show-removed works on image files, not on zarr stores or "
+                             "--cluster runs")
+
         restore_lazily(job, targets, args, options)
         return
     image = read_image(job.source)
@@ -121,6 +131,13 @@ def _restore_job(job: Job, targets: list[Path], args: argparse.Namespace, model,
         from ..engine.axes import infer_axes
 
         axes = infer_axes(data.shape)
+    if getattr(args, "show_removed", False):
+        from ..engine.removed import removed_part
+
+        removed = removed_part(data, results[0], task=args.task, axes=axes)
+        if removed.message():
+            warnings.warn(removed.message(), UserWarning, stacklevel=1)
+        results = [*results, removed.data]
     write_outputs(job, targets, results, image, axes, args.overwrite)
 
 
@@ -201,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
             check_noise_use(check_noise(noise), options["strength"], args.task)
             options["noise"] = noise
         parse_output_dtype(args.output_dtype, np.dtype("float32"))
-        jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages)
+        jobs = plan_jobs(files, args.out, TASK_SUFFIX[args.task], args.stages,
+                         args.show_removed)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return fail(str(err))
     problem = _prepare_folders(jobs, args.out)
