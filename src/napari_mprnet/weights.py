@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +37,14 @@ from .engine.devices import resolve_device
 from .io.atomic import atomic_output
 from .model.arch import MPRNet
 from .model.from_state import infer_config, model_from_state_dict, strip_prefixes
+from .weights_checks import (
+    check_metadata,
+    check_tensors,
+    describe_safetensors_error,
+    describe_torch_error,
+    plain_text,
+    shown_path,
+)
 
 __all__ = ["FORMAT_NAME", "infer_config", "load_model", "load_state_dict", "model_file",
            "save_model"]
@@ -50,7 +57,7 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
 def _fail(path: Path | str, problem: str) -> ValueError:
-    return ValueError(f"cannot load model file '{path}': {problem}")
+    return ValueError(f"cannot load model file '{shown_path(path)}': {problem}")
 
 
 # --------------------------------------------------------------------------- reading files
@@ -64,24 +71,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             header = dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise _fail(path, f"not a readable safetensors file ({err})") from None
+        raise _fail(path, describe_safetensors_error(err)) from None
     return tensors, header
 
 
 def _read_torch(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise _fail(
-            path,
-            "it holds Python objects other than tensors and plain containers, which are "
-            f"refused for safety ({first_line[:200]})",
-        ) from None
     except Exception as err:  # noqa: BLE001 - damaged bytes raise anything (IndexError too)
-        reason = f"{type(err).__name__}: {err}"[:200]
-        raise _fail(path, f"not a readable PyTorch checkpoint; is it truncated? ({reason})") \
-            from None
+        raise _fail(path, describe_torch_error(path, err)) from None
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -151,11 +149,9 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             config = _mapping_entry(extras["config"], "config", path)
         if extras.get("metadata") is not None:
             metadata = _mapping_entry(extras["metadata"], "metadata", path)
-    _check_metadata(metadata, path)
-    meta = [key for key, tensor in state.items() if tensor.is_meta]
-    if meta:
-        raise _fail(path, f"{len(meta)} tensor(s) hold no data (meta tensors, e.g. "
-                          f"'{meta[0]}'); save the model after loading real weights")
+    problem = check_metadata(metadata) or check_tensors(state)
+    if problem:
+        raise _fail(path, problem)
     return strip_prefixes(state), metadata, config
 
 
@@ -163,7 +159,8 @@ def _json_entry(header: Mapping[str, str], name: str, path: Path) -> Any:
     try:
         return json.loads(header[name])
     except (TypeError, ValueError) as err:
-        raise _fail(path, f"its '{name}' header entry is not valid JSON ({err})") from None
+        raise _fail(path, f"its '{name}' header entry is not valid JSON "
+                          f"({plain_text(err, 80)})") from None
 
 
 def _mapping_entry(value: Any, name: str, path: Path) -> dict:
@@ -171,23 +168,6 @@ def _mapping_entry(value: Any, name: str, path: Path) -> dict:
         raise _fail(path, f"its stored '{name}' is a {type(value).__name__}, "
                           "expected a JSON object (key: value)")
     return dict(value)
-
-
-def _check_metadata(metadata: dict, path: Path) -> None:
-    """Refuse stored normalisation settings that could never be applied."""
-    norm = metadata.get("normalization")
-    if norm is None:
-        return
-    if not isinstance(norm, Mapping):
-        raise _fail(path, f"its stored 'normalization' is a {type(norm).__name__}, "
-                          "expected a JSON object")
-    if norm.get("mode") == "percentile" and norm.get("percentiles") is not None:
-        from .engine.normalize import check_percentiles
-
-        try:
-            check_percentiles(norm["percentiles"])
-        except (TypeError, ValueError) as err:
-            raise _fail(path, f"its stored normalisation is impossible: {err}") from None
 
 
 # ---------------------------------------------------------------------------- public API
@@ -233,14 +213,12 @@ def load_model(
         )
     path = model_file(source)
     state, metadata, config = load_state_dict(path)
-    where = f"'{path}'"
+    where = f"'{shown_path(path)}'"
     try:
         model = model_from_state_dict(state, config, where)
-    except (TypeError, ValueError, RuntimeError) as err:
-        message = str(err)
-        if str(path) not in message:
-            message = f"cannot load model file '{path}': {message}"
-        raise ValueError(message) from None
+    except (TypeError, ValueError, RuntimeError, MemoryError) as err:
+        problem = plain_text(str(err).replace(f"{where}: ", ""), 300)
+        raise _fail(path, problem) from None
     model.metadata = metadata
     model.source = str(path)
     return model.to(target).eval()

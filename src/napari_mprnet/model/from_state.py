@@ -14,7 +14,15 @@ import torch
 
 from .arch import MPRNet, MPRNetConfig
 
-__all__ = ["infer_config", "model_from_state_dict", "strip_prefixes"]
+__all__ = ["MAX_PARAMETERS", "check_config_size", "infer_config", "model_from_state_dict",
+           "strip_prefixes"]
+
+#: The most parameters a model file may ask for: 10x the largest released MPRNet (deblur,
+#: 20 M). A damaged or hostile configuration must fail here, not in the allocator.
+MAX_PARAMETERS = 200_000_000
+#: Bounds on single entries, checked before any network (even a shapeless one) is built.
+_FIELD_LIMITS = {"num_cab": 64, "kernel_size": 15, "in_c": 16, "out_c": 16,
+                 "n_feat": 65536, "scale_unetfeats": 65536, "scale_orsnetfeats": 65536}
 
 
 class _FileError(ValueError):
@@ -108,9 +116,47 @@ def infer_config(state: Mapping[str, torch.Tensor], where: str = "state dict") -
     )
 
 
+def check_config_size(config: MPRNetConfig, where: str = "state dict") -> int:
+    """Refuse a configuration far beyond any MPRNet before anything is allocated: entries
+    over sane bounds, or more than :data:`MAX_PARAMETERS` parameters (counted on a network
+    without storage). Returns the parameter count.
+
+    Raises
+    ------
+    ValueError
+        Naming the entry, or the parameter count and the bound.
+    """
+    for name, limit in _FIELD_LIMITS.items():
+        value = getattr(config, name)
+        if value > limit:
+            raise ValueError(f"{where}: its configuration asks for {name} {value}, far beyond "
+                             f"any MPRNet (at most {limit} here); the file is damaged or not "
+                             "an MPRNet model")
+    with torch.device("meta"):
+        count = sum(p.numel() for p in MPRNet(config).parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{where}: its configuration asks for {count / 1e6:,.0f} M parameters,"
+                         f" more than the {MAX_PARAMETERS / 1e6:.0f} M accepted (the largest "
+                         "released MPRNet has 20 M); the file is damaged or not a usable model")
+    return count
+
+
+def _check_stored_config(state: Mapping[str, torch.Tensor], config: MPRNetConfig,
+                         where: str) -> None:
+    """Refuse a stored configuration that disagrees with the file's own tensors (e.g.
+    ``num_cab`` 100000 next to the tensors of 8 blocks), before building anything."""
+    found = infer_config(state, where)
+    for name in _CONFIG_FIELDS:
+        if name != "reduction" and getattr(found, name) != getattr(config, name):
+            raise ValueError(f"{where}: its stored configuration says {name} "
+                             f"{getattr(config, name)!r} but its tensors are those of {name} "
+                             f"{getattr(found, name)!r}; the file is damaged")
+
+
 def _build(state: dict[str, torch.Tensor], config: MPRNetConfig, where: str) -> MPRNet:
-    model = MPRNet(config)
-    expected = model.state_dict()
+    check_config_size(config, where)
+    with torch.device("meta"):  # the expected names and shapes, without allocating
+        expected = MPRNet(config).state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -134,8 +180,9 @@ def _build(state: dict[str, torch.Tensor], config: MPRNetConfig, where: str) -> 
         if not bool(torch.isfinite(state[key]).all()):
             raise ValueError(f"{where}: parameter '{key}' holds NaN or infinite values; "
                              "the weights are damaged (or training diverged)")
+    model = MPRNet(config)
     with torch.no_grad():
-        for key, target in expected.items():
+        for key, target in model.state_dict().items():
             target.copy_(state[key].to(target.dtype))
     return model
 
@@ -148,6 +195,8 @@ def model_from_state_dict(
     state = strip_prefixes(dict(state))
     if config is None:
         config = infer_config(state, where)
-    elif isinstance(config, Mapping):
-        config = _config_from(config, where)
+    else:
+        if isinstance(config, Mapping):
+            config = _config_from(config, where)
+        _check_stored_config(state, config, where)
     return _build(state, config, where)
