@@ -7,7 +7,7 @@ Cases (nothing stored; every case is generated from fixed seeds):
   shading) x 7 photon levels (3-3000 photo-electrons at the peak), twice, with the camera
   (photon counting, read noise 1-6 e-, EMCCD, sCMOS with pixel maps and hot pixels) and the
   bit depth (8, 12, 16) rotating so that every pair of these axes occurs: a covering design
-  of 98 cases, not the full product (588 cases, about 1.5 h on one busy core);
+  of 98 cases, not the full product (588 cases, over 3 h on this busy machine);
 - real: the grey microscopy fields of the corpus's benchmark split (binned when the corpus
   was built until their own noise is small; the two crops of most gradient energy per scene,
   centre-cropped, peak scaled to 1), imaged with read noise at 30 photons (16 bit) and 1000
@@ -24,9 +24,15 @@ PSNR convention: in the stored image's units over all pixels, against the exact 
 signal (``Acquisition.clean``), with the clean image's range (max - min) as the data range;
 estimates are not clipped.
 
+Cost (2026-12-06, 2 CPU cores shared with about ten other processes, load 13): 41.5 min for
+the 126 cases; per case BM3D 8.1 s, ``ours`` 5.4 s, ``ours true noise`` 4.5 s, ``ours s=1``
+1.6 s, NL-means 0.15 s. ``--no-bm3d --no-given-noise`` leaves about a third; ``--cases N``
+spreads N generated cases over all families; ``--quick`` runs 8 cases of 96 px in about a
+minute.
+
     nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_microscopy.py \
         --json docs/benchmarks/microscopy_bench.json --markdown docs/microscopy_bench.md
-    python benchmarks/bench_microscopy.py --quick                 # 7 small cases, seconds
+    python benchmarks/bench_microscopy.py --quick                 # 8 small cases, about a minute
     python benchmarks/bench_microscopy.py --cases 20 --model candidate.safetensors --no-bm3d
 """
 
@@ -271,7 +277,7 @@ def select(cases: list, count: int | None) -> list:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="the quick subset (7 cases, 96 px), no real fields")
+                        help="the quick subset (8 cases, 96 px), no real fields")
     parser.add_argument("--size", type=int, help="side of the cases (default 128, quick 96)")
     parser.add_argument("--cases", type=int, help="run only N generated cases, spread evenly")
     parser.add_argument("--model", help="model file or finetune checkpoint (.pt) to evaluate "
