@@ -53,6 +53,8 @@ def iter_restore(
     (``StopIteration.value``, or ``result = yield from iter_restore(...)``) is the list
     ``[final]``, or ``[final, stage2, stage1]`` with ``stages=True``. Closing the generator
     early cancels the run: nothing partial is returned and the input is never modified.
+    What a run removed, with its noise check: :func:`~napari_mprnet.engine.removed.removed_part`
+    ``(image, result)``.
     """
     restorer = Restorer(
         model, task, tile_size=tile_size, tile_overlap=tile_overlap, batch_size=batch_size,

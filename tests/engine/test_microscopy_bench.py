@@ -95,3 +95,14 @@ def test_bench_script_reports_every_case_and_the_gate(tmp_path, tiny_model):
     assert json.loads(out_json.read_text())["summary"]["gate"] == gate
     table = out_md.read_text()
     assert "| case | n | input |" in table and "UNTRAINED" in table
+    # a second model's run reuses the baselines of the same cases, checked by the input PSNR
+    again = bench.main(["--quick", "--size", "48", "--cases", "3", "--no-bm3d", "--model",
+                        str(weights), "--device", "cpu", "--no-given-noise",
+                        "--baselines-from", str(out_json)])
+    for first, second in zip(report["cases"], again["cases"]):
+        assert second["reused"] == ["NL-means VST"]
+        assert second["psnr"]["NL-means VST"] == first["psnr"]["NL-means VST"]
+    other_size = bench.main(["--quick", "--size", "40", "--cases", "1", "--no-bm3d",
+                             "--model", str(weights), "--device", "cpu", "--no-given-noise",
+                             "--baselines-from", str(out_json)])
+    assert "reused" not in other_size["cases"][0]  # other images: computed again
