@@ -185,18 +185,34 @@ def test_cpu_bf16_capability_can_be_forced(monkeypatch):
     assert devices.cpu_supports_bf16()
 
 
-def test_cpu_threads_policy(monkeypatch):
-    assert 1 <= devices.physical_cpu_cores() <= (os.cpu_count() or 1)
+@pytest.fixture
+def automatic_threads(monkeypatch):
+    """No thread count chosen by the environment or the caller; 7 physical cores."""
     monkeypatch.delenv(devices.THREADS_ENV, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 7)
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
+    monkeypatch.setattr(devices, "RECHECK_SECONDS", 0.0)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_physical_cores_are_counted():
+    assert 1 <= devices.physical_cpu_cores() <= (os.cpu_count() or 1)
+
+
+def test_cpu_threads_policy(monkeypatch, automatic_threads):
+    for others, threads in ((0, 7), (3, 4), (40, 1)):
+        # torch untouched by the caller: the cores other processes' runnable threads leave
+        # free, at least one
+        monkeypatch.setattr(devices, "_other_runnable", lambda others=others: others)
+        assert devices.cpu_threads() == threads
+    # where the running count cannot be read: the 1-minute load average above the cores
+    monkeypatch.setattr(devices, "_other_runnable", lambda: None)
     for load, threads in ((3.0, 7), (9.5, 4), (40.0, 1)):
-        monkeypatch.setattr(devices, "_AUTOMATIC_THREADS", None)  # a new process
         monkeypatch.setattr(devices.os, "getloadavg", lambda load=load: (load, 3.0, 3.0))
-        # torch untouched by the caller: every physical core, less those other work
-        # oversubscribes (at 9.5: 2.5 cores, 3 threads fewer), at least one
         assert devices.cpu_threads() == threads
     monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads() + 1)
     assert devices.cpu_threads() == torch.get_num_threads()  # the caller chose: kept
@@ -211,24 +227,43 @@ def test_cpu_threads_policy(monkeypatch):
     assert torch.get_num_threads() == before
 
 
-def test_automatic_threads_do_not_follow_the_load_between_runs(monkeypatch):
-    """The thread count changes a result's last bits: once chosen it stays, so that runs
-    give the same result whatever the load at the time (and in any thread)."""
-    monkeypatch.delenv(devices.THREADS_ENV, raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.setattr(devices, "physical_cpu_cores", lambda: 2)
-    monkeypatch.setattr(devices, "_STARTUP_THREADS", torch.get_num_threads())
-    monkeypatch.setattr(devices, "_AUTOMATIC_THREADS", None, raising=False)
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (0.5, 3.0, 3.0))
-    assert devices.cpu_threads() == 2
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (4.5, 3.0, 3.0))
-    assert devices.cpu_threads() == 2  # busier now: still the count of the first run
-    seen = []
-    thread = threading.Thread(target=lambda: seen.append(devices.cpu_threads()))
-    thread.start()
-    thread.join()
-    assert seen == [2]
+def test_automatic_threads_follow_the_load_during_a_run(monkeypatch, automatic_threads):
+    """Two runs started together must share the cores: the count is measured again between
+    tile batches, changed once the new count is seen twice, and restored after the run."""
+    before = torch.get_num_threads()
+    others = [0]
+    monkeypatch.setattr(devices, "_other_runnable", lambda: others[0])
+    with devices.using_cpu_threads() as used:
+        assert used == 7 and torch.get_num_threads() == 7
+        others[0] = 5  # another run starts
+        assert devices.follow_cpu_load() == 7  # seen once: not yet
+        assert devices.follow_cpu_load() == 2  # seen twice: 2 free cores
+        seen = []  # another thread asking meanwhile measures the load, not our count
+        thread = threading.Thread(target=lambda: seen.append(devices.cpu_threads()))
+        thread.start()
+        thread.join()
+        assert seen == [2]
+        others[0] = 0  # it ended
+        devices.follow_cpu_load()
+        assert devices.follow_cpu_load() == 7
+    assert torch.get_num_threads() == before
+    # a count chosen by the caller or threads= is never changed
+    with devices.using_cpu_threads(3):
+        others[0] = 6
+        devices.follow_cpu_load()
+        assert devices.follow_cpu_load() == 3
+
+
+def test_runner_rechecks_the_load_between_tile_batches(monkeypatch, automatic_threads,
+                                                       tiny_model):
+    calls = []
+    monkeypatch.setattr(devices, "_other_runnable", lambda: calls.append(1) or 0)
+    runner = TiledRunner(tiny_model, device="cpu", precision="fp32", tile_size=16,
+                         tile_overlap=4)
+    calls.clear()
+    planes = np.random.default_rng(0).random((2, 40, 40, 3), dtype=np.float32)
+    runner.run(planes)
+    assert len(calls) >= 2 * 9  # once at the start, then between batches (16 px tiles)
 
 
 @pytest.fixture

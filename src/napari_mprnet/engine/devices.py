@@ -3,13 +3,22 @@
 On a CPU the engine asks two questions here: whether the processor computes bfloat16
 natively (:func:`cpu_supports_bf16`: AVX512-BF16 or AMX, as torch reports it), which makes
 bf16 autocast about twice as fast as fp32 there, and how many threads to use
-(:func:`cpu_threads`: every physical core not already oversubscribed, unless the caller
-chose a count).
+(:func:`cpu_threads`: the physical cores other work leaves free, unless the caller chose a
+count).
 
-The thread count changes the last bits of a result (torch splits its reductions by thread),
-so the automatic count is chosen once per process, at the first CPU run, and every later
-run (in any thread) uses the same: results do not change with the machine's load, and runs
-in several threads give exactly what the same runs give one after another.
+The automatic count follows the machine's load during a run: :func:`follow_cpu_load`, called
+by the runner between tile batches, measures it again (at most every
+:data:`RECHECK_SECONDS`) and changes torch's count when another count was seen twice in a
+row. Two runs started together therefore share the cores instead of oversubscribing them
+(each had taken every core, and OpenMP threads that spin-wait for a descheduled sibling made
+the pair 10x slower than one run after the other). The load is the number of runnable
+threads of other processes at the moment (``/proc/loadavg``'s running count less this
+process's own running threads), or, where that cannot be read, the 1-minute load average.
+
+The thread count can change the last bits of an fp32 result (torch splits some reductions
+by thread; bf16 results were identical between 1 and 2 threads here): set
+``$NAPARI_MPRNET_THREADS`` or call ``torch.set_num_threads`` for results that never depend
+on the load.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ import functools
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -30,6 +41,7 @@ __all__ = [
     "cpu_threads",
     "describe_device",
     "device_memory_bytes",
+    "follow_cpu_load",
     "physical_cpu_cores",
     "resolve_device",
     "using_cpu_threads",
@@ -42,9 +54,20 @@ THREADS_ENV = "NAPARI_MPRNET_THREADS"
 #: torch's thread count when this module was imported: a different count later means the
 #: caller called ``torch.set_num_threads`` and their choice is kept.
 _STARTUP_THREADS = torch.get_num_threads()
-#: The automatic thread count, chosen once (see :func:`cpu_threads`); None until then.
-_AUTOMATIC_THREADS: int | None = None
+#: Seconds between two measurements of the load during a run (:func:`follow_cpu_load`).
+RECHECK_SECONDS = 0.5
+#: Samples of the running count per measurement (their median is used).
+_LOAD_SAMPLES = 5
 _automatic_lock = threading.Lock()
+#: The count this module gave torch while automatic runs are active (not the caller's).
+_given_count: int | None = None
+_active_runs = 0
+#: torch's count before the first of the active automatic runs began (restored after the last).
+_count_before_runs = 1
+#: Follow-up state: when the load was last measured, the count it gave, and a count seen
+#: once that must be seen again before torch's count changes.
+_last_check = 0.0
+_pending: int | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,59 +137,142 @@ def _oversubscribed_cores(cores: int) -> int:
     return max(0, math.ceil(load - cores))
 
 
+def _own_running_threads() -> int:
+    """This process's threads the kernel reports running or runnable ('R')."""
+    count = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if stat.read_text().rpartition(")")[2].split()[0] == "R":
+                count += 1
+    return count
+
+
+def _other_runnable() -> int | None:
+    """Runnable threads of other processes now (median of a few samples of
+    ``/proc/loadavg``'s running count less this process's own), or None where unknown."""
+    samples = []
+    try:
+        for index in range(_LOAD_SAMPLES):
+            if index:
+                time.sleep(0.001)
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            samples.append(max(0, running - _own_running_threads()))
+    except (OSError, ValueError, IndexError):
+        return None
+    return sorted(samples)[len(samples) // 2]
+
+
 def _automatic_threads() -> int:
-    """Every physical core, less as many as other work oversubscribes when first asked."""
-    global _AUTOMATIC_THREADS
-    with _automatic_lock:
-        if _AUTOMATIC_THREADS is None:
-            cores = physical_cpu_cores()
-            _AUTOMATIC_THREADS = max(1, cores - _oversubscribed_cores(cores))
-        return _AUTOMATIC_THREADS
+    """The physical cores other work leaves free now, at least one."""
+    cores = physical_cpu_cores()
+    others = _other_runnable()
+    busy = _oversubscribed_cores(cores) if others is None else others
+    return max(1, cores - busy)
+
+
+def _caller_chose() -> bool:
+    """Whether the caller set the thread count (``torch.set_num_threads`` since import, not
+    by this module's automatic runs, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``)."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return True
+    current = torch.get_num_threads()
+    return current != _STARTUP_THREADS and not (_active_runs and current == _given_count)
+
+
+def _forced_threads() -> int | None:
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def cpu_threads() -> int:
     """Threads a CPU run uses: ``$NAPARI_MPRNET_THREADS``; else the caller's own choice
     (``torch.set_num_threads`` after this module was imported, or ``OMP_NUM_THREADS`` /
-    ``MKL_NUM_THREADS``); else every physical core, less as many as other work already
-    oversubscribes (1-minute load average above the core count), at least one. That last
-    count is measured once per process, at the first call, and kept: the thread count changes
-    the last bits of a result, which must not depend on the load of the moment (set
-    ``$NAPARI_MPRNET_THREADS`` to choose another count).
+    ``MKL_NUM_THREADS``); else the physical cores other work leaves free now (see the module
+    docstring), at least one. Runs re-check that last count between tile batches
+    (:func:`follow_cpu_load`).
 
-    The last rule matters: when the machine is oversubscribed an OpenMP thread is often
-    descheduled while its siblings spin-wait for it, and 2 threads ran 10x slower than 1 on
-    a 2-core machine at a load of 16 (docs/benchmarks/restore_cpu.md).
+    Using only free cores matters: when the machine is oversubscribed an OpenMP thread is
+    often descheduled while its siblings spin-wait for it, and 2 threads ran 10x slower than
+    1 on a 2-core machine at a load of 16 (docs/benchmarks/restore_cpu.md).
 
     Raises
     ------
     ValueError
         If ``$NAPARI_MPRNET_THREADS`` is not a positive integer.
     """
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
-    current = torch.get_num_threads()
-    if current != _STARTUP_THREADS or os.environ.get("OMP_NUM_THREADS") \
-            or os.environ.get("MKL_NUM_THREADS"):
-        return current
+    forced = _forced_threads()
+    if forced is not None:
+        return forced
+    if _caller_chose():
+        return torch.get_num_threads()
     return _automatic_threads()
+
+
+def _give(count: int) -> None:
+    global _given_count
+    _given_count = count
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+def follow_cpu_load() -> int:
+    """During an automatic CPU run (inside :func:`using_cpu_threads` without a count):
+    measure the load again if :data:`RECHECK_SECONDS` have passed, and change torch's
+    thread count once another count has been seen twice in a row. Returns the count now
+    in use; does nothing when the count was chosen (environment, caller, ``threads=``)."""
+    global _last_check, _pending
+    with _automatic_lock:
+        if not _active_runs or _forced_threads() is not None or _caller_chose():
+            return torch.get_num_threads()
+        now = time.monotonic()
+        if now - _last_check < RECHECK_SECONDS:
+            return torch.get_num_threads()
+        _last_check = now
+        wanted = _automatic_threads()
+        if wanted == torch.get_num_threads():
+            _pending = None
+        elif _pending == wanted:
+            _give(wanted)
+            _pending = None
+        else:
+            _pending = wanted
+        return torch.get_num_threads()
 
 
 @contextlib.contextmanager
 def using_cpu_threads(threads: int | None = None) -> Iterator[int]:
     """Run the block with ``threads`` (default :func:`cpu_threads`) torch CPU threads, then
-    restore the previous count; yields the count used."""
-    wanted = cpu_threads() if threads is None else int(threads)
-    previous = torch.get_num_threads()
-    if wanted != previous:
-        torch.set_num_threads(wanted)
+    restore the previous count; yields the count used at the start. Without ``threads`` and
+    without a count chosen by the environment or the caller, the count follows the load
+    inside the block wherever :func:`follow_cpu_load` is called."""
+    global _active_runs, _last_check, _count_before_runs
+    with _automatic_lock:
+        previous = torch.get_num_threads()
+        automatic = threads is None and _forced_threads() is None and not _caller_chose()
+        wanted = cpu_threads() if threads is None else int(threads)
+        if automatic:
+            if not _active_runs:
+                _count_before_runs = previous
+            _active_runs += 1
+            _last_check = time.monotonic()
+            _give(wanted)
+        elif wanted != previous:
+            torch.set_num_threads(wanted)
     try:
         yield wanted
     finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
+        with _automatic_lock:
+            if automatic:
+                _active_runs -= 1
+                restore = None if _active_runs else _count_before_runs
+            else:
+                restore = previous
+            if restore is not None and torch.get_num_threads() != restore:
+                torch.set_num_threads(restore)
 
 
 def _mps_available() -> bool:

@@ -15,7 +15,8 @@ non-blocking, and tiles are blended on the GPU into one buffer per plane when th
 (otherwise on the host, one batch behind). The pipelined loop is device-agnostic and can be
 forced on CPU (``pipeline=True``, ``accumulate="device"``); the default CPU loop is the
 plain one, one tile at a time, channels-last, in bf16 autocast where the CPU has native
-bf16 (:mod:`.precision`), with every physical core (:func:`.devices.cpu_threads`). Both
+bf16 (:mod:`.precision`), with the physical cores other work leaves free, re-checked
+between tile batches (:func:`.devices.cpu_threads`, :func:`.devices.follow_cpu_load`). Both
 loops, and the out-of-memory back-off they share, live in :mod:`.loops`.
 
 :meth:`TiledRunner.iter_run` is a generator that yields a :class:`Progress` after every tile
@@ -34,7 +35,7 @@ import torch
 
 from ..model.arch import MPRNet
 from .backends import Backend, is_out_of_memory, make_backend, resolve_backend
-from .devices import resolve_device, using_cpu_threads
+from .devices import follow_cpu_load, resolve_device, using_cpu_threads
 from .loops import ShrinkTiles, release_cached_memory, run_grid, run_grid_pipelined
 from .models import ready_model
 from .planning import (
@@ -103,8 +104,8 @@ class TiledRunner:
         when ``accumulate="device"``.
     threads : int, optional
         torch CPU threads during a CPU run (restored afterwards); default
-        :func:`~napari_mprnet.engine.devices.cpu_threads` (every physical core unless the
-        caller chose a count).
+        :func:`~napari_mprnet.engine.devices.cpu_threads` (the physical cores other work
+        leaves free unless the caller chose a count, re-checked between tile batches).
     split_patches : bool
         False (default): every stage sees the whole tile, so tiles agree with the whole
         image; True: the paper's quarter/half patch split inside every tile.
@@ -197,6 +198,8 @@ class TiledRunner:
     def _tiles_through(self, tiles: np.ndarray, stages: bool,
                        backend: Backend | None) -> list[np.ndarray]:
         """:meth:`forward_tiles` through ``backend`` (None: :meth:`forward_batch`)."""
+        if self.device.type == "cpu" and self.threads is None:
+            follow_cpu_load()  # the automatic thread count follows the machine's load
         batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
         batch = batch.to(self.device, non_blocking=True)
         outputs = (self.forward_batch(batch, stages) if backend is None
