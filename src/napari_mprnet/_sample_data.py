@@ -11,6 +11,8 @@
   with mild noise, uint8.
 - :func:`rainy_natural`: scikit-image's "astronaut" colour photograph (or a procedural
   scene) under synthetic rain streaks, uint8 RGB.
+- :func:`noisy_cells_stack`: four fields of the fluorescence scene (a stack, for
+  fine-tuning: validation holds out whole planes), uint16.
 
 The degradations are those of the benchmark (``benchmarks/bench_quality.py``); none of these
 images is in the training data of the bundled models. All are deterministic (fixed seeds).
@@ -32,9 +34,11 @@ __all__ = [
     "blurred_natural",
     "blurred_natural_sample",
     "cells_sample",
+    "cells_stack_sample",
     "degraded_pair",
     "natural_sample",
     "noisy_cells",
+    "noisy_cells_stack",
     "noisy_natural",
     "rainy_natural",
     "rainy_sample",
@@ -150,6 +154,22 @@ def noisy_cells(
     limit = np.iinfo(np.uint16).max
     as_uint16 = [np.clip(np.rint(a), 0, limit).astype(np.uint16) for a in (noisy, clean)]
     return as_uint16[0], as_uint16[1]
+
+
+#: Planes and plane shape of the fluorescence stack sample.
+STACK_SHAPE = (4, 256, 256)
+
+
+def noisy_cells_stack(shape: tuple[int, int, int] = STACK_SHAPE,
+                      seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Fields of the fluorescence scene, each with its own cells and camera noise.
+
+    Returns
+    -------
+    (noisy, clean) : tuple of uint16 arrays of ``shape`` (planes, height, width)
+    """
+    pairs = [noisy_cells(tuple(shape[1:]), seed=seed + 1 + plane) for plane in range(shape[0])]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def _procedural_scene(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -312,6 +332,18 @@ def _sample_layers(task: str, sample: str) -> list[tuple]:
 def cells_sample() -> list[tuple]:
     """napari sample data: the noisy fluorescence image and its clean reference."""
     return _sample_layers("denoise", "cells")
+
+
+def cells_stack_sample() -> list[tuple]:
+    """napari sample data: a 4-plane noisy fluorescence stack and its clean reference, for
+    the Fine-tune widget (validation holds out whole planes)."""
+    noisy, clean = noisy_cells_stack()
+    limits = [float(np.percentile(clean, 0.5)), float(np.percentile(clean, 99.8))]
+    common = {"colormap": "gray", "contrast_limits": limits}
+    return [
+        (clean, {"name": "clean cells stack", "visible": False, **common}, "image"),
+        (noisy, {"name": "noisy cells stack", **common}, "image"),
+    ]
 
 
 def natural_sample() -> list[tuple]:

@@ -91,8 +91,11 @@ def test_trains_plots_and_registers_for_restore(make_napari_viewer, qtbot, tiny_
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
     assert widget.save_button.isEnabled() and widget.export_button.isEnabled()
 
-    # registered: it appears in the restore widget's weights list (and can be restored with)
-    assert registered_weights()["my cells"] is widget.result.model
+    # registered (saved, so later sessions have it too): it appears in the restore widget's
+    # weights list (and can be restored with)
+    saved = load_model(registered_weights()["my cells"])
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(),
+                                                 widget.result.model.state_dict().values()))
     assert restore.weights_combo.findData("registered:my cells") >= 0
     assert widget.weights_combo.findData("registered:my cells") >= 0  # fine-tune it further
     restore.weights_combo.setCurrentIndex(restore.weights_combo.findData("registered:my cells"))
@@ -285,7 +288,7 @@ def test_plugin_sample_gives_noisy_input_and_clean_target(make_napari_viewer):
     assert widget.target_combo.currentText() == "noisy cells"
     viewer.add_image(np.zeros((8, 8)), name="unrelated")
     assert widget.input_combo.currentText() == "clean cells"  # choices survive new layers
-    form = widget.layout().itemAt(0).layout()
+    form = widget.form
     labels = [form.itemAt(i, form.ItemRole.LabelRole) for i in range(form.rowCount())]
     texts = [item.widget().text() for item in labels if item is not None and item.widget()]
     assert "Validation fraction" in texts
@@ -319,7 +322,7 @@ def test_self_supervised_with_no_target(make_napari_viewer, qtbot, tiny_model_fi
     assert train(qtbot, widget) == "done"
     prov = widget.result.model.metadata["provenance"]
     assert prov["objective"]["name"] == "noise2void" and prov["best_val_loss"] is not None
-    assert "self-supervised val loss" in widget.status_label.text()
+    assert "self-supervised validation loss" in widget.status_label.text()
     # Noise2Noise from the stack's neighbouring frames
     widget.method_combo.setCurrentIndex(1)
     assert train(qtbot, widget) == "done"

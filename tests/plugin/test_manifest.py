@@ -53,7 +53,8 @@ def test_widget_and_samples(manifest):
     widgets = manifest.contributions.widgets
     assert [w.display_name for w in widgets] == ["Restore", "Fine-tune"]
     keys = {sample.key for sample in manifest.contributions.sample_data}
-    assert keys == {"cells", "natural", "blurred_cells", "blurred_natural", "rainy"}
+    assert keys == {"cells", "cells_stack", "natural", "blurred_cells", "blurred_natural",
+                    "rainy"}
 
 
 def test_napari_registers_the_submenu(make_napari_viewer):

@@ -255,7 +255,9 @@ def test_callback_events_and_stop():
     with_val = [e["step"] for e in events if "val_psnr" in e]
     assert with_val == [6] and "val_ssim" in events[5]
     assert not result.model.training
-    assert [e["event"] for e in info] == ["plan", "rate"] and info[1]["step"] == 4
+    assert [e["event"] for e in info] == ["plan", "start", "rate"] and info[2]["step"] == 4
+    # the starting model's validation score (step 0): where the curve starts
+    assert info[1]["step"] == 0 and info[1]["val_psnr"] == result.base_val_psnr
     assert all("steps_per_s" in e for e in events[4:]) and "steps_per_s" not in events[3]
 
 
@@ -265,15 +267,16 @@ def test_plan_and_rate_are_reported_before_and_after_the_first_steps(caplog):
     events = []
     with caplog.at_level(logging.INFO, logger="napari_mprnet.training"):
         _small_run(steps=6, callback=events.append, precision="fp32", channels_last=False)
-    plan, rate = [e for e in events if "loss" not in e]
-    assert events[0] is plan  # before the first step
+    plan, start, rate = [e for e in events if "loss" not in e]
+    assert events[0] is plan and events[1] is start  # before the first step
+    assert start["message"].startswith("starting model: val PSNR")
     message = plan["message"]
     parts = ("3 training planes (3 x 48x48 grey)", "1 validation planes",
              "6 steps of 2 x 32x32 patches", "on cpu (1 thread)", "in fp32", "MPRNet object")
     for part in parts:
         assert part in message, (part, message)
     assert plan["n_train"] == 3 and plan["precision"] == "fp32" and "\n" not in message
-    assert events.index(rate) == 5  # right after the step event of step 4
+    assert events.index(rate) == 6  # right after the step event of step 4
     assert rate["steps_per_s"] > 0 and rate["eta_s"] == pytest.approx(2 / rate["steps_per_s"])
     assert "s per step" in rate["message"] and "remaining 2 steps" in rate["message"]
     logged = [r.getMessage() for r in caplog.records]

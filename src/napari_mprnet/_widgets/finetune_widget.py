@@ -5,9 +5,10 @@ It collects the training pairs (two Image layers, or two folders of TIFF files m
 name; or the noisy input alone, Target "none (self-supervised)", with a Noise2Void or
 Noise2Noise-from-frames method), the base weights and the schedule, runs a
 :class:`~napari_mprnet._widgets._training_job.FinetuneJob` and plots the loss and
-validation PSNR live. The tuned model (also a stopped run's) is registered with
-:func:`~napari_mprnet._widgets.weights_registry.register_weights`, so it appears in the
-*Restore* widget, and can be saved or exported to bioimage.io.
+validation score live (PSNR with a target, the self-supervised loss without; a single image
+holds out a band of itself). The tuned model (also a stopped run's) is saved and registered
+with :func:`~napari_mprnet._widgets.weights_registry.persist_weights`, so it appears in the
+*Restore* widget, in this session and later ones, and can be exported to bioimage.io.
 """
 
 from __future__ import annotations
@@ -19,29 +20,29 @@ from napari.utils import notifications
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..model.tasks import TASKS
-from ._controls import alive, fill_weights_combo, show_device, weights_choice
+from ._controls import alive, fill_weights_combo, scrolling, show_device, weights_choice
 from ._requests import resolve_weights
 from ._training_job import FinetuneJob, FinetuneRequest
 from .engine_loader import available_devices, when_loaded
 from .finetune_data import FOLDERS, LAYERS, TrainingDataForm, row
 from .finetune_output import TunedModelOutput
+from .finetune_report import SELF_SUPERVISED_METHODS, result_text, step_text, validation_of
+from .finetune_schedule import SCHEDULE_WIDGETS, ScheduleControls
 from .restore_controls import MODEL_FILTER
 from .settings import WeightsChoice
 from .training_plot import TrainingPlot
-from .weights_registry import register_weights, registry_events
+from .weights_registry import persist_weights, register_weights, registry_events
 
 if TYPE_CHECKING:
     import napari
@@ -49,20 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["FOLDERS", "LAYERS", "SELF_SUPERVISED_METHODS", "FinetuneWidget"]
 
 _TITLE = "MPRNet fine-tune"
-#: Method choices without a target: label -> (method, pairs_from_series, blind-spot mask,
-#: blind-spot distance).
-SELF_SUPERVISED_METHODS = {
-    "Noise2Void (noisy images)": ("noise2void", False, "pixel", "mse"),
-    "Noise2Noise (neighbouring frames of a stack)": ("noise2noise", True, "pixel", "mse"),
-    "Noise2Void, blind line along x (noise correlated along rows)":
-        ("noise2void", False, "horizontal", "mse"),
-    "Noise2Void, blind line along y (noise correlated along columns)":
-        ("noise2void", False, "vertical", "mse"),
-    "Noise2Void, blind 5 x 5 block (noise correlated in blotches)":
-        ("noise2void", False, "square", "mse"),
-    "Noise2Void, outlier-robust loss (symmetric heavy-tailed noise)":
-        ("noise2void", False, "pixel", "charbonnier"),
-}
 
 
 class FinetuneWidget(QWidget):
@@ -90,7 +77,8 @@ class FinetuneWidget(QWidget):
         self.result: Any = None
         #: Name the last model was registered under.
         self.registered_name: str | None = None
-        self._last_val_loss: float | None = None
+        self._start: tuple[str, float] | None = None
+        self._last_val: tuple[str, float] | None = None
         # ---- data: layers or folders (proposed by meaning, see layer_roles)
         self.data_form = TrainingDataForm(self.viewer)
         form_widgets = ("source_combo", "input_combo", "target_combo", "input_dir_edit",
@@ -112,49 +100,9 @@ class FinetuneWidget(QWidget):
         self.file_box = row(self.file_edit, self.browse_button)
 
         # ---- schedule
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 1_000_000)
-        self.steps_spin.setValue(200)
-        self.steps_spin.setToolTip("Optimisation steps (batches)")
-        self.patch_spin = QSpinBox()
-        self.patch_spin.setRange(16, 1024)
-        self.patch_spin.setSingleStep(8)
-        self.patch_spin.setValue(64)
-        self.patch_spin.setSuffix(" px")
-        self.patch_spin.setToolTip("Side of the random training crops (a multiple of 8)")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(4)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 0.1)
-        self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(2e-4)
-        self.lr_spin.setToolTip("Peak learning rate (Adam), annealed by a cosine; 2e-4 with "
-                                "a clean target, 5e-5 self-supervised")
-        self.method_combo = QComboBox()
-        self.method_combo.addItems(list(SELF_SUPERVISED_METHODS))
-        # long labels: the combo stays narrow, its list shows them whole
-        self.method_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.method_combo.setMinimumContentsLength(24)
-        self.method_combo.setToolTip(
-            "Without clean targets: Noise2Void learns from single noisy images (noise "
-            "independent between pixels; the blind line / block variants hide the neighbours "
-            "of camera noise correlated along rows, columns or in blotches); Noise2Noise "
-            "pairs each frame of a stack of a static sample with the next (noise independent "
-            "between frames, any correlation between pixels: the method for correlated noise)"
-        )
-        self.method_label = QLabel("Method")
-        self.val_spin = QDoubleSpinBox()
-        self.val_spin.setDecimals(2)
-        self.val_spin.setRange(0.0, 0.9)
-        self.val_spin.setSingleStep(0.05)
-        self.val_spin.setValue(0.1)
-        self.val_spin.setToolTip(
-            "Fraction of the whole planes held out for validation, e.g. 0.10 = one plane in "
-            "ten (needs at least 2 planes; 0 = no validation)"
-        )
+        self.schedule = ScheduleControls()
+        for attribute in SCHEDULE_WIDGETS:
+            setattr(self, attribute, getattr(self.schedule, attribute))
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto")  # the others once torch is loaded
         self.device_label = QLabel()
@@ -179,7 +127,7 @@ class FinetuneWidget(QWidget):
         for button in (self.save_button, self.export_button):
             button.setEnabled(False)
 
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.addRow("Data", self.source_combo)
         form.addRow(self.data_form)
         form.addRow(self.method_label, self.method_combo)
@@ -194,7 +142,8 @@ class FinetuneWidget(QWidget):
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow("Model name", self.name_edit)
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addWidget(row(self.start_button, self.stop_button))
         layout.addWidget(self.progress_bar)
@@ -202,6 +151,7 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(row(self.save_button, self.export_button))
         layout.addStretch(1)
+        self.scroll_area = scrolling(content, self)
 
         self.output = TunedModelOutput(self, self.status_label, _TITLE,
                                        self.export_finished.emit)
@@ -316,7 +266,7 @@ class FinetuneWidget(QWidget):
             notifications.show_error(f"{_TITLE}: {err}")
             return None
         self.plot.clear(request.steps)
-        self._last_val_loss = None
+        self._start = self._last_val = None
         self.job = FinetuneJob(request, on_event=self._on_event, on_finished=self._on_finished)
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -339,7 +289,11 @@ class FinetuneWidget(QWidget):
     def _on_event(self, event: dict) -> None:
         if not alive(self):
             return
+        score = validation_of(event)
         if "loss" not in event:  # what the trainer reports before and between steps
+            if event.get("event") == "start" and score is not None:  # the starting model
+                self._start = score
+                self.plot.add_val(0, score[1], score[0])
             message = event.get("message")
             if message:
                 self.status_label.setText(str(message))
@@ -348,18 +302,12 @@ class FinetuneWidget(QWidget):
         self.progress_bar.setRange(0, steps)
         self.progress_bar.setValue(step)
         self.plot.add_loss(step, float(event["loss"]))
-        if event.get("val_psnr") is not None:
-            self.plot.add_val_psnr(step, float(event["val_psnr"]))
-        if event.get("val_loss") is not None:
-            self._last_val_loss = float(event["val_loss"])
+        if score is not None:
+            self._last_val = score
+            self.plot.add_val(step, score[1], score[0])
         if not (self.job is not None and self.job.stop_requested):
-            psnr = f", val PSNR {self.plot.psnr_points[-1][1]:.2f} dB" if (
-                self.plot.psnr_points) else ""
-            if not psnr and self._last_val_loss is not None:
-                psnr = f", val loss {self._last_val_loss:.4f}"
-            self.status_label.setText(
-                f"Step {step}/{steps}: loss {event['loss']:.4f}{psnr}"
-            )
+            self.status_label.setText(step_text(step, steps, float(event["loss"]),
+                                                self._last_val, self._start))
         self.step_done.emit(event)
 
     def _model_name(self, job: FinetuneJob) -> str:
@@ -382,31 +330,31 @@ class FinetuneWidget(QWidget):
             return
         result = self.result = job.result
         name = self._model_name(job)
-        try:
-            register_weights(name, result.model)
-        except (TypeError, ValueError) as err:
-            notifications.show_error(f"{_TITLE}: could not register the model: {err}")
-        else:
-            self.registered_name = name
+        self.registered_name = self._register(name, result.model)
         self.progress_bar.setRange(0, max(1, job.request.steps))
         self.progress_bar.setValue(result.steps_done)
-        how = "Stopped" if result.stopped else "Done"
-        psnr = "" if result.best_val_psnr is None else (
-            f"; best val PSNR {result.best_val_psnr:.2f} dB"
-            + ("" if result.base_val_psnr is None else f" (base {result.base_val_psnr:.2f})")
-        )
-        if result.best_val_psnr is None and result.best_val_loss is not None:
-            psnr = (f"; best self-supervised val loss {result.best_val_loss:.4f} (base "
-                    f"{result.base_val_loss:.4f})" + ("; no step beat the starting model, kept"
-                                                      if result.best_step == 0 else ""))
         self.status_label.setText(
-            f"{how} after {result.steps_done} steps in {job.seconds:.1f} s{psnr}. "
-            f"'{name}' is now in the Restore widget's weights list."
+            f"{result_text(result, job.seconds)}. '{name}' is now in the Restore widget's "
+            "weights list."
         )
         self.save_button.setEnabled(True)
         self.export_button.setEnabled(True)
         notifications.show_info(f"{_TITLE}: model '{name}' registered for the Restore widget")
         self.job_finished.emit(job.state)
+
+    def _register(self, name: str, model: Any) -> str | None:
+        """Save the model among the fine-tuned ones (kept between sessions) and offer it in
+        the Restore widget; in this session only if it cannot be saved."""
+        try:
+            persist_weights(name, model)
+        except OSError as err:
+            notifications.show_warning(f"{_TITLE}: could not keep '{name}' for later "
+                                       f"sessions ({err}); it is offered in this one")
+            register_weights(name, model)
+        except (TypeError, ValueError) as err:
+            notifications.show_error(f"{_TITLE}: could not register the model: {err}")
+            return None
+        return name
 
     # ------------------------------------------------------------------ save / export
 

@@ -1,7 +1,9 @@
-"""A small live plot of training loss and validation PSNR, drawn with QPainter.
+"""A small live plot of training loss and validation score, drawn with QPainter.
 
 No plotting library is needed (napari does not ship matplotlib): the loss is a line on the
-left axis, the validation PSNR a line with dots on the right axis, both against the step.
+left axis, the validation score (PSNR with a clean target, else the self-supervised loss) a
+line with dots on the right axis, both against the step; the starting model's score (step 0)
+is a dashed level across the plot, so that a glance tells whether fine-tuning helps.
 """
 
 from __future__ import annotations
@@ -39,27 +41,38 @@ def format_tick(value: float) -> str:
     return f"{value:.1e}"
 
 
+#: Legend of the validation line by kind.
+VAL_LEGENDS = {"psnr": "val PSNR (dB)", "loss": "val loss (self-supervised)"}
+
+
 class TrainingPlot(QWidget):
-    """Live plot: ``add_loss(step, loss)``, ``add_val_psnr(step, psnr)``, ``clear()``."""
+    """Live plot: ``add_loss(step, loss)``, ``add_val(step, value, kind)`` ("psnr" or
+    "loss"; step 0 is the starting model), ``clear()``."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.loss_points: list[tuple[int, float]] = []
+        #: validation scores after step 0, and the starting model's (step 0) if known
         self.psnr_points: list[tuple[int, float]] = []
+        self.start_value: float | None = None
+        self.val_kind = "psnr"
         self.total_steps = 0
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(130)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setToolTip("Training loss (orange, left axis) and validation PSNR in dB "
-                        "(blue, right axis) against the step")
+        self.setToolTip("Training loss (orange, left axis) and the validation score (blue, "
+                        "right axis: PSNR in dB with a clean target, else the self-supervised "
+                        "loss, lower is better) against the step; dashed: the starting model")
 
     def sizeHint(self) -> QSize:
-        return QSize(320, 190)
+        return QSize(320, 170)
 
     # ------------------------------------------------------------------ data
 
     def clear(self, total_steps: int = 0) -> None:
         self.loss_points.clear()
         self.psnr_points.clear()
+        self.start_value = None
+        self.val_kind = "psnr"
         self.total_steps = int(total_steps)
         self.update()
 
@@ -67,9 +80,17 @@ class TrainingPlot(QWidget):
         self.loss_points.append((int(step), float(loss)))
         self.update()
 
-    def add_val_psnr(self, step: int, value: float) -> None:
-        self.psnr_points.append((int(step), float(value)))
+    def add_val(self, step: int, value: float, kind: str = "psnr") -> None:
+        """A validation score: PSNR in dB ("psnr") or a self-supervised loss ("loss")."""
+        self.val_kind = kind
+        if int(step) == 0:
+            self.start_value = float(value)
+        else:
+            self.psnr_points.append((int(step), float(value)))
         self.update()
+
+    def add_val_psnr(self, step: int, value: float) -> None:
+        self.add_val(step, value, "psnr")
 
     # ------------------------------------------------------------------ drawing
 
@@ -112,7 +133,7 @@ class TrainingPlot(QWidget):
         painter.setPen(PSNR_COLOR)
         painter.drawText(
             QPointF(rect.left() + metrics.horizontalAdvance("loss") + 12, metrics.ascent() + 2),
-            "val PSNR (dB)",
+            VAL_LEGENDS[self.val_kind] + ("" if self.start_value is None else ", -- start"),
         )
         painter.setPen(text)
         baseline = rect.bottom() + metrics.ascent() + 4
@@ -124,11 +145,12 @@ class TrainingPlot(QWidget):
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "no training yet")
             return
 
+        start = [] if self.start_value is None else [self.start_value]
         for points, color, left_axis in ((self.loss_points, LOSS_COLOR, True),
                                          (self.psnr_points, PSNR_COLOR, False)):
             if not points:
                 continue
-            low, high = data_range([v for _, v in points])
+            low, high = data_range([v for _, v in points] + ([] if left_axis else start))
 
             def y_of(value: float, low: float = low, high: float = high) -> float:
                 if not math.isfinite(value):
@@ -141,6 +163,11 @@ class TrainingPlot(QWidget):
                 x = (rect.left() - metrics.horizontalAdvance(tick) - 4 if left_axis
                      else rect.right() + 4)
                 painter.drawText(QPointF(x, y), tick)
+            if start and not left_axis:  # the starting model's level, dashed
+                painter.setPen(QPen(color, 1.0, Qt.PenStyle.DashLine))
+                level = y_of(start[0])
+                painter.drawLine(QPointF(rect.left(), level), QPointF(rect.right(), level))
+                points = [(0, start[0]), *points]
             mapped = [QPointF(x_of(s), y_of(v)) for s, v in points]
             painter.setPen(QPen(color, 1.6))
             for a, b in itertools.pairwise(mapped):

@@ -302,6 +302,48 @@ def split_pairs(pairs: PairSet, val_fraction: float, seed: int = 0) -> tuple[Pai
     return pairs.subset(train_idx), pairs.subset(val_idx)
 
 
+#: The held-out band of a single plane is at least this many pixels across (8-aligned).
+MIN_VAL_BAND = 32
+
+
+def split_region(pairs: PairSet, val_fraction: float, min_train: int = 0
+                 ) -> tuple[PairSet, PairSet]:
+    """Split ONE plane into a training part and a held-out band for validation.
+
+    With a single plane, :func:`split_pairs` can hold out nothing; this holds out a region
+    instead: the last ``val_fraction`` of the plane along its longer side (the bottom rows,
+    or the right-hand columns of a wide plane), at least :data:`MIN_VAL_BAND` pixels and a
+    multiple of 8, so that fine-tuning on one image still reports its quality on pixels it
+    never trained on. The training part keeps at least ``min_train`` pixels (the patch
+    size) along that side; a plane too small for both is returned whole, with no validation.
+
+    Returns
+    -------
+    (PairSet, PairSet)
+        The training part and the band, each one plane (named e.g. ``"cells[rows 0-343]"``
+        and ``"cells[rows 344-383]"``), sharing the normalisation.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if len(pairs) != 1:
+        raise ValueError(f"split_region splits one plane, got {len(pairs)}")
+    inp, tgt, name = pairs.inputs[0], pairs.targets[0], pairs.names[0]
+    axis = 0 if inp.shape[0] >= inp.shape[1] else 1
+    length = inp.shape[axis]
+    band = max(MIN_VAL_BAND, -(-round(val_fraction * length) // 8) * 8)
+    if val_fraction == 0 or length - band < max(int(min_train), MIN_VAL_BAND):
+        return pairs, pairs.subset([])
+    cut = length - band
+    what = "rows" if axis == 0 else "columns"
+
+    def part(lo: int, hi: int) -> PairSet:
+        index = (slice(lo, hi), slice(None)) if axis == 0 else (slice(None), slice(lo, hi))
+        return PairSet([np.ascontiguousarray(inp[index])], [np.ascontiguousarray(tgt[index])],
+                       [f"{name}[{what} {lo}-{hi - 1}]"], pairs.normalization)
+
+    return part(0, cut), part(cut, length)
+
+
 def fingerprint(train: PairSet, val: PairSet) -> dict:
     """What identifies the training data: plane counts, shapes and a SHA-256 of every plane.
 

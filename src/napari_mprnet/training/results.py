@@ -19,6 +19,7 @@ __all__ = [
     "TrainingDiverged",
     "describe_plan",
     "describe_source",
+    "describe_start",
     "normalization_meta",
     "provenance",
     "task_of",
@@ -202,3 +203,14 @@ def describe_plan(*, task: str, base: str, train_shapes: list[tuple], n_val: int
             "precision": precision, "channels_last": channels_last,
             "patch_size": args["patch_size"], "batch_size": args["batch_size"],
             "objective": objective}
+
+
+def describe_start(scores: dict) -> dict:
+    """The starting model's validation scores as an info event (``event="start"``, step 0):
+    the point a run's curve starts from and the level it must beat."""
+    if scores.get("val_psnr") is not None:
+        text = f"starting model: val PSNR {scores['val_psnr']:.2f} dB"
+    else:
+        text = f"starting model: self-supervised val loss {scores.get('val_loss', float('nan')):.4f}"
+    return {"event": "start", "message": text, "step": 0,
+            **{k: v for k, v in scores.items() if v is not None}}

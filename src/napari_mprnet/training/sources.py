@@ -7,7 +7,7 @@ from typing import Any
 
 from ..model.arch import MPRNet
 from ..model.presets import TASKS
-from .data import PairSet, load_pairs, split_pairs
+from .data import PairSet, load_pairs, split_pairs, split_region
 from .series import series_pairs
 
 __all__ = ["base_network", "load_training_data"]
@@ -15,9 +15,10 @@ __all__ = ["base_network", "load_training_data"]
 
 def load_training_data(inputs: Any, targets: Any, val_inputs: Any, val_targets: Any,
                        normalize: Any, val_fraction: float, seed: int,
-                       series: bool) -> tuple[PairSet, PairSet]:
+                       series: bool, min_train: int = 0) -> tuple[PairSet, PairSet]:
     """Training and validation planes: given pairs, planes paired with themselves (no
-    targets), or neighbouring frames of a series; validation given, split off, or none."""
+    targets), or neighbouring frames of a series; validation given, split off (whole planes,
+    or a band of a single plane keeping ``min_train`` px for training), or none."""
     if series:  # Noise2Noise pairs of neighbouring frames, validation by frame blocks
         pairs, val = series_pairs(inputs, val_fraction=val_fraction, seed=seed,
                                   normalize=normalize)
@@ -30,6 +31,8 @@ def load_training_data(inputs: Any, targets: Any, val_inputs: Any, val_targets: 
         return pairs, val
     if val_fraction > 0 and len(pairs) >= 2:
         return split_pairs(pairs, val_fraction, seed)
+    if val_fraction > 0 and len(pairs) == 1:
+        return split_region(pairs, val_fraction, min_train)
     return pairs, pairs.subset([])
 
 

@@ -51,6 +51,7 @@ from .results import (
     TrainingDiverged,
     describe_plan,
     describe_source,
+    describe_start,
     normalization_meta,
     provenance,
     task_of,
@@ -134,7 +135,9 @@ def finetune(
     edge_weight : float
         Weight of the edge loss (the paper's lambda).
     val_fraction : float
-        Fraction of whole planes held out for validation (ignored with ``val_inputs``).
+        Fraction held out for validation (ignored with ``val_inputs``): whole planes (at
+        least one) when there are several, a band of the plane along its longer side when
+        there is one (:func:`~.data.split_region`), so that quality is always reported.
     val_inputs, val_targets : optional
         Explicit validation images, normalised like the training images.
     val_every : int, optional
@@ -263,7 +266,8 @@ def finetune(
 
     # ---------------------------------------------------------------- data and model
     train, val = load_training_data(inputs, targets, val_inputs, val_targets, normalize_arg,
-                            args["val_fraction"], args["seed"], bool(pairs_from_series))
+                                    args["val_fraction"], args["seed"], bool(pairs_from_series),
+                                    min_train=args["patch_size"])
     norm = train.normalization
     data_print = fingerprint(train, val) if ckpt is not None or ckpt_path is not None else None
     if ckpt is not None and not resume_other_data:
@@ -334,6 +338,7 @@ def finetune(
         state = RunState(sampler=sampler.state_dict())
         if validator:
             state.base_val = validator.score(net)
+            loop.inform(describe_start(state.base_val))
             if self_supervised:  # kept unless a step beats it: fine-tuning cannot drift off
                 state.best, state.best_state = {"step": 0, **state.base_val}, cpu_state(net)
     started = time.perf_counter()
