@@ -25,18 +25,28 @@ happened to be weak (too low); a start that is too low spirals down the same way
 For Poisson-Gaussian noise the patches are split into intensity bins by their mean; each bin
 gets its own variance (bins where under half the patches are weak-texture are left out: their
 few flat patches are a biased sample), and ``variance = a * mean + b`` is fitted through them
-with ``a`` and ``b`` kept >= 0.
+with ``a >= 0``. ``b`` may be negative: a camera stores its signal above an offset, so the
+line reaches zero at the offset, not at intensity 0 (a line forced through ``b >= 0`` reads
+the slope of a camera image 10-70 times too low). The line is kept >= 0 at the darkest bin
+measured; below it the variance is ``max(a * I + b, 0)``.
+
+The weak-texture patches are what this estimate sees: on sparse fluorescence (a dark,
+nearly noise-free background and bright structures with no flat patch on them) it measures
+the background and extrapolates to the structures. :mod:`.noise_profile` checks that
+extrapolation against the network's level sets.
 """
 
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
-__all__ = ["MIN_SIZE", "PATCH", "TEXTURE_LIMIT", "estimate_noise", "patch_noise_variance"]
+__all__ = ["MIN_SIZE", "PATCH", "TEXTURE_LIMIT", "WeakTexture", "estimate_noise",
+           "patch_noise_variance", "weak_texture"]
 
 #: Patch edge (pixels) of the covariance analysis.
 PATCH = 7
@@ -102,13 +112,13 @@ def _weak_texture_variance(patches: np.ndarray, texture: np.ndarray
     """Noise variance of the weak-texture patches, and which patches those are (a mask)."""
     variance = patch_noise_variance(patches)
     for _ in range(_ROUNDS):
-        weak = texture < variance * TEXTURE_LIMIT
+        weak = texture <= variance * TEXTURE_LIMIT
         if np.count_nonzero(weak) < _MIN_PATCHES:
             break
         previous, variance = variance, patch_noise_variance(patches[weak])
         if abs(variance - previous) <= 1e-3 * previous:
             break
-    return variance, texture < variance * TEXTURE_LIMIT
+    return variance, texture <= variance * TEXTURE_LIMIT
 
 
 def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[float, float]:
@@ -127,58 +137,96 @@ def estimate_noise(plane: np.ndarray, model: str = "poisson-gaussian") -> tuple[
     Returns
     -------
     (float, float)
-        ``a`` and ``b`` (both >= 0), in the plane's units (``b`` a variance).
+        ``a >= 0`` and ``b`` in the plane's units (``b`` a variance where ``a`` is 0; a
+        Poisson-Gaussian line may be negative below a camera offset: the variance there is
+        ``max(a * I + b, 0)``).
 
     Raises
     ------
     ValueError
         If ``plane`` is not 2-D, is smaller than 32 x 32 or the model is unknown.
     """
+    if model not in ("poisson-gaussian", "gaussian"):
+        raise ValueError(f"model must be 'poisson-gaussian' or 'gaussian', got {model!r}")
+    fit = weak_texture(plane)
+    if model == "gaussian":
+        return 0.0, fit.variance
+    return fit.line
+
+
+class WeakTexture(NamedTuple):
+    """What the weak-texture patches of a plane say about its noise.
+
+    ``line``: ``(a, b)``, the estimate (:func:`estimate_noise`); ``points``: the direct
+    ``(level, variance)`` measurements, one per intensity bin where at least half the
+    patches are weak-texture, or the single ``(level, variance)`` of all weak-texture
+    patches where no bin qualifies; ``variance``: that of all weak-texture patches (the
+    Gaussian estimate).
+    """
+
+    line: tuple[float, float]
+    points: tuple[tuple[float, float], ...]
+    variance: float
+
+
+def weak_texture(plane: np.ndarray) -> WeakTexture:
+    """The weak-texture noise measurements of one 2-D plane (see the module notes).
+
+    Raises
+    ------
+    ValueError
+        If ``plane`` is not 2-D or is smaller than 32 x 32.
+    """
     plane = np.asarray(plane)
     if plane.ndim != 2 or min(plane.shape) < MIN_SIZE:
         raise ValueError(f"estimate_noise needs a 2-D image of at least {MIN_SIZE} x "
                          f"{MIN_SIZE} pixels, got shape {plane.shape}")
-    if model not in ("poisson-gaussian", "gaussian"):
-        raise ValueError(f"model must be 'poisson-gaussian' or 'gaussian', got {model!r}")
     patches, texture = _patches_and_texture(plane)
     variance, weak = _weak_texture_variance(patches, texture)
-    if model == "gaussian":
-        return 0.0, variance
-    fitted = _poisson_gaussian_fit(patches, texture)
+    level = float(patches[weak].mean()) if weak.any() else float(plane.mean())
+    points = _bin_points(patches, texture)
+    gaussian = WeakTexture((0.0, variance), tuple(points) or ((level, variance),), variance)
+    fitted = _poisson_gaussian_fit(points)
     if fitted is None:
-        return 0.0, variance
+        return gaussian
     # texture left in the bins of a detailed image inflates their variances: trust the fit
     # only where it agrees with the direct measurement on the weak-texture patches
     a, b = fitted
-    level = float(patches[weak].mean()) if weak.any() else float(plane.mean())
     if a * level + b > _AGREEMENT * variance:
-        return 0.0, variance
-    return fitted
+        return gaussian
+    return WeakTexture(fitted, tuple(points), variance)
 
 
-def _poisson_gaussian_fit(patches: np.ndarray, texture: np.ndarray
-                          ) -> tuple[float, float] | None:
-    """``(a, b)`` fitted through per-intensity-bin variances; None with under 2 usable bins
-    or a falling line."""
+def _bin_points(patches: np.ndarray, texture: np.ndarray) -> list[tuple[float, float]]:
+    """``(level, variance)`` of every intensity bin where at least half the patches are
+    weak-texture."""
     means = patches.mean(axis=1)
     bins = min(_BINS, len(means) // _MIN_BIN_PATCHES)
     edges = np.quantile(means, np.linspace(0, 1, bins + 1))
-    levels, variances = [], []
+    points = []
     for lo, hi in pairwise(edges):
         chosen = (means >= lo) & (means <= hi)
         if np.count_nonzero(chosen) < _MIN_BIN_PATCHES or hi <= lo:
             continue
         variance, weak = _weak_texture_variance(patches[chosen], texture[chosen])
         if weak.mean() >= _MIN_WEAK_SHARE:
-            levels.append(means[chosen].mean())
-            variances.append(variance)
-    if len(levels) < 2:
+            points.append((float(means[chosen].mean()), variance))
+    return points
+
+
+def _poisson_gaussian_fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """``(a, b)`` fitted through the bins' ``(level, variance)`` points, kept >= 0 at the
+    darkest level; None with under 2 points or a falling line."""
+    if len(points) < 2:
         return None
-    levels_arr, variances_arr = np.array(levels), np.array(variances)
-    a, b = np.polyfit(levels_arr, variances_arr, 1)
+    levels, variances = np.array(points).T
+    a, b = np.polyfit(levels, variances, 1)
     if a < 0:
         return None
-    if b < 0:
-        scale = float(np.sum(levels_arr * levels_arr))
-        return (float(np.sum(levels_arr * variances_arr) / scale) if scale > 0 else 0.0), 0.0
+    darkest = float(levels.min())
+    if a * darkest + b < 0:  # pivot at the darkest bin: the line through (darkest, 0)
+        shifted = levels - darkest
+        scale = float(np.sum(shifted * shifted))
+        a = float(np.sum(shifted * variances) / scale) if scale > 0 else 0.0
+        b = -a * darkest
     return float(a), float(b)

@@ -17,10 +17,14 @@ divergence terms ``sum_i v_i [P J]_ii`` (``J`` the network's Jacobian, ``P`` a b
 filter) are estimated by one random probe: close to ``sum_i d_i v_i [P (f(x + eps d) -
 f(x))]_i / eps`` for ``d`` a fixed normal random image. With one band (``G = 0``) this is
 the single weight ``w = (sum_i v_i - sum_i v_i df_i/dx_i) / ||h||^2``. The variance
-``v = a f(x) + b`` comes from :func:`~.noise.estimate_noise`, raised by
-:data:`NOISE_MARGIN` if it is Poisson-Gaussian (:func:`estimated_noise`), unless the user
-gives it (``restore(noise=...)``, in image units, mapped to the network's domain by
-:func:`~.noise_level.network_noise` and used without a margin). A network that oversmooths
+``v(f(x))`` is estimated (:func:`noise_models`): the weak-texture line ``a I + b``
+(:func:`~.noise.weak_texture`), raised by :data:`NOISE_MARGIN` if it is Poisson-Gaussian,
+and raised further at the intensities where the high-pass profile over the output's level
+sets shows more noise and agrees with it where both measure (:mod:`.noise_profile`: sparse
+fluorescence, whose bright structures have no flat patch). The user may give it instead
+(``restore(noise=...)``, in image units, mapped to the network's domain by
+:func:`~.noise_level.network_noise` and used without a margin). Either way, impulses (hot
+pixels, cosmic rays: :func:`~.noise_profile.impulses`) are left out of the risk. A network that oversmooths
 a nearly clean image gets weights well below 1 (detail comes back); one that shifts low
 frequencies it should leave alone (flat backgrounds at high photon counts) gets a small
 ``w_lo``; where it is right both stay at 1.
@@ -41,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from .bands import low_band, low_band_diagonal
-from .noise import MIN_SIZE, estimate_noise
+from .noise import MIN_SIZE, WeakTexture, weak_texture
+from .noise_profile import NoiseModel, highpass, impulses, noise_model
 
 __all__ = [
     "MAX_WEIGHT",
@@ -52,6 +57,7 @@ __all__ = [
     "estimated_noise",
     "fixed_weight",
     "iter_probe_weights",
+    "noise_models",
     "probe_pixels",
     "probe_weights",
     "probe_window",
@@ -182,15 +188,43 @@ def box_weights(a: np.ndarray, c: np.ndarray, upper: float = MAX_WEIGHT) -> np.n
 
 
 def estimated_noise(crop: np.ndarray) -> np.ndarray:
-    """``(a, b)`` per channel of a ``(h, w, c)`` crop, shape ``(c, 2)``, as SURE uses them:
-    estimated (:func:`~.noise.estimate_noise`), a Poisson-Gaussian line raised by
-    :data:`NOISE_MARGIN`."""
-    params = np.array([estimate_noise(crop[..., k]) for k in range(crop.shape[-1])])
-    return params * np.where(params[:, :1] > 0, NOISE_MARGIN, 1.0)
+    """``(a, b)`` per channel of a ``(h, w, c)`` crop, shape ``(c, 2)``: the weak-texture
+    estimate (:func:`~.noise.estimate_noise`), a Poisson-Gaussian line raised by
+    :data:`NOISE_MARGIN` (SURE starts from it; :func:`noise_models` adds the profile)."""
+    return np.array([_margin(fit.line) * np.array(fit.line) for fit in _weak_fits(crop)])
+
+
+def _weak_fits(crop: np.ndarray) -> list[WeakTexture]:
+    return [weak_texture(crop[..., k]) for k in range(crop.shape[-1])]
+
+
+def _margin(line: tuple[float, float]) -> float:
+    return NOISE_MARGIN if line[0] > 0 else 1.0
+
+
+def noise_models(crop: np.ndarray, output: np.ndarray,
+                 weak: list[WeakTexture] | None = None) -> list[NoiseModel]:
+    """The estimated noise of every channel of a ``(h, w, c)`` crop given the network's
+    ``output`` for it: the weak-texture line (:data:`NOISE_MARGIN` on a Poisson-Gaussian
+    one), raised where the high-pass profile over the output's level sets agrees with it
+    (:func:`~.noise_profile.noise_model`)."""
+    weak = _weak_fits(crop) if weak is None else weak
+    return [noise_model(crop[..., k], output[..., k], fit, _margin(fit.line))
+            for k, fit in enumerate(weak)]
 
 
 def _direction(shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(_PROBE_SEED).standard_normal(shape).astype(np.float32)
+
+
+def _probe_sd(crop: np.ndarray, lines: np.ndarray) -> float:
+    """The noise sd that sets the probe step: the lines' mean variance over the crop, or,
+    where they see none (a noise-free flat background), the high-pass variance."""
+    level = np.maximum(lines[:, 0] * crop + lines[:, 1], 0.0).mean()
+    if level == 0.0:
+        level = float(np.mean([np.mean(highpass(crop[..., k]) ** 2)
+                               for k in range(crop.shape[-1])]))
+    return float(np.sqrt(level))
 
 
 def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
@@ -199,22 +233,29 @@ def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
     """SURE terms for one ``(h, w, c)`` crop; None if it is too small to measure."""
     if min(crop.shape[:2]) < MIN_SIZE:
         return None
+    weak = None
     if noise is None:
-        params = estimated_noise(crop)
+        weak = _weak_fits(crop)
+        lines = np.array([_margin(fit.line) * np.array(fit.line) for fit in weak])
     else:  # given: the same for every channel, no margin (it offsets the estimator's bias)
-        params = np.tile(np.asarray(noise, np.float64), (crop.shape[-1], 1))
-    a, b = params[:, 0], params[:, 1]
-    # (a given line a x + b may be negative below the camera offset: no variance there)
-    level = np.maximum(a * np.maximum(crop, 0).mean(axis=(0, 1)) + b, 0.0)
-    sd = float(np.sqrt(level.mean()))
+        lines = np.tile(np.asarray(noise, np.float64), (crop.shape[-1], 1))
+    # (a line a x + b may be negative below the camera offset: no variance there)
+    sd = _probe_sd(crop.astype(np.float64), lines)
     if sd == 0.0:  # no measurable noise: nothing to remove (both weights 0)
         return np.eye(2), np.zeros(2)
     direction = _direction(crop.shape)
     eps = EPS_FACTOR * sd
     pair = np.stack([crop, crop + np.float32(eps) * direction]).astype(np.float32)
     fx, f_probe = forward(pair)
-    variance = np.maximum(a * np.maximum(fx, 0) + b, 0.0)
-    return sure_terms(crop, fx, f_probe, direction, eps, variance, bands)
+    if noise is None:
+        models = noise_models(crop, fx, weak)
+        variance = np.stack([m.variance(fx[..., k]) for k, m in enumerate(models)], -1)
+    else:
+        variance = np.maximum(lines[:, 0] * np.maximum(fx, 0) + lines[:, 1], 0.0)
+    # impulses are left out of the risk: their residual counts as neither loss nor gain
+    spikes = impulses(crop, fx, variance)
+    x = np.where(spikes, fx, crop)
+    return sure_terms(x, fx, f_probe, direction, eps, np.where(spikes, 0.0, variance), bands)
 
 
 def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
