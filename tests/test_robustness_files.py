@@ -9,6 +9,7 @@ truncated and non-pickle ``.pth`` files, unknown safetensors dtypes, odd file na
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -80,9 +81,10 @@ def _valid_normalization(value) -> bool:
         return False
     for key in ("low", "high"):
         if key in value and (isinstance(value[key], bool)
-                             or not isinstance(value[key], (int, float))):
+                             or not isinstance(value[key], (int, float))
+                             or not math.isfinite(value[key])):
             return False
-    if "percentiles" in value:
+    if value.get("percentiles") is not None:  # null: not given
         pair = value["percentiles"]
         return (isinstance(pair, list) and len(pair) == 2
                 and all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pair)

@@ -84,9 +84,17 @@ def patch_noise_variance(patches: np.ndarray) -> float:
     float
         The mean of the smallest eigenvalues, from the first index where the tail has at
         least as many values above its mean as below it.
+
+    Raises
+    ------
+    ValueError
+        If the patches' covariance overflows (intensities far beyond the network's range).
     """
     centred = patches - patches.mean(axis=0)
     covariance = centred.T @ centred / max(len(patches), 1)
+    if not np.isfinite(covariance).all():  # numpy's LinAlgError would not say why
+        raise ValueError("the noise estimate overflowed on this image's intensities; pass "
+                         "noise= (its standard deviation) or a fixed strength")
     eigenvalues = np.sort(np.linalg.eigvalsh(covariance))[::-1]
     for i in range(len(eigenvalues)):
         tail = eigenvalues[i:]
