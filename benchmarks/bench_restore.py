@@ -1,30 +1,33 @@
-"""restore() with its defaults against a plain fp32 forward of the same network, side by side.
+"""restore() on a CPU, side by side in one run: its defaults, the eager path and plain fp32.
 
-Everything is measured in one run, each pass in a fresh process (so that its peak memory is
-its own: peak resident memory above the process's baseline with the model and image loaded):
+Passes, each in a fresh process (its first call and its peak memory are its own):
 
-- ``restore``: ``napari_mprnet.restore(image, task)`` with every default (on a CPU: bf16
-  autocast where the CPU has native bf16, channels-last, small tiles one at a time, every
-  physical core);
-- ``plain fp32``: the same network, fp32, NCHW, eager, ``torch.inference_mode``, over the
-  same pixels cut into non-overlapping blocks of ``--block`` px (512: the network's best
-  fp32 block on a CPU; no tile overlap, no blending, nothing but the forward passes);
-- the hardware's limit: the bf16 (and fp32) matmul GFLOP/s of this machine, measured in the
-  same run, and the fraction of it that ``restore`` reaches (network FLOPs per pixel from
-  ``torch.utils.flop_counter``);
-- classical baselines on the same (512 px) image: BM3D (``bm3d`` package, true sigma) and
-  scikit-image NL-means (fast mode, sigma estimated);
-- the peak memory of ``restore`` per image size (``--memory-sizes``).
+- ``defaults``: ``restore(image, task)`` with every default: on a CPU the OpenVINO backend
+  where it is installed (bf16 where the CPU computes it natively and the model passes its bf16
+  check, f32 elsewhere), balanced tiles of at most 544 px, every physical core;
+- ``eager``: ``restore(image, task, backend="eager")``: the engine's path before OpenVINO
+  (bf16 autocast and channels-last where the CPU has native bf16, tiles of at most 384 px);
+- ``plain fp32``: the same network in fp32, NCHW, eager, ``torch.inference_mode``, over the
+  same pixels in non-overlapping blocks of ``--block`` px (nothing but the forward passes).
 
-Wall-clock Mpix/s and Mpix per CPU-second (process time, all threads) are both reported: on
-a machine shared with other jobs the second is the steadier measure of the work done.
+For the two ``restore`` passes: the first call in a new process (``defaults`` twice: with an
+empty OpenVINO cache, "cold", and with the cache written by the cold pass, "warm"; the first
+call includes loading the model and its bf16 check), then the steady state (a second call in
+the same process), and the peak resident memory above the process's baseline (image made,
+nothing loaded). Mpix/s is wall-clock; Mpix per CPU-second (all threads) is reported too,
+since other jobs on a shared machine blur the first far more than the second.
 
-The image is the scikit-image camera photograph (mirror-tiled to the size) with Gaussian
-noise of sigma 25/255, grey uint8 as a user would load it.
+``--isa-cap AVX2`` repeats every pass with ``ONEDNN_MAX_CPU_ISA=AVX2`` (and without native
+bf16): a stand-in for a CPU without AVX-512 and bf16. Each such pass records which kernels
+torch's oneDNN and OpenVINO's CPU plugin actually used, to show that both honour the cap.
 
-    python benchmarks/bench_restore.py                                  # bundled denoiser
-    python benchmarks/bench_restore.py --sizes 512 1024 2048 --memory-sizes 1024 4096
-    python benchmarks/bench_restore.py --json docs/benchmarks/restore_cpu_2core.json
+``--corpus DIR`` adds the quality check: PSNR against the clean image on the real held-out
+set of ``bench_quality.py`` (photographs with Gaussian noise, microscopy fields with
+Poisson-Gaussian noise), each case restored by the defaults, by the eager path and by eager
+fp32; reported as PSNR(path) - PSNR(fp32), mean and worst.
+
+    python benchmarks/bench_restore.py --sizes 512 1024 2048 --threads 2 --isa-cap AVX2 \\
+        --corpus ~/.cache/napari-mprnet/corpus --json docs/benchmarks/restore_openvino.json
 
 Prints a table; ``--json PATH`` writes every number.
 """
@@ -38,9 +41,17 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 SIGMA = 25.0
+#: What a pass runs: (name shown, restore() keyword arguments, OpenVINO cache state).
+RESTORE_PASSES = {
+    "defaults cold": ({}, "empty"),
+    "defaults warm": ({}, "shared"),
+    "eager": ({"backend": "eager"}, "shared"),
+}
 
 
 def _rss_bytes() -> int:
@@ -61,120 +72,174 @@ def noisy_camera(size: int):
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), tiled / 255.0
 
 
-def _worker(kind: str, task: str, size: int, options: dict, queue: mp.Queue) -> None:
-    try:
-        queue.put(_measure(kind, task, size, options))
-    except Exception as error:  # noqa: BLE001 - report, don't hang the parent
-        queue.put({"kind": kind, "size": size, "error": f"{type(error).__name__}: {error}"})
+def _timed(function):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def _measure(kind: str, task: str, size: int, options: dict) -> dict:
-    if options.get("threads"):
-        os.environ["NAPARI_MPRNET_THREADS"] = str(options["threads"])  # restore()'s count
+def _rates(size: int, seconds: float, cpu: float) -> dict:
+    return {"seconds": seconds, "cpu_seconds": cpu, "mpix_s": size * size / 1e6 / seconds,
+            "mpix_per_cpu_s": size * size / 1e6 / cpu}
+
+
+def _measure(kind: str, size: int, options: dict) -> dict:
+    image, _clean = noisy_camera(size)
     import numpy as np
     import torch
 
     if options.get("threads"):
-        torch.set_num_threads(int(options["threads"]))  # everything else's
-
+        torch.set_num_threads(int(options["threads"]))
     from napari_mprnet import restore
-    from napari_mprnet.api import prepare_model
 
-    image, _clean = noisy_camera(size)
+    task = options["task"]
     result: dict = {"kind": kind, "size": size}
-    if kind in ("bm3d", "nl-means"):
-        scaled = image.astype(np.float32) / 255.0
-        start, cpu_start = time.perf_counter(), time.process_time()
-        if kind == "bm3d":
-            import bm3d
-
-            bm3d.bm3d(scaled, sigma_psd=SIGMA / 255.0)
-        else:
-            from skimage.restoration import denoise_nl_means, estimate_sigma
-
-            sigma = float(estimate_sigma(scaled))
-            denoise_nl_means(scaled, h=0.8 * sigma, sigma=sigma, fast_mode=True,
-                             patch_size=5, patch_distance=6)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        return {**result, "seconds": seconds, "cpu_seconds": cpu,
-                "mpix_s": size * size / 1e6 / seconds, "mpix_per_cpu_s": size * size / 1e6 / cpu}
-    model = prepare_model(task, task)
     base = _rss_bytes()
-    if kind == "restore":
-        from napari_mprnet.engine.devices import describe_device
-        from napari_mprnet.engine.runner import TiledRunner
+    if kind == "plain fp32":
+        from napari_mprnet.api import prepare_model
 
-        runner = TiledRunner(model, "auto")  # what restore() builds from its defaults
-        result.update(precision=runner.precision, channels_last=runner.channels_last,
-                      device=describe_device(runner.device))
-        result["tile"], result["batch"] = runner.plan(size, size)
-        steps: list[float] = []
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = restore(image, task, progress=lambda done, total: steps.append(
-            time.perf_counter() - start))
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        result.update(progress_events=len(steps), first_event_s=steps[0] if steps else None)
-    else:
+        model = prepare_model(task, task)
         block = int(options["block"])
         x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None].expand(1, 3, -1, -1)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        pieces = []
-        with torch.inference_mode():
-            for top in range(0, size, block):
-                for left in range(0, size, block):
-                    piece = x[..., top:top + block, left:left + block].contiguous()
-                    pieces.append(model(piece)[0].mean(1))
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        out = pieces[0].numpy()
-    peak = _rss_bytes() - base
-    return {**result, "seconds": seconds, "cpu_seconds": cpu,
-            "mpix_s": size * size / 1e6 / seconds, "mpix_per_cpu_s": size * size / 1e6 / cpu,
-            "peak_gib": peak / 2**30, "finite": bool(np.isfinite(out).all()),
-            "threads": torch.get_num_threads()}
+
+        def plain():
+            with torch.inference_mode():
+                return [model(x[..., t:t + block, s:s + block].contiguous())[0].mean(1)
+                        for t in range(0, size, block) for s in range(0, size, block)]
+
+        out, seconds, cpu = _timed(plain)
+        result["steady"] = _rates(size, seconds, cpu)
+        out = out[0].numpy()
+    else:
+        from napari_mprnet.engine.devices import describe_device
+        from napari_mprnet.engine.pipeline import Restorer
+
+        kwargs = RESTORE_PASSES[kind][0]
+        steps: list[float] = []
+        start = time.perf_counter()
+        out, seconds, cpu = _timed(lambda: restore(image, task, progress=lambda d, t: steps.append(
+            time.perf_counter() - start), **kwargs))
+        result["first"] = {**_rates(size, seconds, cpu), "first_progress_s": steps[0]}
+        out, seconds, cpu = _timed(lambda: restore(image, task, **kwargs))
+        result["steady"] = _rates(size, seconds, cpu)
+        runner = Restorer(None, task, **kwargs).runner  # what restore() built (cached parts)
+        grid_tile, _ = runner.plan(size, size)
+        result.update(backend=runner.backend.active, precision=runner.precision,
+                      tile=grid_tile, progress_events=len(steps),
+                      device=describe_device(runner.device))
+        hint = getattr(runner.backend.current, "hint", None)
+        if hint is not None:
+            result["openvino_precision"] = hint
+    result.update(peak_gib=(_rss_bytes() - base) / 2**30, finite=bool(np.isfinite(out).all()),
+                  threads=torch.get_num_threads())
+    if options.get("isa_report"):
+        result["isa"] = isa_report()
+    return result
 
 
-def run_case(kind: str, task: str, size: int, options: dict, timeout: float) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(kind, task, size, options, queue))
-    proc.start()
+def isa_report() -> dict:
+    """The kernels torch's oneDNN and OpenVINO's CPU plugin use for a 3x3 convolution."""
+    import torch
+
+    report: dict = {"onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+    x = torch.rand(1, 32, 64, 64).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)
+    with tempfile.TemporaryFile(mode="w+") as capture:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(capture.fileno(), 1)
+        try:
+            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                conv(x)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    conv(x)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        lines = capture.read().splitlines()
+    report["torch_isa"] = next((ln.split("isa:")[1] for ln in lines if "isa:" in ln), None)
+    report["torch_conv"] = sorted({ln.split(",")[5] for ln in lines
+                                   if ",exec," in ln and ",convolution," in ln})
+    try:
+        import openvino as ov
+
+        converted = ov.convert_model(conv.eval(), example_input=torch.rand(1, 32, 64, 64))
+        core = ov.Core()
+        for hint in ("f32", "bf16"):
+            compiled = core.compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                             "PERF_COUNT": True})
+            request = compiled.create_infer_request()
+            request.infer({0: x.contiguous().numpy()})
+            report[f"openvino_conv_{hint}"] = sorted({p.exec_type for p in request.profiling_info
+                                                      if p.node_type == "Convolution"})
+    except Exception as error:  # noqa: BLE001 - reported, not fatal
+        report["openvino_error"] = f"{type(error).__name__}: {error}"
+    return report
+
+
+def quality(corpus: str, task: str, size: int = 256) -> dict:
+    """PSNR(path) - PSNR(eager fp32) on the real held-out set (see the module docstring)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_quality
+
+    from napari_mprnet import restore
+    from napari_mprnet.engine.pipeline import Restorer
+
+    images = bench_quality.real_held_out_images(corpus, size, photos=8, fields=4)
+    cases = argparse.Namespace(sigmas=bench_quality.REAL_SIGMAS,
+                               photons=bench_quality.REAL_PHOTONS, corpus=corpus)
+    paths = {"defaults": {}, "eager": {"backend": "eager"},
+             "fp32": {"backend": "eager", "precision": "fp32"}}
+    deltas: dict[str, list[float]] = {"defaults": [], "eager": []}
+    for _group, _level, group_cases in bench_quality.CASES[task](images, cases):
+        for _name, clean, degraded, _info in group_cases:
+            psnr = {name: bench_quality._metrics(restore(
+                degraded, task, normalize="none", rgb=degraded.ndim == 3, **kwargs), clean)[0]
+                for name, kwargs in paths.items()}
+            for name, values in deltas.items():
+                values.append(psnr[name] - psnr["fp32"])
+    runner = Restorer(None, task).runner
+    return {"cases": len(deltas["defaults"]), "defaults_backend": runner.backend.active,
+            "defaults_precision": runner.precision,
+            **{f"{name}_mean_db": float(np.mean(v)) for name, v in deltas.items()},
+            **{f"{name}_worst_db": float(np.min(v)) for name, v in deltas.items()}}
+
+
+def _worker(call, args, queue) -> None:
+    try:
+        queue.put(call(*args))
+    except Exception as error:  # noqa: BLE001 - report, don't hang the parent
+        queue.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def in_process(call, args: tuple, env: dict, timeout: float) -> dict:
+    """``call(*args)`` in a fresh (spawned) process with ``env`` added to its environment."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update({k: v for k, v in env.items() if v is not None})
+    for name in [k for k, v in env.items() if v is None]:
+        os.environ.pop(name, None)
+    try:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_worker, args=(call, args, queue))
+        proc.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     proc.join(timeout)
     if proc.is_alive():
         proc.kill()
-        return {"kind": kind, "size": size, "error": f"timed out after {timeout:.0f} s"}
-    if proc.exitcode != 0 and queue.empty():
-        return {"kind": kind, "size": size,
-                "error": f"killed (exit {proc.exitcode}; likely out of memory)"}
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if queue.empty():
+        return {"error": f"killed (exit {proc.exitcode}; likely out of memory)"}
     return queue.get()
-
-
-def matmul_gflops(dtype_name: str, n: int = 1024, repeats: int = 8) -> float:
-    """Best-of-``repeats`` GFLOP/s of an ``n`` x ``n`` matmul in fp32 or bf16."""
-    import torch
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def network_flops_per_pixel(task: str) -> float:
-    """Forward FLOPs per pixel of the bundled network (torch's FLOP counter, 128x128)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from napari_mprnet.api import prepare_model
-
-    model = prepare_model(task, task)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(torch.rand(1, model.config.in_c, 128, 128))
-    return counter.get_total_flops() / 128**2
 
 
 def _load() -> str:
@@ -184,84 +249,127 @@ def _load() -> str:
         return "unknown"
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _prime(task: str) -> dict:
+    """Fill the OpenVINO cache: restore a small image with the defaults."""
+    import numpy as np
+
+    from napari_mprnet import restore
+
+    _, seconds, cpu = _timed(lambda: restore(np.zeros((64, 64), np.uint8), task))
+    return {"seconds": seconds, "cpu_seconds": cpu}
+
+
+def run_setting(label: str, env: dict, args: argparse.Namespace, cache: str) -> dict:
+    """Every pass at every size under one environment (native, or the ISA cap); ``cache``
+    is the OpenVINO cache of the "warm" passes, filled first."""
+    options = {"task": args.task, "block": args.block, "threads": args.threads,
+               "isa_report": bool(env.get("ONEDNN_MAX_CPU_ISA"))}
+    threads = {"NAPARI_MPRNET_THREADS": str(args.threads) if args.threads else None}
+    primed = in_process(_prime, (args.task,), {**env, **threads, "NAPARI_MPRNET_CACHE": cache},
+                        args.timeout)
+    print(f"[{label}] cache filled in {primed.get('seconds', float('nan')):.1f} s", flush=True)
+    rows = []
+    for size in args.sizes:
+        row: dict = {"size": size}
+        with tempfile.TemporaryDirectory() as empty:
+            for kind, (_kwargs, state) in RESTORE_PASSES.items():
+                where = {"NAPARI_MPRNET_CACHE": empty if state == "empty" else cache}
+                row[kind] = in_process(_measure, (kind, size, options),
+                                       {**env, **threads, **where}, args.timeout)
+        if size in args.plain_sizes:
+            row["plain fp32"] = in_process(_measure, ("plain fp32", size, options),
+                                           {**env, **threads}, args.timeout)
+        print(_row(label, row), flush=True)
+        rows.append(row)
+    result = {"label": label, "env": env, "rows": rows, "prime": primed}
+    if args.corpus and not env.get("ONEDNN_MAX_CPU_ISA"):
+        result["quality"] = in_process(quality, (args.corpus, args.task),
+                                       {**env, **threads, "NAPARI_MPRNET_CACHE": cache},
+                                       args.timeout * 4)
+        print(f"{label} quality: {result['quality']}", flush=True)
+    return result
+
+
+def _row(label: str, row: dict) -> str:
+    def cell(name: str, part: str = "steady") -> str:
+        result = row.get(name)
+        if result is None:
+            return "-"
+        if "error" in result:
+            return result["error"][:60]
+        return f"{result[part]['mpix_s']:.3f}"
+
+    text = (f"[{label}] {row['size']}²: steady Mpix/s defaults {cell('defaults warm')} "
+            f"eager {cell('eager')} plain fp32 {cell('plain fp32')} | first call s: "
+            + " ".join(f"{name} {row[name]['first']['seconds']:.1f}" for name in RESTORE_PASSES
+                       if "first" in row.get(name, {})))
+    warm, eager = row.get("defaults warm", {}), row.get("eager", {})
+    if "steady" in warm and "steady" in eager:
+        text += (f" | defaults/eager {warm['steady']['mpix_s'] / eager['steady']['mpix_s']:.2f}x"
+                 f" ({warm.get('backend')} {warm.get('openvino_precision')}, tile "
+                 f"{warm.get('tile')}; peak {warm['peak_gib']:.2f} vs {eager['peak_gib']:.2f}"
+                 " GiB)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="denoise", help="bundled model (default: denoise)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[],
-                        help="extra sizes at which only restore() runs (peak memory)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--plain-sizes", type=int, nargs="*", default=None,
+                        help="sizes of the plain fp32 pass (default: every size)")
     parser.add_argument("--block", type=int, default=512,
                         help="block edge of the plain fp32 forward (default 512)")
-    parser.add_argument("--no-classical", action="store_true", help="skip BM3D and NL-means")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every pass (default: restore() picks every "
-                             "physical core, the others torch's default)")
-    parser.add_argument("--timeout", type=float, default=900)
+                        help="threads of every pass (default: restore()'s own rule)")
+    parser.add_argument("--isa-cap", default=None, metavar="ISA",
+                        help="repeat every pass with ONEDNN_MAX_CPU_ISA=ISA (e.g. AVX2)")
+    parser.add_argument("--corpus", default=None, help="real-image corpus: the quality check")
+    parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.plain_sizes is None:
+        args.plain_sizes = list(args.sizes)
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     report: dict = {"task": args.task, "threads": args.threads, "torch": torch.__version__,
-                    "machine": platform.processor() or platform.machine(),
+                    "cpu": _cpu_name(), "cores": os.cpu_count(),
                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "load_before": _load(), "rows": []}
-    report["gflops_per_pixel"] = network_flops_per_pixel(args.task) / 1e9
-    report["matmul_gflops"] = {name: matmul_gflops(name) for name in ("fp32", "bf16")}
-    print(f"network {report['gflops_per_pixel'] * 1e3:.2f} MFLOP/pixel; matmul peak "
-          f"fp32 {report['matmul_gflops']['fp32']:.0f}, bf16 "
-          f"{report['matmul_gflops']['bf16']:.0f} GFLOP/s; load {report['load_before']}",
-          flush=True)
-    options = {"block": args.block, "threads": args.threads}
-    for size in args.sizes:
-        plain = run_case("plain fp32", args.task, size, options, args.timeout)
-        restored = run_case("restore", args.task, size, options, args.timeout)
-        row = {"size": size, "plain": plain, "restore": restored}
-        if "error" not in plain and "error" not in restored:
-            row["speedup"] = restored["mpix_s"] / plain["mpix_s"]
-            # CPU time is what a shared machine cannot blur: the ratio of work per pixel
-            row["speedup_cpu_time"] = restored["mpix_per_cpu_s"] / plain["mpix_per_cpu_s"]
-            gflops = restored["mpix_s"] * 1e6 * report["gflops_per_pixel"]
-            row["restore_gflops"] = gflops
-            row["fraction_of_bf16_peak"] = gflops / report["matmul_gflops"]["bf16"]
-        report["rows"].append(row)
-        print(_row(row), flush=True)
-    report["memory"] = [run_case("restore", args.task, size, options, args.timeout)
-                        for size in args.memory_sizes]
-    for entry in report["memory"]:
-        print(f"restore {entry['size']}²: " + (entry.get("error") or
-              f"{entry['mpix_s']:.3f} Mpix/s, peak {entry['peak_gib']:.2f} GiB"), flush=True)
-    if not args.no_classical:
-        report["classical"] = [run_case(kind, args.task, 512, options, args.timeout)
-                               for kind in ("bm3d", "nl-means")]
-        for entry in report["classical"]:
-            print(f"{entry['kind']} 512²: " + (entry.get("error") or
-                  f"{entry['mpix_s']:.3f} Mpix/s"), flush=True)
+                    "load_before": _load(), "settings": []}
+    try:
+        import openvino
+
+        report["openvino"] = openvino.__version__
+    except ImportError:
+        report["openvino"] = None
+    print(f"{report['cpu']}, {report['cores']} cores; torch {report['torch']}, openvino "
+          f"{report['openvino']}; load {report['load_before']}", flush=True)
+    settings = [("native", {"ONEDNN_MAX_CPU_ISA": None})]
+    if args.isa_cap:
+        settings.append((f"ONEDNN_MAX_CPU_ISA={args.isa_cap}",
+                         {"ONEDNN_MAX_CPU_ISA": args.isa_cap}))
+    for label, env in settings:
+        with tempfile.TemporaryDirectory() as cache:  # each setting fills its own cache
+            report["settings"].append(run_setting(label, env, args, cache))
     report["load_after"] = _load()
+    print(f"load after {report['load_after']}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
     return report
-
-
-def _row(row: dict) -> str:
-    def cell(result: dict) -> str:
-        if "error" in result:
-            return result["error"][:40]
-        return f"{result['mpix_s']:.3f} Mpix/s, {result['peak_gib']:.2f} GiB"
-
-    text = f"{row['size']}²: plain fp32 {cell(row['plain'])} | restore {cell(row['restore'])}"
-    if "speedup" in row:
-        restored = row["restore"]
-        text += (f" ({restored['precision']}, tile {restored['tile']}, "
-                 f"{restored['progress_events']} events, first at "
-                 f"{restored['first_event_s']:.1f} s) | {row['speedup']:.2f}x "
-                 f"(CPU time {row['speedup_cpu_time']:.2f}x), "
-                 f"{100 * row['fraction_of_bf16_peak']:.0f}% of the bf16 matmul peak")
-    return text
 
 
 if __name__ == "__main__":

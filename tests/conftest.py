@@ -41,3 +41,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eager_default_backend_and_private_cache(tmp_path_factory):
+    """The suite runs with the eager backend as the default (``$NAPARI_MPRNET_BACKEND``):
+    OpenVINO, the CPU default where it is installed, converts every new network once (seconds
+    each), which the hundreds of tiny networks here do not need. Its own tests
+    (tests/engine/test_openvino.py) lift this. On-disk caches go to a private folder."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in ("NAPARI_MPRNET_BACKEND",
+                                                     "NAPARI_MPRNET_CACHE")}
+    os.environ["NAPARI_MPRNET_BACKEND"] = "eager"
+    os.environ["NAPARI_MPRNET_CACHE"] = str(tmp_path_factory.mktemp("napari-mprnet-cache"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -75,8 +75,11 @@ def test_backend_names_are_validated_with_the_choices():
         normalize_backend(None)
 
 
-def test_auto_picks_eager_off_cuda_and_the_fastest_on_cuda(monkeypatch):
+def test_auto_picks_openvino_or_eager_off_cuda_and_the_fastest_on_cuda(monkeypatch):
+    monkeypatch.setattr(backends.selection, "openvino_available", lambda: False)
     assert resolve_backend("auto", torch.device("cpu")) == "eager"
+    monkeypatch.setattr(backends.selection, "openvino_available", lambda: True)
+    assert resolve_backend("auto", torch.device("cpu")) == "openvino"
     assert resolve_backend("auto", torch.device("mps")) == "eager"
     assert resolve_backend("eager", torch.device("cuda")) == "eager"
     monkeypatch.setattr(backends.selection, "tensorrt_available", lambda: False)
@@ -92,7 +95,8 @@ def test_tensorrt_available_sees_injected_and_blocked_modules(monkeypatch):
     assert not backends.tensorrt_available()
 
 
-def test_runner_and_restore_reject_unknown_backends_and_options(tiny_model):
+def test_runner_and_restore_reject_unknown_backends_and_options(tiny_model, monkeypatch):
+    monkeypatch.setattr(backends.selection, "openvino_available", lambda: False)
     runner = TiledRunner(tiny_model, "cpu", backend="auto")
     assert runner.backend.name == "eager" and runner.backend.active == "eager"
     with pytest.raises(ValueError, match="choose one of auto, eager, compile, tensorrt"):
@@ -239,7 +243,8 @@ def test_restore_passes_the_backend_through(tiny_model, fake_compile):
     want = restore(image, model=tiny_model, device="cpu", **TILING, batch_size=3)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert fake_compile["compiles"][0]["backend"] == "eager"
-    assert set(fake_compile["shapes"]) == {(3, 3, 32, 32)}  # grey through RGB, fixed shape
+    # grey through RGB, one fixed shape: 40 px rows in two 24 px tiles, 56 px in two of 32
+    assert set(fake_compile["shapes"]) == {(3, 3, 24, 32)}
 
 
 # ---------------------------------------------------------------- Torch-TensorRT (fake)
@@ -281,22 +286,22 @@ def test_tensorrt_compiles_the_fixed_shape_and_caches_on_disk(tiny_model, monkey
     trt = _fake_tensorrt()
     monkeypatch.setitem(sys.modules, "torch_tensorrt", trt)
     monkeypatch.setenv("NAPARI_MPRNET_CACHE", str(tmp_path))
-    planes = _planes(h=40, w=40)  # 4 tiles of 32 px in batches of 3 (last one padded)
+    planes = _planes(h=40, w=40)  # 4 tiles of 24 px (balanced) in batches of 3 (one padded)
     runner = TiledRunner(tiny_model, "cpu", **TILING, batch_size=3, backend="tensorrt",
                          precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendFallbackWarning)
         result = runner.run(planes)
     assert runner.backend.active == "tensorrt"
-    assert trt.calls["compile"] == [{"ir": "dynamo", "shape": (3, 3, 32, 32),
+    assert trt.calls["compile"] == [{"ir": "dynamo", "shape": (3, 3, 24, 24),
                                      "dtype": torch.float32, "precisions": {torch.float32}}]
     np.testing.assert_allclose(result[0], _eager(tiny_model, planes, precision="fp32")[0], atol=1e-5)
 
     files = sorted((tmp_path / "tensorrt").glob("*.ep"))
-    assert len(files) == 1 and files[0].name.startswith("mprnet_3x3x32x32_fp32_")
-    assert files[0] == runner.backend.engine_path((3, 3, 32, 32), False)
+    assert len(files) == 1 and files[0].name.startswith("mprnet_3x3x24x24_fp32_")
+    assert files[0] == runner.backend.engine_path((3, 3, 24, 24), False)
     key = json.loads(files[0].with_suffix(".json").read_text())
-    assert key["weights"] == weights_hash(tiny_model) and key["shape"] == [3, 3, 32, 32]
+    assert key["weights"] == weights_hash(tiny_model) and key["shape"] == [3, 3, 24, 24]
     assert key["torch"] == torch.__version__ and key["torch_tensorrt"] == "9.9.9-fake"
     assert key["precision"] == "fp32" and key["device"] == "cpu"
 

@@ -9,6 +9,7 @@ from napari_mprnet.engine.tiling import (
     Tile,
     TileGrid,
     axis_starts,
+    axis_tile,
     axis_weights,
     validate_tiling,
 )
@@ -159,7 +160,8 @@ def test_grid_weights_sum_to_one(height, width, tile_size, overlap):
     for t in tiles:
         w = t.weight()
         assert w.dtype == np.float32
-        assert w.shape == (t.height, t.width) == (min(tile_size, height), min(tile_size, width))
+        assert w.shape == (t.height, t.width) == (grid.tile_height, grid.tile_width)
+        assert t.height <= min(tile_size, height) and t.width <= min(tile_size, width)
         assert 0 <= t.y and t.y + t.height <= height
         assert 0 <= t.x and t.x + t.width <= width
         acc[t.slices] += w
@@ -174,11 +176,13 @@ def test_grid_weights_sum_to_one(height, width, tile_size, overlap):
 def test_grid_tiles_row_major_and_count():
     grid = TileGrid.plan(40, 70, 32, 8)
     tiles = grid.tiles()
-    ys, xs = axis_starts(40, 32, 8), axis_starts(70, 32, 8)
+    # balanced: 40 px in two 24 px tiles (not two of 32), 70 px in three of 32
+    assert (grid.tile_height, grid.tile_width) == (24, 32)
+    ys, xs = axis_starts(40, 24, 8), axis_starts(70, 32, 8)
     assert len(grid) == len(ys) * len(xs) == 6
     assert [(t.y, t.x) for t in tiles] == [(y, x) for y in ys for x in xs]
-    assert tiles[0].slices == (slice(0, 32), slice(0, 32))
-    assert tiles[-1].slices == (slice(8, 40), slice(38, 70))
+    assert tiles[0].slices == (slice(0, 24), slice(0, 32))
+    assert tiles[-1].slices == (slice(16, 40), slice(38, 70))
 
 
 @pytest.mark.parametrize("height, width, tile_size, overlap", GRID_CASES)
@@ -204,3 +208,62 @@ def test_tile_equality_ignores_weight_arrays():
     w = np.ones(4, np.float32)
     assert Tile(0, 0, 4, 4, w, w) == Tile(0, 0, 4, 4, w.copy(), w.copy())
     assert Tile(0, 0, 4, 4, w, w).weight().shape == (4, 4)
+
+
+# ---------------------------------------------------------------- balanced tiles
+
+
+def _axis_work(length, edge, overlap):
+    """Pixels computed along one axis with tiles of ``edge`` (padded to a multiple of 8)."""
+    size = min(edge, length)
+    return len(axis_starts(length, size, overlap)) * (-(-size // 8) * 8)
+
+
+@pytest.mark.parametrize("length", [40, 100, 257, 500, 768, 1000, 1024, 2048, 3001])
+@pytest.mark.parametrize("tile, overlap", [(64, 8), (256, 32), (384, 32), (544, 32), (100, 20)])
+def test_axis_tile_computes_as_little_as_any_edge_allowed(length, tile, overlap):
+    edge = axis_tile(length, tile, overlap)
+    assert overlap < edge <= min(tile, length) or edge == length
+    best = min(_axis_work(length, e, overlap) for e in range(1, tile + 1) if e > overlap)
+    assert _axis_work(length, edge, overlap) <= best
+    starts = axis_starts(length, edge, overlap)
+    assert starts[-1] + edge == length or len(starts) == 1
+    assert all(b - a <= edge - overlap for a, b in pairwise(starts))  # overlaps kept
+
+
+@pytest.mark.parametrize("size, tile, before, most", [
+    (1024, 384, (3 * 384 / 1024) ** 2, 1.17),   # was 1.27x
+    (768, 256, (4 * 256 / 768) ** 2, 1.27),     # was 1.78x
+    (2048, 384, (6 * 384 / 2048) ** 2, 1.17),
+])
+def test_balanced_grid_wastes_less_than_full_tiles(size, tile, before, most):
+    grid = TileGrid.plan(size, size, tile, 32)
+    assert len(grid) == len(axis_starts(size, tile, 32)) ** 2  # no more tiles than before
+    assert grid.work_ratio() <= most < before
+
+
+def test_work_ratio_counts_padding_to_multiples_of_8():
+    assert TileGrid.plan(64, 64, 64, 8).work_ratio() == 1.0
+    assert TileGrid.plan(60, 60, 64, 8).work_ratio() == (64 / 60) ** 2
+
+
+def test_tiled_identity_network_returns_its_input_exactly():
+    """An identity network through the runner's grid and blending gives back the input, for
+    balanced tiles of every shape (tiled == whole)."""
+    import torch
+
+    from napari_mprnet.engine.runner import TiledRunner
+    from napari_mprnet.model import MPRNet, MPRNetConfig
+
+    class Identity(MPRNet):
+        def forward(self, x, split_patches=None):
+            return [x, x, x]
+
+    net = Identity(MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1))
+    planes = np.random.default_rng(0).random((2, 100, 130, 3), dtype=np.float32)
+    for tile, overlap in [(48, 8), (64, 20), (40, 16)]:
+        runner = TiledRunner(net, "cpu", precision="fp32", tile_size=tile,
+                             tile_overlap=overlap, backend="eager")
+        for out in runner.run(planes, stages=True):
+            np.testing.assert_allclose(out, planes, rtol=0, atol=2e-6)
+    assert torch.get_num_threads() >= 1

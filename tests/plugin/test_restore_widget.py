@@ -443,3 +443,34 @@ def test_widget_checkbox_adds_the_removed_layer(make_napari_viewer, qtbot, tiny_
     widget.removed_check.setChecked(False)
     assert run_and_wait(qtbot, widget) == "done"
     assert len(viewer.layers) == 4  # only the result this time
+
+
+def test_first_openvino_conversion_runs_off_the_gui_thread_with_a_status_line(
+        make_napari_viewer, qtbot, tiny_model_file, image, monkeypatch, tmp_path):
+    pytest.importorskip("openvino")
+    import threading
+
+    from napari_mprnet.engine.backends import OpenVINOBackend, clear_openvino_cache
+
+    monkeypatch.delenv("NAPARI_MPRNET_BACKEND", raising=False)  # the real CPU default
+    monkeypatch.setenv("NAPARI_MPRNET_CACHE", str(tmp_path / "cache"))
+    clear_openvino_cache()
+    threads = []
+    convert = OpenVINOBackend._convert
+
+    def converting(self):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return convert(self)
+
+    monkeypatch.setattr(OpenVINOBackend, "_convert", converting)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = make_widget(viewer, tiny_model_file)
+    shown = []
+    widget.progressed.connect(lambda done, total: shown.append(widget.status_label.text()))
+    assert run_and_wait(qtbot, widget) == "done"
+    assert threads == [False]  # converted once, in the worker thread
+    assert shown[0].startswith("Converting the network for OpenVINO")
+    assert len(shown) >= 2 and shown[1].startswith("Restoring 'cells'")
+    assert widget.status_label.text().startswith("Done")
+    clear_openvino_cache()

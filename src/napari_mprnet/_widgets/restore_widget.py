@@ -66,6 +66,7 @@ class RestoreWidget(QWidget):
         self.viewer = napari_viewer
         #: The job shown: running on the chosen layer, or the last one shown.
         self.job: RestoreJob | None = None
+        self._running_text = ""
         self._image_layers: list[Image] = []
 
         self.layer_combo = QComboBox()
@@ -216,9 +217,9 @@ class RestoreWidget(QWidget):
         request = job.request
         where = "" if request.origin == "the Restore widget" else (
             f", started from {request.origin}")
-        self.status_label.setText(
-            f"Restoring '{request.source.name}' ({request.task}, {request.model_label}"
-            f"{where})…")
+        self._running_text = (f"Restoring '{request.source.name}' ({request.task}, "
+                              f"{request.model_label}{where})…")
+        self.status_label.setText(self._running_text)
         if job.progress is not None:
             self._on_progress(job.progress.done, job.progress.total)
 
@@ -249,6 +250,8 @@ class RestoreWidget(QWidget):
         self.progress_bar.setValue(done)
         if job.progress is not None:  # e.g. "12/36 tiles, 1.6 of 4.8 Mpix, 0:35 left"
             self.progress_bar.setFormat(job.progress.describe())
+            # a step before the first tile may say what it does (converting the network)
+            self.status_label.setText(job.progress.note or self._running_text)
         self.progressed.emit(done, total)
 
     def _on_finished(self, job: RestoreJob) -> None:

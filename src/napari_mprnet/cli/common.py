@@ -12,7 +12,7 @@ __all__ = ["BACKEND_CHOICES", "add_engine_arguments", "engine_options", "fail", 
 
 #: ``engine.backends.BACKENDS``, spelled out so that building the parser does not import torch
 #: (tests/test_cli_startup.py checks that the two agree).
-BACKEND_CHOICES = ("auto", "eager", "compile", "tensorrt")
+BACKEND_CHOICES = ("auto", "eager", "compile", "tensorrt", "openvino")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +32,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        "bf16 autocast where it computes bf16 natively (AVX512-BF16 or AMX) and "
                        "the model keeps its accuracy in it, fp32 elsewhere)")
     group.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
-                       help="eager (default), compile (torch.compile, compiled once per tile "
-                       "shape), tensorrt (Torch-TensorRT, engines cached on disk), or auto "
-                       "(the fastest on the device); falls back with a warning on failure")
+                       help="default: openvino on a CPU where OpenVINO is installed (converted "
+                       "once per model, cached on disk), eager elsewhere; eager, openvino, "
+                       "compile (torch.compile, compiled once per tile shape), tensorrt "
+                       "(Torch-TensorRT, engines cached on disk), or auto (the fastest on the "
+                       "device); falls back with a warning on failure")
     group.add_argument("--split-patches", action="store_true",
                        help="the paper's multi-patch inference (stage 1 on every tile's "
                        "quarters, stage 2 on its halves) instead of whole tiles (default)")

@@ -70,9 +70,21 @@ _last_check = 0.0
 _pending: int | None = None
 
 
+def _onednn_allows_bf16() -> bool:
+    """Whether ``$ONEDNN_MAX_CPU_ISA`` (or ``$DNNL_MAX_CPU_ISA``), when set, still lets oneDNN
+    (torch's and OpenVINO's) use bf16 instructions: a cap such as ``AVX2`` makes this CPU
+    behave as one without bf16."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+           or "").strip().upper()
+    if cap in ("", "ALL", "DEFAULT"):
+        return True
+    return any(tag in cap for tag in ("BF16", "FP16", "AMX", "AVX10"))
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu_has_native_bf16() -> bool:
-    """What torch reports about this CPU: AVX512-BF16 or AMX tiles, and oneDNN present."""
+    """What torch reports about this CPU: AVX512-BF16 or AMX tiles, oneDNN present and not
+    capped below them."""
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     native = False
@@ -81,7 +93,7 @@ def _cpu_has_native_bf16() -> bool:
         if check is not None:
             with contextlib.suppress(Exception):
                 native = native or bool(check())
-    return native and torch.backends.mkldnn.is_available()
+    return native and torch.backends.mkldnn.is_available() and _onednn_allows_bf16()
 
 
 def cpu_supports_bf16() -> bool:

@@ -140,7 +140,7 @@ class Restorer:
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
         output_dtype: Any = None,
         clip: bool = True,
-        backend: str = "eager",
+        backend: str | None = None,
         backend_options: dict | None = None,
         strength: float | str = "auto",
         split_patches: bool = False,

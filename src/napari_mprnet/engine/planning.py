@@ -1,10 +1,14 @@
 """How big the units of work are: tile edge and tiles per batch for a plane and a device.
 
 On a GPU the tile is as large as a share of free memory allows (up to
-:data:`MAX_AUTO_TILE`) and tiles are batched. On a CPU throughput per pixel is flat from
-192 to 384 px tiles and falls beyond, so tiles are at most :data:`MAX_CPU_AUTO_TILE` and
-run one at a time: a 2048x2048 plane becomes 36 units of about a second each, which gives
-frequent progress and cancel points at a 15% overlap cost.
+:data:`MAX_AUTO_TILE`) and tiles are batched. On a CPU the eager network's throughput per
+pixel is flat from 192 to 384 px tiles and falls beyond, so its tiles are at most
+:data:`MAX_CPU_AUTO_TILE` and run one at a time: a 2048x2048 plane becomes 36 units of about
+a second each, which gives frequent progress and cancel points at a 16% overlap cost.
+OpenVINO's throughput per pixel stays flat up to 768 px tiles, so with it tiles are at most
+:data:`MAX_OPENVINO_AUTO_TILE` (a 1024 px plane in 2x2 tiles: 6% overlap cost) and a unit
+still takes about a second on two cores. The grid then shrinks the tiles to what the plane
+needs (:func:`~napari_mprnet.engine.tiling.axis_tile`).
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import torch
 
 from ..model.arch import MPRNetConfig
 from .devices import device_memory_bytes
-from .tiling import TileGrid
+from .tiling import TileGrid, axis_tile
 
 __all__ = [
     "MAX_AUTO_TILE",
     "MAX_CPU_AUTO_TILE",
+    "MAX_OPENVINO_AUTO_TILE",
     "MIN_TILE",
-    "balanced_tile",
     "bytes_per_pixel",
     "memory_budget",
     "plan_tiles",
@@ -36,6 +40,8 @@ MIN_TILE = 64
 MAX_AUTO_TILE = 1024
 #: Largest tile "auto" picks on a CPU (see the module docstring).
 MAX_CPU_AUTO_TILE = 384
+#: Largest tile "auto" picks on a CPU running OpenVINO (see the module docstring).
+MAX_OPENVINO_AUTO_TILE = 544
 #: Bytes of live activations per pixel and feature channel during a no-grad forward,
 #: measured on CPU for fp32 (benchmarks/bench_restore.py prints the actual peak).
 BYTES_PER_PIXEL_FEATURE = 4 * 14
@@ -46,15 +52,6 @@ MAX_BATCH = 16
 def round_up(value: int, multiple: int) -> int:
     """``value`` rounded up to a multiple of ``multiple``."""
     return -(-value // multiple) * multiple
-
-
-def balanced_tile(length: int, largest: int, overlap: int) -> int:
-    """Smallest tile (multiple of 8) covering ``length`` with as few tiles as ``largest``
-    tiles would need."""
-    if length <= largest:
-        return round_up(length, 8)
-    count = math.ceil((length - overlap) / (largest - overlap))
-    return min(largest, round_up(math.ceil((length + (count - 1) * overlap) / count), 8))
 
 
 def tile_overlap_for(tile: int, requested: int) -> int:
@@ -99,20 +96,23 @@ def plan_tiles(
     budget_bytes: int,
     pixel_bytes: int,
     device: torch.device,
+    cap: int | None = None,
 ) -> tuple[int, int]:
     """Tile edge and batch size for ``n_planes`` planes of ``height`` x ``width``.
 
-    ``tile_size="auto"`` takes the largest tile the budget allows (capped per device), then
-    the smallest tile giving the same tile count; ``batch_size=None`` fills the budget on
-    an accelerator and is 1 on a CPU (there a bigger batch only costs memory).
+    ``tile_size="auto"`` takes the largest tile the budget allows (at most ``cap``; default
+    per device), then the smallest tile giving the same tile count; ``batch_size=None``
+    fills the budget on an accelerator and is 1 on a CPU (there a bigger batch only costs
+    memory).
     """
     pixels_budget = max(budget_bytes // pixel_bytes, 16 * 16)
     if tile_size == "auto":
-        cap = MAX_CPU_AUTO_TILE if device.type == "cpu" else MAX_AUTO_TILE
+        if cap is None:
+            cap = MAX_CPU_AUTO_TILE if device.type == "cpu" else MAX_AUTO_TILE
         edge = math.isqrt(pixels_budget) // 8 * 8
         largest = max(MIN_TILE, min(cap, edge))
         overlap = tile_overlap_for(largest, tile_overlap)
-        tile = max(balanced_tile(length, largest, overlap) for length in (height, width))
+        tile = max(round_up(axis_tile(length, largest, overlap), 8) for length in (height, width))
         tile = max(tile, overlap + 8, 16)
     else:
         tile = int(tile_size)

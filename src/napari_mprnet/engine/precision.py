@@ -24,6 +24,7 @@ __all__ = [
     "choose_precision",
     "default_precision",
     "normalize_precision",
+    "probe_picture",
 ]
 
 #: Precision names and the autocast dtype they stand for.
@@ -86,7 +87,7 @@ def choose_precision(precision: str | None, device: torch.device, model: nn.Modu
     return name
 
 
-def _probe(channels: int) -> torch.Tensor:
+def probe_picture(channels: int) -> torch.Tensor:
     """A fixed noisy test picture ``(1, channels, 64, 64)`` in [0, 1]: smooth shading,
     sharp-edged shapes and Gaussian noise of sigma 0.1."""
     rng = np.random.default_rng(1234)
@@ -115,7 +116,7 @@ def bf16_agreement_db(model: nn.Module) -> float:
     if cached is not None and cached[0] == version:
         return cached[1]
     config = getattr(model, "config", None)
-    probe = _probe(int(getattr(config, "in_c", 3)))
+    probe = probe_picture(int(getattr(config, "in_c", 3)))
     weight = next(model.parameters(), None)
     if weight is not None and weight.device.type != "cpu":
         raise ValueError("bf16_agreement_db checks a model on the CPU; move it there first")

@@ -23,6 +23,8 @@ class Progress:
     run through the network twice), with the seconds since the run started, so a front end
     can show e.g. "12/36 tiles" and an estimate of the time left from the first unit on.
     ``done == total`` only once all the work is done.
+    ``note`` (empty for work steps) says what a step before the first tile is doing, e.g.
+    converting the network; such a step has ``total == 0`` (the amount of work is unknown).
     """
 
     done: int
@@ -34,12 +36,15 @@ class Progress:
     elapsed_s: float = field(default=0.0, compare=False)
     probes_done: int = field(default=0, compare=False)
     probes_total: int = field(default=0, compare=False)
+    note: str = field(default="", compare=False)
 
     @property
     def fraction(self) -> float:
         if self.pixels_total:
             return self.pixels_done / self.pixels_total
-        return self.done / self.total if self.total else 1.0
+        if not self.total:
+            return 0.0 if self.note else 1.0
+        return self.done / self.total
 
     @property
     def eta_s(self) -> float | None:
@@ -50,7 +55,10 @@ class Progress:
 
     def describe(self) -> str:
         """E.g. ``"12/36 tiles, 1.6 of 4.8 Mpix, 0:35 left"``, or once the tiles are done
-        and the strength is being measured ``"36/36 tiles, strength 2/5 planes, ..."``."""
+        and the strength is being measured ``"36/36 tiles, strength 2/5 planes, ..."``; a
+        step with a ``note`` is described by it."""
+        if self.note:
+            return self.note
         text = f"{self.tiles_done}/{self.tiles_total} tiles" if self.tiles_total else \
             f"{self.done}/{self.total} batches"
         if self.probes_total and self.tiles_done >= self.tiles_total:

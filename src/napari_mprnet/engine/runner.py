@@ -7,16 +7,17 @@ weight, into float32 output buffers the size of the input (:mod:`.accumulation`)
 memory is therefore the tile batch's activations plus the output buffers, whatever the
 image size.
 
-Each padded tile batch goes through a backend (:mod:`.backends`: eager, torch.compile or
-Torch-TensorRT); compiled backends get batches of one fixed shape (a short last batch is
+Each padded tile batch goes through a backend (:mod:`.backends`: eager, OpenVINO (the CPU
+default where it is installed), torch.compile or Torch-TensorRT); compiled backends get batches of one fixed shape (a short last batch is
 padded with dummy tiles). On CUDA the loop is pipelined: the next batch is gathered on a
 background thread into pinned staging buffers while the current one runs, copies are
 non-blocking, and tiles are blended on the GPU into one buffer per plane when that fits
 (otherwise on the host, one batch behind). The pipelined loop is device-agnostic and can be
 forced on CPU (``pipeline=True``, ``accumulate="device"``); the default CPU loop is the
-plain one, one tile at a time, channels-last, in bf16 autocast where the CPU has native
-bf16 (:mod:`.precision`), with the physical cores other work leaves free, re-checked
-between tile batches (:func:`.devices.cpu_threads`, :func:`.devices.follow_cpu_load`). Both
+plain one, one tile at a time, through OpenVINO where it is installed (else eager,
+channels-last), in bf16 where the CPU has native bf16 (:mod:`.precision`), with the
+physical cores other work leaves free, re-checked between tile batches
+(:func:`.devices.cpu_threads`, :func:`.devices.follow_cpu_load`). Both
 loops, and the out-of-memory back-off they share, live in :mod:`.loops`.
 
 :meth:`TiledRunner.iter_run` is a generator that yields a :class:`Progress` after every tile
@@ -39,6 +40,7 @@ from .devices import follow_cpu_load, resolve_device, using_cpu_threads
 from .loops import ShrinkTiles, release_cached_memory, run_grid, run_grid_pipelined
 from .models import ready_model
 from .planning import (
+    MAX_OPENVINO_AUTO_TILE,
     MIN_TILE,
     bytes_per_pixel,
     memory_budget,
@@ -82,17 +84,20 @@ class TiledRunner:
         natively and the model agrees with its fp32 self in bf16
         (:func:`~napari_mprnet.engine.precision.choose_precision`), else fp32.
     tile_size : int or "auto"
-        Tile edge in pixels (>= 16); "auto" chooses from the device and its free memory
-        (on a CPU at most 384 px, so that progress and cancelling come every second or so).
+        Largest tile edge in pixels (>= 16; the grid uses the smallest edges that need no
+        more tiles, :class:`~napari_mprnet.engine.tiling.TileGrid`); "auto" chooses from the
+        device and its free memory (on a CPU at most 384 px, 544 px with OpenVINO, so that
+        progress and cancelling come every second or so).
     tile_overlap : int
         Overlap between neighbouring tiles in pixels.
     batch_size : int, optional
         Tiles per forward pass; default chosen from free memory (1 on a CPU).
     channels_last : bool, optional
         Use the channels-last memory format (default: on GPUs and CPUs).
-    backend : {"eager", "compile", "tensorrt", "auto"}
+    backend : {None, "eager", "compile", "tensorrt", "openvino", "auto"}
         How tile batches run (see :mod:`napari_mprnet.engine.backends`); compiled backends
-        get batches of one fixed shape. "auto": the fastest available on the device.
+        get batches of one fixed shape. None: openvino on a CPU where OpenVINO is installed,
+        eager elsewhere; "auto": the fastest available on the device.
     backend_options : dict, optional
         Backend settings, e.g. ``{"cuda_graphs": True}`` or ``{"compile_backend": "eager"}``.
     accumulate : {"auto", "host", "device"}
@@ -120,7 +125,7 @@ class TiledRunner:
         tile_overlap: int = 32,
         batch_size: int | None = None,
         channels_last: bool | None = None,
-        backend: str = "eager",
+        backend: str | None = None,
         backend_options: dict | None = None,
         accumulate: str = "auto",
         pipeline: bool | None = None,
@@ -180,10 +185,11 @@ class TiledRunner:
 
     def plan(self, height: int, width: int, n_planes: int = 1) -> tuple[int, int]:
         """Tile size and batch size to use for planes of ``height`` x ``width``."""
+        cap = MAX_OPENVINO_AUTO_TILE if self.backend.current.name == "openvino" else None
         return plan_tiles(height, width, n_planes, tile_size=self.tile_size,
                           tile_overlap=self.tile_overlap, batch_size=self.batch_size,
                           budget_bytes=self._budget_bytes(),
-                          pixel_bytes=self._bytes_per_pixel(), device=self.device)
+                          pixel_bytes=self._bytes_per_pixel(), device=self.device, cap=cap)
 
     def _overlap(self, tile: int) -> int:
         return tile_overlap_for(tile, self.tile_overlap)
@@ -264,6 +270,7 @@ class TiledRunner:
         n_planes, height, width, _ = planes.shape
         tile, batch_size = self.plan(height, width, n_planes)
         with self._threads():
+            yield from self._prepare_backend()
             while True:
                 try:
                     return (yield from self._run_grid(planes, stages, tile, batch_size,
@@ -278,6 +285,16 @@ class TiledRunner:
                     log.warning("out of memory with %d px tiles: restarting with %d px tiles",
                                 tile, new_tile)
                     tile, batch_size = new_tile, 1
+
+    def _prepare_backend(self) -> Generator[Progress, None, None]:
+        """Convert the network now if the backend must (OpenVINO's first use of a model),
+        after a step whose ``note`` says so, so that a front end can show it."""
+        pending = getattr(self.backend.current, "pending_work", None)
+        if pending is None or pending() != "convert":
+            return
+        yield Progress(0, 0, note="Converting the network for OpenVINO (once per model, "
+                       "then cached on disk)…")
+        self.backend.current.prepare()
 
     #: Pinned buffers, events and non-blocking copies in the pipelined loop (None: on CUDA).
     _async_copies: bool | None = None

@@ -1,6 +1,12 @@
 """Overlapping tiles over a 2-D plane and the weights that blend them without seams.
 
-Tiles are laid out independently along each axis (:func:`axis_starts`) and every tile gets
+Tiles are laid out independently along each axis. The tile size asked for is the largest
+allowed: along each axis the grid uses the smallest edge (a multiple of 8, the network's
+size multiple) that covers the axis with as few tiles as the largest edge would need
+(:func:`axis_tile`), so the overlaps are no wider than needed and little is computed twice
+(a 1024 px axis on 384 px tiles takes 3 tiles of 368 px: 1.16x the plane's pixels instead
+of 1.27x). Tiles start every ``edge - overlap`` pixels, the last one aligned to the end
+(:func:`axis_starts`), and every tile gets
 a separable weight ``outer(weight_y, weight_x)``. Along each axis the 1-D profiles of the
 tiles covering a position sum to one (:func:`axis_weights`), so the 2-D weights of all
 tiles sum to one at every pixel and tile results can be accumulated in place::
@@ -12,6 +18,7 @@ tiles sum to one at every pixel and tile results can be accumulated in place::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 from numbers import Integral
@@ -20,15 +27,19 @@ import numpy as np
 
 __all__ = [
     "MIN_TILE_SIZE",
+    "SIZE_MULTIPLE",
     "Tile",
     "TileGrid",
     "axis_starts",
+    "axis_tile",
     "axis_weights",
     "validate_tiling",
 ]
 
 #: Smallest tile edge accepted by :func:`validate_tiling`.
 MIN_TILE_SIZE = 16
+#: Tile edges are rounded up to this (the network pads its input to a multiple of it).
+SIZE_MULTIPLE = 8
 
 
 def _is_int(value: object) -> bool:
@@ -69,6 +80,30 @@ def _check_axis(length: int, tile: int, overlap: int) -> None:
         raise ValueError(f"tile must be at least 1, got {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must satisfy 0 <= overlap < tile ({tile}), got {overlap}")
+
+
+def axis_tile(length: int, tile: int, overlap: int) -> int:
+    """The tile edge used along an axis of ``length``: the whole axis when it fits in one
+    ``tile``; else, of the edges up to ``tile`` (multiples of :data:`SIZE_MULTIPLE`, and
+    ``tile`` itself), the one whose tiles compute the fewest pixels (each padded to a
+    multiple of :data:`SIZE_MULTIPLE`, as the network does), with overlaps of at least
+    ``overlap``; ties go to fewer tiles.
+
+    Returns
+    -------
+    int
+        An edge ``<= min(tile, length)``.
+    """
+    _check_axis(length, tile, overlap)
+    if length <= tile:
+        return length
+
+    def cost(edge: int) -> tuple[int, int]:
+        count = math.ceil((length - edge) / (edge - overlap)) + 1
+        return count * -(-edge // SIZE_MULTIPLE) * SIZE_MULTIPLE, count
+
+    candidates = [e for e in range(SIZE_MULTIPLE, tile, SIZE_MULTIPLE) if e > overlap]
+    return min([*candidates, tile], key=cost)
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -198,18 +233,37 @@ class TileGrid:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         return cls(int(height), int(width), int(tile_size), int(tile_overlap))
 
-    def _axis(self, length: int) -> tuple[list[int], list[np.ndarray]]:
-        starts = axis_starts(length, self.tile_size, self.tile_overlap)
-        return starts, axis_weights(length, starts, self.tile_size, self.tile_overlap)
+    @property
+    def tile_height(self) -> int:
+        """Height of every tile (:func:`axis_tile` of the plane's height)."""
+        return axis_tile(self.height, self.tile_size, self.tile_overlap)
+
+    @property
+    def tile_width(self) -> int:
+        """Width of every tile (:func:`axis_tile` of the plane's width)."""
+        return axis_tile(self.width, self.tile_size, self.tile_overlap)
+
+    def _axis(self, length: int, edge: int) -> tuple[list[int], list[np.ndarray]]:
+        starts = axis_starts(length, edge, self.tile_overlap)
+        return starts, axis_weights(length, starts, edge, self.tile_overlap)
 
     def tiles(self) -> list[Tile]:
         """All tiles in row-major order."""
-        ys, wys = self._axis(self.height)
-        xs, wxs = self._axis(self.width)
-        th, tw = min(self.tile_size, self.height), min(self.tile_size, self.width)
+        th, tw = self.tile_height, self.tile_width
+        ys, wys = self._axis(self.height, th)
+        xs, wxs = self._axis(self.width, tw)
         return [Tile(y, x, th, tw, wy, wx) for y, wy in zip(ys, wys) for x, wx in zip(xs, wxs)]
 
     def __len__(self) -> int:
-        ny = len(axis_starts(self.height, self.tile_size, self.tile_overlap))
-        nx = len(axis_starts(self.width, self.tile_size, self.tile_overlap))
+        ny = len(axis_starts(self.height, self.tile_height, self.tile_overlap))
+        nx = len(axis_starts(self.width, self.tile_width, self.tile_overlap))
         return ny * nx
+
+    def work_ratio(self) -> float:
+        """Pixels the network computes (every tile, padded to a multiple of
+        :data:`SIZE_MULTIPLE`) per pixel of the plane: 1.0 without overlap or padding."""
+        def padded(edge: int) -> int:
+            return -(-edge // SIZE_MULTIPLE) * SIZE_MULTIPLE
+
+        return len(self) * padded(self.tile_height) * padded(self.tile_width) / (
+            self.height * self.width)

@@ -45,7 +45,7 @@ from ..engine.axes import PlaneLayout
 from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
 from ..engine.strength import probe_window
-from ..engine.tiling import axis_starts, axis_weights
+from ..engine.tiling import axis_starts, axis_tile, axis_weights
 from .blocks import forward_row
 from .models import ModelHandle, effective_device, handle_for
 
@@ -75,11 +75,15 @@ class ChunkPlan:
     def chunks(self) -> tuple[int, ...]:
         return tuple(b - a for a, b in pairwise(self.bounds))
 
+    @property
+    def edge(self) -> int:
+        """The tiles' edge along this axis (the grid's :func:`axis_tile`)."""
+        return axis_tile(self.length, self.tile, self.overlap)
+
     @functools.cached_property
     def _grid(self) -> tuple[list[int], list[np.ndarray], int]:
-        starts = axis_starts(self.length, self.tile, self.overlap)
-        return starts, axis_weights(self.length, starts, self.tile, self.overlap), \
-            min(self.tile, self.length)
+        starts = axis_starts(self.length, self.edge, self.overlap)
+        return starts, axis_weights(self.length, starts, self.edge, self.overlap), self.edge
 
     def tiles_touching(self, index: int) -> list[tuple[int, np.ndarray]]:
         """``(start, profile)`` of the global tiles that overlap chunk ``index``, in order."""
@@ -102,8 +106,8 @@ def plan_axis(length: int, tile: int, overlap: int, chunk_size: int | str | None
     :data:`AUTO_CHUNK` (plus one tile) into chunks of about that size; an integer is rounded
     to the nearest multiple of the stride (at least one tile).
     """
-    size = min(tile, length)
-    stride = tile - overlap
+    size = axis_tile(length, tile, overlap)  # the grid's edge along this axis
+    stride = size - overlap
     if chunk_size == "auto":
         chunk_size = None if length <= AUTO_CHUNK + tile else AUTO_CHUNK
     elif chunk_size is not None and (
@@ -115,12 +119,12 @@ def plan_axis(length: int, tile: int, overlap: int, chunk_size: int | str | None
     if chunk_size is None or length <= size:
         bounds = [0, length]
     else:
-        strides = max(round(int(chunk_size) / stride), math.ceil(tile / stride), 1)
+        strides = max(round(int(chunk_size) / stride), math.ceil(size / stride), 1)
         edge = strides * stride
         bounds = list(range(0, length, edge)) + [length]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < tile:
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < size:
             del bounds[-2]  # a sliver: merge it into the chunk before
-    starts = axis_starts(length, tile, overlap)
+    starts = axis_starts(length, size, overlap)
     before = after = 0
     for a, b in pairwise(bounds):
         touching = [s for s in starts if s < b and s + size > a]
@@ -144,7 +148,7 @@ class BlockSpec:
     device: Any = "auto"
     precision: str | None = None
     batch_size: int | None = None
-    backend: str = "eager"
+    backend: str | None = None
     backend_options: dict | None = None
     clip: bool = True
     strength: float | str = "auto"
@@ -225,7 +229,7 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
 
     ty = [(s, w) for s, w in spec.y.tiles_touching(iy)]
     tx = [(s, w) for s, w in spec.x.tiles_touching(ix)]
-    th, tw = min(spec.y.tile, spec.y.length), min(spec.x.tile, spec.x.length)
+    th, tw = spec.y.edge, spec.x.edge
     core_shape = (n_planes, cy1 - cy0, cx1 - cx0, normalised.shape[-1])
     low_band = restorer.needs_probe()  # the low band of the residual, accumulated too
     outputs = [np.zeros(core_shape, np.float32) for _ in range(1 + 2 * spec.stages + low_band)]
@@ -295,7 +299,7 @@ def restore_dask(
     precision: str | None = None,
     chunk_size: int | str | None = "auto",
     client: Any = None,
-    backend: str = "eager",
+    backend: str | None = None,
     backend_options: dict | None = None,
     strength: float | str = "auto",
     split_patches: bool = False,

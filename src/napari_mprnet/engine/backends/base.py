@@ -17,7 +17,7 @@ __all__ = ["BACKENDS", "CACHE_ENV", "OPTION_KEYS", "Backend", "BackendFallbackWa
 log = logging.getLogger(__name__)
 
 #: Backend names accepted by :func:`make_backend` (and ``restore(backend=...)``).
-BACKENDS = ("auto", "eager", "compile", "tensorrt")
+BACKENDS = ("auto", "eager", "compile", "tensorrt", "openvino")
 #: Environment variable overriding the on-disk cache folder.
 CACHE_ENV = "NAPARI_MPRNET_CACHE"
 #: Keys ``backend_options`` may hold.
@@ -27,8 +27,9 @@ OPTION_KEYS = {
     "compile_backend": "torch.compile backend (default 'inductor'; 'eager' for debugging)",
     "fullgraph": "torch.compile fullgraph flag (default False)",
     "compile_options": "dict passed as torch.compile(options=...)",
-    "cache_dir": "folder of the TensorRT engine cache (default: cache_dir())",
-    "disk_cache": "save and load TensorRT engines on disk (default True)",
+    "cache_dir": "folder of the TensorRT engine or OpenVINO network cache (default: "
+                 "cache_dir() / 'tensorrt' or 'openvino')",
+    "disk_cache": "save and load TensorRT engines and OpenVINO networks on disk (default True)",
     "tensorrt_options": "extra keyword arguments for torch_tensorrt.compile",
 }
 class BackendFallbackWarning(UserWarning):
