@@ -280,7 +280,8 @@ def run_setting(label: str, env: dict, args: argparse.Namespace, cache: str) -> 
                         args.timeout)
     print(f"[{label}] cache filled in {primed.get('seconds', float('nan')):.1f} s", flush=True)
     rows = []
-    for size in args.sizes:
+    capped = bool(env.get("ONEDNN_MAX_CPU_ISA"))
+    for size in (args.isa_sizes or args.sizes) if capped else args.sizes:
         row: dict = {"size": size}
         with tempfile.TemporaryDirectory() as empty:
             for kind, (_kwargs, state) in RESTORE_PASSES.items():
@@ -336,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="threads of every pass (default: restore()'s own rule)")
     parser.add_argument("--isa-cap", default=None, metavar="ISA",
                         help="repeat every pass with ONEDNN_MAX_CPU_ISA=ISA (e.g. AVX2)")
+    parser.add_argument("--isa-sizes", type=int, nargs="+", default=None,
+                        help="sizes of the --isa-cap passes (default: --sizes)")
     parser.add_argument("--corpus", default=None, help="real-image corpus: the quality check")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", default=None)

@@ -292,3 +292,34 @@ def test_dask_blocks_convert_or_load_once_and_equal_the_in_memory_run(net, monke
     want = restore(image, axes="ZYX", **options)
     np.testing.assert_array_equal(got, want)
     assert len(conversions) == 1  # three blocks on threads, one conversion or load
+
+
+def test_the_command_line_uses_openvino_and_shows_the_conversion(net, tmp_path, monkeypatch,
+                                                                  capsys):
+    import tifffile
+
+    from napari_mprnet import save_model
+    from napari_mprnet.cli import main
+
+    monkeypatch.setenv("NAPARI_MPRNET_CACHE", str(tmp_path / "cache"))  # converts afresh
+    runs = []
+    original = OpenVINOBackend._run
+
+    def spy(self, batch, stages):
+        runs.append(tuple(batch.shape))
+        return original(self, batch, stages)
+
+    monkeypatch.setattr(OpenVINOBackend, "_run", spy)
+    weights = save_model(net, tmp_path / "tiny.safetensors")
+    image = (np.random.default_rng(0).random((64, 72)) * 3000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    assert main(["restore", str(tmp_path / "in.tif"), "--weights", str(weights), "-o",
+                 str(tmp_path / "out"), "--device", "cpu", "--precision", "fp32",
+                 "--strength", "1", "--tile-size", "48", "--tile-overlap", "8"]) == 0
+    assert runs  # the tiles went through OpenVINO
+    assert "Converting the network for OpenVINO (once per model; kept on disk)" \
+        in capsys.readouterr().err
+    expected = restore(image, model=net, precision="fp32", strength=1.0, backend="eager",
+                       **TILING)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "out" / "in_denoised.tif"), expected,
+                               atol=0.01)

@@ -148,6 +148,7 @@ GRID_CASES = [
     (100, 37, 32, 16),
     (81, 130, 48, 12),
     (90, 90, 32, 31),
+    (20, 24, 40, 32),  # a plane smaller than the overlap: one tile
 ]
 
 
@@ -216,18 +217,18 @@ def test_tile_equality_ignores_weight_arrays():
 def _axis_work(length, edge, overlap):
     """Pixels computed along one axis with tiles of ``edge`` (padded to a multiple of 8)."""
     size = min(edge, length)
-    return len(axis_starts(length, size, overlap)) * (-(-size // 8) * 8)
+    return len(axis_starts(length, edge, overlap)) * (-(-size // 8) * 8)
 
 
-@pytest.mark.parametrize("length", [40, 100, 257, 500, 768, 1000, 1024, 2048, 3001])
+@pytest.mark.parametrize("length", [5, 20, 40, 100, 257, 500, 768, 1000, 1024, 2048, 3001])
 @pytest.mark.parametrize("tile, overlap", [(64, 8), (256, 32), (384, 32), (544, 32), (100, 20)])
 def test_axis_tile_computes_as_little_as_any_edge_allowed(length, tile, overlap):
     edge = axis_tile(length, tile, overlap)
-    assert overlap < edge <= min(tile, length) or edge == length
+    assert overlap < edge <= tile
     best = min(_axis_work(length, e, overlap) for e in range(1, tile + 1) if e > overlap)
     assert _axis_work(length, edge, overlap) <= best
     starts = axis_starts(length, edge, overlap)
-    assert starts[-1] + edge == length or len(starts) == 1
+    assert starts[-1] + min(edge, length) == length
     assert all(b - a <= edge - overlap for a, b in pairwise(starts))  # overlaps kept
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from napari_mprnet import restore
 from napari_mprnet.engine.runner import TiledRunner
-from napari_mprnet.engine.tiling import axis_starts
+from napari_mprnet.engine.tiling import axis_starts, axis_tile
 from napari_mprnet.scale import lazy
 from napari_mprnet.scale.lazy import plan_axis, restore_dask
 
@@ -41,12 +41,14 @@ def count_forwards(monkeypatch):
 def test_chunk_plan_aligns_to_tiles_and_covers_them(length, chunk):
     tile, overlap = 32, 8
     plan = plan_axis(length, tile, overlap, chunk)
-    stride = tile - overlap
+    layout = axis_tile(length, tile, overlap)  # the in-memory grid's (balanced) tiles
+    stride = layout - overlap
+    assert plan.edge == min(layout, length)
     assert plan.bounds[0] == 0 and plan.bounds[-1] == length
     assert all(b % stride == 0 for b in plan.bounds[1:-1])  # chunk edges on tile starts
-    assert all(c >= min(tile, length) for c in plan.chunks)  # no sliver chunks
+    assert all(c >= plan.edge for c in plan.chunks)  # no sliver chunks
     assert all(c >= max(plan.depth) for c in plan.chunks) or len(plan.chunks) == 1
-    size = min(tile, length)
+    size = plan.edge
     seen = []
     for i in range(len(plan.chunks)):
         touching = plan.tiles_touching(i)
@@ -54,7 +56,7 @@ def test_chunk_plan_aligns_to_tiles_and_covers_them(length, chunk):
         for start, _ in touching:  # every touching tile lies inside the chunk's block
             assert plan.block_start(i) <= start and start + size <= plan.block_stop(i)
         seen += [s for s, _ in touching]
-    assert set(seen) == set(axis_starts(length, tile, overlap))
+    assert set(seen) == set(axis_starts(length, layout, overlap))
 
 
 def test_auto_chunking_keeps_small_planes_whole_and_cuts_big_ones():

@@ -25,6 +25,7 @@ __all__ = [
     "default_precision",
     "normalize_precision",
     "probe_picture",
+    "weights_version",
 ]
 
 #: Precision names and the autocast dtype they stand for.
@@ -102,7 +103,7 @@ def probe_picture(channels: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(planes)[None].astype(np.float32))
 
 
-def _weights_version(model: nn.Module) -> tuple:
+def weights_version(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place."""
     return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
 
@@ -111,7 +112,7 @@ def bf16_agreement_db(model: nn.Module) -> float:
     """PSNR (dB, range 1) between the model's bf16-autocast and fp32 outputs on a fixed
     probe picture, on the CPU; ``inf`` when they are equal. Cached per model until its
     weights change."""
-    version = _weights_version(model)
+    version = weights_version(model)
     cached = _CHECKED.get(model)
     if cached is not None and cached[0] == version:
         return cached[1]

@@ -292,8 +292,9 @@ class TiledRunner:
         pending = getattr(self.backend.current, "pending_work", None)
         if pending is None or pending() != "convert":
             return
-        yield Progress(0, 0, note="Converting the network for OpenVINO (once per model, "
-                       "then cached on disk)…")
+        # (no ", " in the note: the command line shows what follows the first one)
+        yield Progress(0, 0, note="Converting the network for OpenVINO (once per model; "
+                       "kept on disk)…")
         self.backend.current.prepare()
 
     #: Pinned buffers, events and non-blocking copies in the pipelined loop (None: on CUDA).

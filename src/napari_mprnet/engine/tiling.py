@@ -83,8 +83,9 @@ def _check_axis(length: int, tile: int, overlap: int) -> None:
 
 
 def axis_tile(length: int, tile: int, overlap: int) -> int:
-    """The tile edge used along an axis of ``length``: the whole axis when it fits in one
-    ``tile``; else, of the edges up to ``tile`` (multiples of :data:`SIZE_MULTIPLE`, and
+    """The tile size to lay out an axis of ``length`` with (:func:`axis_starts`,
+    :func:`axis_weights`): ``tile`` when the axis fits in one tile (its size is then the
+    axis); else, of the edges up to ``tile`` (multiples of :data:`SIZE_MULTIPLE`, and
     ``tile`` itself), the one whose tiles compute the fewest pixels (each padded to a
     multiple of :data:`SIZE_MULTIPLE`, as the network does), with overlaps of at least
     ``overlap``; ties go to fewer tiles.
@@ -92,11 +93,11 @@ def axis_tile(length: int, tile: int, overlap: int) -> int:
     Returns
     -------
     int
-        An edge ``<= min(tile, length)``.
+        A size ``overlap < size <= tile``; tiles are ``min(size, length)`` long.
     """
     _check_axis(length, tile, overlap)
     if length <= tile:
-        return length
+        return tile
 
     def cost(edge: int) -> tuple[int, int]:
         count = math.ceil((length - edge) / (edge - overlap)) + 1
@@ -235,29 +236,28 @@ class TileGrid:
 
     @property
     def tile_height(self) -> int:
-        """Height of every tile (:func:`axis_tile` of the plane's height)."""
-        return axis_tile(self.height, self.tile_size, self.tile_overlap)
+        """Height of every tile (from :func:`axis_tile` of the plane's height)."""
+        return min(self.height, axis_tile(self.height, self.tile_size, self.tile_overlap))
 
     @property
     def tile_width(self) -> int:
-        """Width of every tile (:func:`axis_tile` of the plane's width)."""
-        return axis_tile(self.width, self.tile_size, self.tile_overlap)
+        """Width of every tile (from :func:`axis_tile` of the plane's width)."""
+        return min(self.width, axis_tile(self.width, self.tile_size, self.tile_overlap))
 
-    def _axis(self, length: int, edge: int) -> tuple[list[int], list[np.ndarray]]:
-        starts = axis_starts(length, edge, self.tile_overlap)
-        return starts, axis_weights(length, starts, edge, self.tile_overlap)
+    def _axis(self, length: int) -> tuple[list[int], list[np.ndarray]]:
+        size = axis_tile(length, self.tile_size, self.tile_overlap)
+        starts = axis_starts(length, size, self.tile_overlap)
+        return starts, axis_weights(length, starts, size, self.tile_overlap)
 
     def tiles(self) -> list[Tile]:
         """All tiles in row-major order."""
+        ys, wys = self._axis(self.height)
+        xs, wxs = self._axis(self.width)
         th, tw = self.tile_height, self.tile_width
-        ys, wys = self._axis(self.height, th)
-        xs, wxs = self._axis(self.width, tw)
         return [Tile(y, x, th, tw, wy, wx) for y, wy in zip(ys, wys) for x, wx in zip(xs, wxs)]
 
     def __len__(self) -> int:
-        ny = len(axis_starts(self.height, self.tile_height, self.tile_overlap))
-        nx = len(axis_starts(self.width, self.tile_width, self.tile_overlap))
-        return ny * nx
+        return len(self._axis(self.height)[0]) * len(self._axis(self.width)[0])
 
     def work_ratio(self) -> float:
         """Pixels the network computes (every tile, padded to a multiple of

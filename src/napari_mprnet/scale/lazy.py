@@ -77,13 +77,14 @@ class ChunkPlan:
 
     @property
     def edge(self) -> int:
-        """The tiles' edge along this axis (the grid's :func:`axis_tile`)."""
-        return axis_tile(self.length, self.tile, self.overlap)
+        """The tiles' edge along this axis (as the in-memory grid's: :func:`axis_tile`)."""
+        return min(self.length, axis_tile(self.length, self.tile, self.overlap))
 
     @functools.cached_property
     def _grid(self) -> tuple[list[int], list[np.ndarray], int]:
-        starts = axis_starts(self.length, self.edge, self.overlap)
-        return starts, axis_weights(self.length, starts, self.edge, self.overlap), self.edge
+        size = axis_tile(self.length, self.tile, self.overlap)
+        starts = axis_starts(self.length, size, self.overlap)
+        return starts, axis_weights(self.length, starts, size, self.overlap), self.edge
 
     def tiles_touching(self, index: int) -> list[tuple[int, np.ndarray]]:
         """``(start, profile)`` of the global tiles that overlap chunk ``index``, in order."""
@@ -106,8 +107,8 @@ def plan_axis(length: int, tile: int, overlap: int, chunk_size: int | str | None
     :data:`AUTO_CHUNK` (plus one tile) into chunks of about that size; an integer is rounded
     to the nearest multiple of the stride (at least one tile).
     """
-    size = axis_tile(length, tile, overlap)  # the grid's edge along this axis
-    stride = size - overlap
+    layout = axis_tile(length, tile, overlap)  # the grid's tile size along this axis
+    size, stride = min(layout, length), layout - overlap
     if chunk_size == "auto":
         chunk_size = None if length <= AUTO_CHUNK + tile else AUTO_CHUNK
     elif chunk_size is not None and (
@@ -124,7 +125,7 @@ def plan_axis(length: int, tile: int, overlap: int, chunk_size: int | str | None
         bounds = list(range(0, length, edge)) + [length]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < size:
             del bounds[-2]  # a sliver: merge it into the chunk before
-    starts = axis_starts(length, size, overlap)
+    starts = axis_starts(length, layout, overlap)
     before = after = 0
     for a, b in pairwise(bounds):
         touching = [s for s in starts if s < b and s + size > a]

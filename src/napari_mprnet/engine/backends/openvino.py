@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .. import devices
-from ..precision import MIN_BF16_AGREEMENT_DB, probe_picture
+from ..precision import MIN_BF16_AGREEMENT_DB, probe_picture, weights_version
 from .base import Backend, BackendFallbackWarning
 from .cache import cache_dir, weights_hash
 from .eager import EagerBackend
@@ -93,13 +93,9 @@ def _code_digest(cls: type) -> str:
         return "unknown"
 
 
-def _weights_version(model: torch.nn.Module) -> tuple:
-    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
-
-
 def _cached_weights_hash(model: torch.nn.Module) -> str:
     """:func:`~.cache.weights_hash`, computed again only when the weights change."""
-    version = _weights_version(model)
+    version = weights_version(model)
     with _lock:
         known = _HASHES.get(id(model))
         if known is not None and known[0] == version:
@@ -239,12 +235,14 @@ class OpenVINOBackend(Backend):
             return entry
         disk = bool(self.options.get("disk_cache", True))
         material = self.key_material()
+        damaged = False
         if disk:
             try:
                 entry = load_entry(self._core(), self.folder(), material)
                 if entry is not None:
                     self.stats["disk_loads"] += 1
             except DamagedEntry as damage:
+                damaged = True
                 warnings.warn(f"the cached OpenVINO network {self.folder()} is damaged "
                               f"({damage}); converting the network again",
                               BackendFallbackWarning, stacklevel=6)
@@ -252,7 +250,7 @@ class OpenVINOBackend(Backend):
             entry = (self._convert(), self._reference())
             if disk:
                 try:
-                    save_entry(self._ov, *entry, self.folder(), material)
+                    save_entry(self._ov, *entry, self.folder(), material, replace=damaged)
                 except Exception as error:  # noqa: BLE001 - a cache that cannot be written
                     warnings.warn(f"could not save the OpenVINO network to {self.folder()}: "
                                   f"{error}", BackendFallbackWarning, stacklevel=6)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ...io.atomic import atomic_output
+from ...io.atomic import OutputExistsError, atomic_output
 
 __all__ = ["DamagedEntry", "entry_folder", "file_sha256", "key_digest", "load_entry",
            "save_entry"]
@@ -87,13 +87,24 @@ def load_entry(core: Any, folder: Path, material: dict
 
 
 def save_entry(ov: Any, model: Any, reference: list[np.ndarray], folder: Path,
-               material: dict) -> None:
+               material: dict, replace: bool = False) -> bool:
     """Write ``model`` (an ``openvino.Model``) and its ``reference`` outputs as the entry
-    ``folder``, replacing any old one."""
+    ``folder``; an existing entry is replaced only with ``replace`` (a damaged one), else
+    kept (another process wrote it meanwhile). Returns whether this call wrote it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(folder, overwrite=True, directory=True) as tmp:
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        np.savez(tmp / "reference.npz", *reference)
-        manifest = {"key": {**material, "format": ENTRY_FORMAT},
-                    "sha256": {name: file_sha256(tmp / name) for name in _FILES}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        with atomic_output(folder, overwrite=replace, directory=True) as tmp:
+            _write(ov, model, reference, tmp, material)
+    except OutputExistsError:
+        return False
+    return True
+
+
+def _write(ov: Any, model: Any, reference: list[np.ndarray], tmp: Path,
+           material: dict) -> None:
+    """The entry's files in the (temporary) folder ``tmp``, the manifest last."""
+    ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+    np.savez(tmp / "reference.npz", *reference)
+    manifest = {"key": {**material, "format": ENTRY_FORMAT},
+                "sha256": {name: file_sha256(tmp / name) for name in _FILES}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
