@@ -342,7 +342,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--corpus", default=None, help="real-image corpus: the quality check")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None, metavar="JSON",
+                        help="print the tables of an earlier --json report and stop")
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as handle:
+            report = json.load(handle)
+        from restore_tables import markdown
+
+        print(markdown(report))
+        return report
     if args.plain_sizes is None:
         args.plain_sizes = list(args.sizes)
 

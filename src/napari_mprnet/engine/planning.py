@@ -112,7 +112,8 @@ def plan_tiles(
         edge = math.isqrt(pixels_budget) // 8 * 8
         largest = max(MIN_TILE, min(cap, edge))
         overlap = tile_overlap_for(largest, tile_overlap)
-        tile = max(round_up(axis_tile(length, largest, overlap), 8) for length in (height, width))
+        tile = max(round_up(min(length, axis_tile(length, largest, overlap)), 8)
+                   for length in (height, width))
         tile = max(tile, overlap + 8, 16)
     else:
         tile = int(tile_size)

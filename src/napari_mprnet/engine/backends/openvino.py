@@ -34,6 +34,7 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ _CONVERTED: OrderedDict[str, tuple[Any, list[np.ndarray]]] = OrderedDict()
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()  # (folder, hint, threads) -> compiled
 _VERIFIED: dict[tuple, float] = {}  # (folder, hint) -> agreement with eager fp32 (dB)
 _FAILED: dict[str, str] = {}  # entry folder -> why it cannot be used in this process
-_HASHES: dict[int, tuple[tuple, str]] = {}  # id(model) -> (weights version, weights hash)
+#: model -> (its weights' version, their hash); weak, so a new model never inherits an entry
+_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 
 
@@ -97,12 +99,12 @@ def _cached_weights_hash(model: torch.nn.Module) -> str:
     """:func:`~.cache.weights_hash`, computed again only when the weights change."""
     version = weights_version(model)
     with _lock:
-        known = _HASHES.get(id(model))
+        known = _HASHES.get(model)
         if known is not None and known[0] == version:
             return known[1]
     digest = weights_hash(model)
     with _lock:
-        _HASHES[id(model)] = (version, digest)
+        _HASHES[model] = (version, digest)
     return digest
 
 
