@@ -22,7 +22,10 @@ see ``CORPUS_FAMILIES``) and validation from its val split; its benchmark split 
 here. ``--checkpoint FILE`` writes a resumable checkpoint every ``--checkpoint-every`` steps
 and, when FILE exists at start, continues from it (same arguments: a killed run is restarted
 with the very same command). ``--stop-file FILE`` ends the run cleanly (model written) as soon
-as FILE exists.
+as FILE exists. ``--generated F`` replaces a share F of the training (and validation) pairs by
+generated microscopy acquisitions (``napari_mprnet.training.acquisitions``: the bench's
+clean-field families stored by a simulated photon-counting / read-noise camera, mapped to the
+network's range exactly as ``restore()`` maps an image, streams seeded apart from the bench).
 
 With ``--minutes`` and no ``--steps`` the number of steps is calibrated by a short timing probe
 so that the cosine schedule ends within the budget; the budget is also enforced (a clean stop
@@ -134,6 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validate every this many steps (default: about 20 times per run)")
     p.add_argument("--stop-file", type=Path, metavar="FILE",
                    help="stop cleanly (model and checkpoint written) once this file exists")
+    p.add_argument("--generated", type=float, default=0.0, metavar="F",
+                   help="share of training and validation pairs drawn from generated "
+                   "microscopy acquisitions (0-1; default 0)")
+    p.add_argument("--generated-field", type=int, default=256, metavar="PX",
+                   help="side of each generated field (normalised whole, then cropped)")
     p.add_argument("--out-dir", type=Path, default=PACKAGE_DIR,
                    help="where {task}.safetensors and registry.json go (default: the package)")
     p.add_argument("--dry-run", action="store_true",
@@ -159,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--crop ({args.crop}) must not exceed --pool-image-size ({args.pool_image_size})")
     if args.refresh < 1:
         p.error("--refresh must be >= 1")
+    if not 0.0 <= args.generated <= 1.0:
+        p.error(f"--generated must be a share in [0, 1], got {args.generated}")
+    if args.generated > 0 and args.task != "denoise":
+        p.error("--generated adds noisy microscopy acquisitions: only for --task denoise")
+    if args.generated > 0 and args.generated_field < max(args.crop, args.val_size):
+        p.error(f"--generated-field ({args.generated_field}) must be at least --crop "
+                f"({args.crop}) and --val-size ({args.val_size})")
     args.tasks = list(TASKS) if args.task == "all" else [args.task]
     if args.corpus is not None:
         from napari_mprnet.training.corpus import read_manifest
@@ -215,6 +230,22 @@ class Budget:
 
     def left(self) -> float:
         return float("inf") if self.seconds is None else self.seconds - self.elapsed()
+
+
+class MixedPairs:
+    """Pairs from a clean-pool generator and, for a share of each draw, from generated
+    microscopy acquisitions (``napari_mprnet.training.acquisitions``)."""
+
+    def __init__(self, base, generated=None, share: float = 0.0) -> None:
+        self.base, self.generated, self.share = base, generated, float(share)
+
+    def pairs(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        n_generated = round(n * self.share) if self.generated is not None else 0
+        inputs, targets = self.base.pairs(n - n_generated) if n > n_generated else ([], [])
+        if n_generated:
+            more = self.generated.pairs(n_generated)
+            inputs, targets = list(inputs) + more[0], list(targets) + more[1]
+        return inputs, targets
 
 
 def _new_model(config: dict, task: str, seed: int):
@@ -274,6 +305,13 @@ def _corpus_summary(folder: Path) -> dict:
             "sources": sources}
 
 
+def _generated_summary(args: argparse.Namespace, gen) -> dict | None:
+    """The generated share of the pairs and how they are drawn (None: not used)."""
+    if args.generated <= 0:
+        return None
+    return {"share": args.generated, **gen.generated.describe()}
+
+
 def _finetune_kwargs(args: argparse.Namespace, steps: int, seed: int) -> dict:
     return {
         "steps": steps, "patch_size": args.patch_size, "batch_size": args.batch_size,
@@ -317,6 +355,15 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     val_gen = PairGenerator(task, "val", args.val_size, seed, pool_size=max(args.val_pairs, 1),
                             pool_image_size=max(args.val_size, args.pool_image_size // 2),
                             **val_kwargs)
+    if args.generated > 0:
+        from napari_mprnet.training.acquisitions import AcquisitionPairs
+
+        gen = MixedPairs(gen, AcquisitionPairs("train", args.crop, seed,
+                                               field_size=args.generated_field),
+                         args.generated)
+        val_gen = MixedPairs(val_gen, AcquisitionPairs("val", args.val_size, seed,
+                                                       field_size=args.generated_field),
+                             args.generated)
     val = val_gen.pairs(args.val_pairs)
     train = gen.pairs(args.pairs)
     data_seconds = time.perf_counter() - started
@@ -342,6 +389,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
         "families": args.families or FAMILIES,
         "corpus": str(args.corpus) if args.corpus else None,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "generated": _generated_summary(args, gen),
     }
     try:
         import napari_mprnet.training.trainer as trainer_module
@@ -421,7 +469,7 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
             "natural_val": list(NATURAL_VAL), "train_pairs_per_refresh": args.pairs,
             "refreshes": args.refresh, "crop": args.crop, "pool_size": args.pool_size,
             "pool_image_size": args.pool_image_size, "val_pairs": args.val_pairs,
-            "val_size": args.val_size,
+            "val_size": args.val_size, "generated": _generated_summary(args, gen),
         },
         "degradation": {"task": task, **DEGRADATION_MODEL[task]},
         "config": args.config,
@@ -449,7 +497,8 @@ def train_task(args: argparse.Namespace, task: str, task_index: int) -> dict:
     summary = (
         f"default {task} model (MPRNet n_feat {cfg['n_feat']}, {n_params / 1e6:.1f} M params), "
         f"trained {total_steps} steps on "
-        f"{'real and synthetic' if args.corpus else 'synthetic'} data; " + (
+        f"{'real and synthetic' if args.corpus else 'synthetic'} data"
+        f"{' and generated microscopy acquisitions' if args.generated > 0 else ''}; " + (
             f"held-out validation PSNR {result.best_val_psnr:.2f} dB (degraded input "
             f"{val_input_psnr:.2f} dB)" if result.best_val_psnr is not None
             else "not validated (stopped before the first validation)")
