@@ -31,7 +31,7 @@ import numpy as np
 from ..engine.normalize import DEFAULT_PERCENTILES
 from ..engine.pipeline import normalization_for
 
-__all__ = ["AcquisitionPairs", "GENERATED_KEY", "TRAINING_CAMERAS", "network_pair"]
+__all__ = ["GENERATED_KEY", "TRAINING_CAMERAS", "AcquisitionPairs", "network_pair"]
 
 #: Key of the generated streams (the bench's cases use their own fixed seeds).
 GENERATED_KEY = 0x6E_7A_31

@@ -40,6 +40,7 @@ from .blindspot import (
     structure_offsets,
 )
 from .objectives import Batch, Objective, Supervised
+from .outliers import teach_outliers
 
 __all__ = [
     "LEARNING_RATES",
@@ -81,6 +82,11 @@ class Noise2Void(Objective):
         photon counts included) or the paper's Charbonnier (median-seeking: robust to
         outliers, but biased low for skewed noise; see :mod:`~napari_mprnet.training.
         blindspot`).
+    outliers : bool
+        Find isolated outliers (hot and dead pixels) in every batch, leave them out of the
+        loss and plant outliers of their sizes on a share of the hidden centres, so the
+        network learns not to reproduce them (:mod:`~napari_mprnet.training.outliers`);
+        batches without any train as if False.
     """
 
     fraction: float = 0.015
@@ -89,6 +95,7 @@ class Noise2Void(Objective):
     mask: str = "pixel"
     span: int = 2
     distance: str = "mse"
+    outliers: bool = True
     name = "noise2void"
     needs_targets = False
 
@@ -105,6 +112,8 @@ class Noise2Void(Objective):
         masked, mask = mask_batch(inputs, rng, fraction=self.fraction, radius=self.radius,
                                   replacement=self.replacement, mask=self.mask,
                                   span=self.span)
+        if self.outliers:
+            masked, mask = teach_outliers(inputs, masked, mask, rng)
         return Batch(masked, inputs, mask)
 
     def loss(self, stages: Sequence[Tensor], batch: Batch) -> Tensor:

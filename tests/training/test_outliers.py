@@ -1,0 +1,129 @@
+"""Hot and dead pixels in blind-spot training: found, left out of the loss, taught away."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_mprnet.training.outliers import (
+    INJECTED_SHARE,
+    isolated_outliers,
+    teach_outliers,
+)
+from napari_mprnet.training.self_supervised import Noise2Void
+
+
+def _field(size=64, seed=0, photons=50.0, spot_sigma=2.0):
+    """A smooth fluorescence-like field with Poisson noise, in [0, ~1.2]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    clean = 0.1 + 0.4 * np.exp(-((yy - size / 3) ** 2 + (xx - size / 2) ** 2) / (2 * 8.0**2))
+    for cy, cx in rng.uniform(4, size - 4, (6, 2)):
+        clean += 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * spot_sigma**2))
+    noisy = rng.poisson(clean * photons) / photons
+    return clean, noisy, rng
+
+
+def _with_hot(noisy, rng, fraction=0.01):
+    hot = rng.random(noisy.shape) < fraction
+    out = noisy.copy()
+    out[hot] += rng.uniform(0.5, 2.0, hot.sum())
+    return out, hot
+
+
+def _tensor(*planes):
+    return torch.from_numpy(np.stack(planes)[:, None].astype(np.float32)).repeat(1, 3, 1, 1)
+
+
+def test_hot_pixels_are_found_and_noise_spots_and_single_photons_are_not():
+    _, noisy, rng = _field()
+    hot_image, hot = _with_hot(noisy, rng)
+    # an undersampled but real spot (PSF sigma 0.7 px) at a high photon count
+    _, sharp, _ = _field(seed=1, photons=3000.0, spot_sigma=0.7)
+    # sparse photon counting: most pixels 0, single photons here and there
+    sparse = np.random.default_rng(2).poisson(0.05, (64, 64)) / 3.0
+    flags, excess = isolated_outliers(_tensor(hot_image, noisy, sharp, sparse))
+    found = flags[0, 0].numpy()
+    assert (found & hot).sum() >= 0.7 * hot.sum()  # neighbouring hot pairs may be missed
+    assert (found & ~hot).sum() == 0
+    assert flags[1:].sum() == 0  # Poisson noise, real spots and single photons are kept
+    assert (excess[0, 0].numpy()[found] > 0.4).all()
+    assert (excess[flags == 0] == 0).all()
+
+
+def test_dead_pixels_are_found_too():
+    _, noisy, _ = _field(photons=200.0)
+    dead = np.zeros_like(noisy, bool)
+    dead[10, 10] = dead[40, 50] = True
+    image = noisy + 0.2
+    image[dead] = 0.0
+    flags, excess = isolated_outliers(_tensor(image))
+    assert flags[0, 0].numpy()[dead].all()
+    assert (excess[0, 0].numpy()[dead] < 0).all()
+
+
+def test_outliers_leave_the_loss_and_are_planted_on_hidden_centres():
+    _, noisy, rng = _field()
+    hot_image, _ = _with_hot(noisy, rng, 0.02)
+    inputs = _tensor(hot_image)
+    masked = inputs.clone()
+    mask = torch.zeros((1, 1, 64, 64))
+    mask[0, 0, ::4, ::4] = 1.0
+    new_masked, new_mask = teach_outliers(inputs, masked, mask, np.random.default_rng(0))
+    flags = isolated_outliers(inputs)[0]
+    assert new_mask[flags].sum() == 0  # no hot pixel is a target
+    assert new_mask.sum() == mask.sum() - (mask.bool() & flags).sum()
+    changed = (new_masked != masked).any(1, keepdim=True)
+    assert new_mask[changed].all()  # planted on loss positions only
+    assert changed.sum() == round(INJECTED_SHARE * float(new_mask.sum()))
+    assert torch.equal(masked, inputs)  # the given tensors are not modified
+    # a batch without outliers is left as it was
+    clean_batch = _tensor(noisy)
+    same_masked, same_mask = teach_outliers(clean_batch, clean_batch, mask,
+                                            np.random.default_rng(0))
+    assert same_masked is clean_batch and same_mask is mask
+
+
+def test_noise2void_uses_it_by_default_and_can_switch_it_off():
+    _, noisy, rng = _field()
+    hot_image, _ = _with_hot(noisy, rng, 0.02)
+    inputs = _tensor(hot_image)
+    flags = isolated_outliers(inputs)[0]
+    with_outliers = Noise2Void(fraction=0.05).prepare(inputs, inputs, np.random.default_rng(3))
+    without = Noise2Void(fraction=0.05, outliers=False).prepare(inputs, inputs,
+                                                                np.random.default_rng(3))
+    assert with_outliers.mask[flags].sum() == 0
+    assert without.mask[flags].sum() > 0
+    assert Noise2Void().describe()["outliers"] is True
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_finetuned_network_stops_reproducing_hot_pixels():
+    """Blind-spot fine-tuning never trains what the network does with a visible centre, so a
+    network that passes its input through (the tiny fresh MPRNet, like a supervised denoiser
+    facing a spike) kept 94 % of every hot pixel's excess; planting outliers on the hidden
+    centres teaches it to drop them."""
+    from scipy import ndimage
+
+    from napari_mprnet.model import MPRNet, MPRNetConfig
+    from napari_mprnet.training.trainer import finetune
+
+    _, noisy, rng = _field(photons=50.0)
+    image, hot = _with_hot(noisy, rng, 0.01)
+    image = image.astype(np.float32)
+    excess_in = (image - ndimage.median_filter(image, 3))[hot].mean()
+    kept = {}
+    for outliers in (False, True):
+        torch.manual_seed(0)
+        model = MPRNet(MPRNetConfig(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4,
+                                    num_cab=1))
+        result = finetune([image], None, model=model, objective=Noise2Void(outliers=outliers),
+                          steps=8, patch_size=32, batch_size=4, learning_rate=3e-3,
+                          device="cpu", normalize="none", val_fraction=0.0, seed=0)
+        with torch.no_grad():
+            out = result.model(_tensor(image))[0][0, 0].numpy()
+        kept[outliers] = (out - ndimage.median_filter(out, 3))[hot].mean() / excess_in
+    assert kept[False] > 0.7  # the old behaviour: hot pixels pass through
+    assert kept[True] < 0.3
