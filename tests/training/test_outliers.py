@@ -7,11 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_mprnet.training.outliers import (
-    INJECTED_SHARE,
-    isolated_outliers,
-    teach_outliers,
-)
+from napari_mprnet.training.outliers import INJECTED_SHARE, batch_outliers, teach_outliers
 from napari_mprnet.training.self_supervised import Noise2Void
 
 
@@ -37,33 +33,6 @@ def _tensor(*planes):
     return torch.from_numpy(np.stack(planes)[:, None].astype(np.float32)).repeat(1, 3, 1, 1)
 
 
-def test_hot_pixels_are_found_and_noise_spots_and_single_photons_are_not():
-    _, noisy, rng = _field()
-    hot_image, hot = _with_hot(noisy, rng)
-    # an undersampled but real spot (PSF sigma 0.7 px) at a high photon count
-    _, sharp, _ = _field(seed=1, photons=3000.0, spot_sigma=0.7)
-    # sparse photon counting: most pixels 0, single photons here and there
-    sparse = np.random.default_rng(2).poisson(0.05, (64, 64)) / 3.0
-    flags, excess = isolated_outliers(_tensor(hot_image, noisy, sharp, sparse))
-    found = flags[0, 0].numpy()
-    assert (found & hot).sum() >= 0.7 * hot.sum()  # neighbouring hot pairs may be missed
-    assert (found & ~hot).sum() == 0
-    assert flags[1:].sum() == 0  # Poisson noise, real spots and single photons are kept
-    assert (excess[0, 0].numpy()[found] > 0.4).all()
-    assert (excess[flags == 0] == 0).all()
-
-
-def test_dead_pixels_are_found_too():
-    _, noisy, _ = _field(photons=200.0)
-    dead = np.zeros_like(noisy, bool)
-    dead[10, 10] = dead[40, 50] = True
-    image = noisy + 0.2
-    image[dead] = 0.0
-    flags, excess = isolated_outliers(_tensor(image))
-    assert flags[0, 0].numpy()[dead].all()
-    assert (excess[0, 0].numpy()[dead] < 0).all()
-
-
 def test_outliers_leave_the_loss_and_are_planted_on_hidden_centres():
     _, noisy, rng = _field()
     hot_image, _ = _with_hot(noisy, rng, 0.02)
@@ -72,7 +41,7 @@ def test_outliers_leave_the_loss_and_are_planted_on_hidden_centres():
     mask = torch.zeros((1, 1, 64, 64))
     mask[0, 0, ::4, ::4] = 1.0
     new_masked, new_mask = teach_outliers(inputs, masked, mask, np.random.default_rng(0))
-    flags = isolated_outliers(inputs)[0]
+    flags = batch_outliers(inputs)[0]
     assert new_mask[flags].sum() == 0  # no hot pixel is a target
     assert new_mask.sum() == mask.sum() - (mask.bool() & flags).sum()
     changed = (new_masked != masked).any(1, keepdim=True)
@@ -90,7 +59,7 @@ def test_noise2void_uses_it_by_default_and_can_switch_it_off():
     _, noisy, rng = _field()
     hot_image, _ = _with_hot(noisy, rng, 0.02)
     inputs = _tensor(hot_image)
-    flags = isolated_outliers(inputs)[0]
+    flags = batch_outliers(inputs)[0]
     with_outliers = Noise2Void(fraction=0.05).prepare(inputs, inputs, np.random.default_rng(3))
     without = Noise2Void(fraction=0.05, outliers=False).prepare(inputs, inputs,
                                                                 np.random.default_rng(3))

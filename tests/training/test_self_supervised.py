@@ -29,7 +29,7 @@ def test_objective_for_names():
         Noise2Void(replacement="zeros")
     assert objective_for("noise2void").describe() == {
         "name": "noise2void", "fraction": 0.015, "radius": 2, "replacement": "median",
-        "mask": "pixel", "span": 2, "distance": "mse"}
+        "mask": "pixel", "span": 2, "distance": "mse", "outliers": True}
     with pytest.raises(ValueError, match="distance must be one of"):
         Noise2Void(distance="l1")
     with pytest.raises(ValueError, match="mask must be one of"):
