@@ -42,7 +42,6 @@ def test_network_pair_maps_noisy_and_clean_by_restores_map_of_the_noisy_image(dt
 
 
 def test_acquisition_pairs_are_reproducible_crops_and_splits_differ():
-    pytest.importorskip("napari_mprnet.training.microscopy")
     one = AcquisitionPairs("train", 48, seed=3, field_size=96)
     again = AcquisitionPairs("train", 48, seed=3, field_size=96)
     val = AcquisitionPairs("val", 48, seed=3, field_size=96)
@@ -60,7 +59,6 @@ def test_acquisition_pairs_are_reproducible_crops_and_splits_differ():
 
 
 def test_acquisition_pairs_reject_bad_settings():
-    pytest.importorskip("napari_mprnet.training.microscopy")
     with pytest.raises(ValueError, match="split"):
         AcquisitionPairs("benchmark")
     with pytest.raises(ValueError, match="size"):
@@ -69,3 +67,36 @@ def test_acquisition_pairs_reject_bad_settings():
         AcquisitionPairs("train", 64, cameras=("film",))
     with pytest.raises(ValueError, match="photons"):
         AcquisitionPairs("train", 64, photons=(0, 10))
+
+
+def _train_defaults():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "train_defaults.py"
+    spec = importlib.util.spec_from_file_location("train_defaults_generated", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_defaults_mixes_in_generated_acquisitions_and_records_them():
+    script = _train_defaults()
+    plan = script.main(["--tiny", "--dry-run", "--task", "denoise", "--generated", "0.5",
+                        "--generated-field", "64", "--pairs", "6", "--val-pairs", "2"])[0]
+    assert plan["train_pairs"]["count"] == 6 and plan["val_pairs"]["count"] == 2
+    generated = plan["generated"]
+    assert generated["share"] == 0.5 and generated["cameras"] == ["photon_counting",
+                                                                  "read_noise"]
+    assert generated["split"] == "train"
+    base = SimpleNamespace(pairs=lambda n: ([np.zeros((4, 4))] * n, [np.ones((4, 4))] * n))
+    stream = SimpleNamespace(pairs=lambda n: ([np.full((4, 4), 2.0)] * n,
+                                              [np.full((4, 4), 3.0)] * n))
+    inputs, targets = script.MixedPairs(base, stream, 0.25).pairs(8)
+    assert [float(x[0, 0]) for x in inputs] == [0.0] * 6 + [2.0] * 2
+    assert len(targets) == 8
+    assert script.main(["--tiny", "--dry-run", "--task", "denoise"])[0]["generated"] is None
+    for bad in (["--task", "deblur", "--generated", "0.5"], ["--generated", "1.5"],
+                ["--generated", "0.5", "--generated-field", "16"]):
+        with pytest.raises(SystemExit):
+            script.main(["--tiny", "--dry-run", *bad])
