@@ -42,6 +42,7 @@ __all__ = [
     "noisy_natural",
     "rainy_natural",
     "rainy_sample",
+    "sample_source",
 ]
 
 #: Shape of the synthetic fluorescence image.
@@ -190,11 +191,41 @@ def _procedural_scene(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(scene, 0.0, 255.0)
 
 
+def _has_skimage() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("skimage") is not None
+
+
+#: The scikit-image photograph behind each task's "natural" sample.
+_PHOTOGRAPHS = {"denoise": "camera", "deblur": "camera", "derain": "astronaut"}
+
+
+def sample_source(task: str = "denoise", sample: str = "cells") -> tuple[str, bool]:
+    """What the clean image of a sample is, and whether it is the documented one.
+
+    Returns
+    -------
+    (description, documented) : tuple of str and bool
+        e.g. ("scikit-image's 'astronaut' photograph", True); without scikit-image a
+        "natural" sample is a procedural scene: (..., False), so its PSNR figures differ from
+        the documented ones.
+    """
+    if sample == "cells":
+        return "synthetic fluorescence", True
+    photo = _PHOTOGRAPHS[task]
+    if _has_skimage():
+        return f"scikit-image's '{photo}' photograph", True
+    stand_in = (f"a procedural scene (scikit-image is not installed; the documented figures "
+                f"use its '{photo}' photograph: pip install scikit-image)")
+    return stand_in, False
+
+
 def _natural_clean(rng: np.random.Generator) -> np.ndarray:
-    try:
-        from skimage import data
-    except ImportError:
+    if not _has_skimage():
         return np.rint(_procedural_scene(512, rng)).astype(np.uint8)
+    from skimage import data
+
     return np.asarray(data.camera(), dtype=np.uint8)
 
 
@@ -256,11 +287,11 @@ def blurred_natural(seed: int = _SEED) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _colour_clean(rng: np.random.Generator) -> np.ndarray:
-    try:
-        from skimage import data
-    except ImportError:
+    if not _has_skimage():
         grey = np.rint(_procedural_scene(512, rng)).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
+    from skimage import data
+
     return np.asarray(data.astronaut(), dtype=np.uint8)
 
 

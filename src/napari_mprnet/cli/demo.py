@@ -70,7 +70,9 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
 
     ``psnr_input``/``ssim_input`` are those of the degraded input (noisy, blurred or rainy:
     ``label``), ``psnr_restored``/``ssim_restored`` those of the result; ``files`` the
-    names written to ``out`` (:func:`demo_files`).
+    names written to ``out`` (:func:`demo_files`); ``source`` what the clean image is and
+    ``documented_sample`` whether it is the one the documented figures use (a "natural"
+    sample without scikit-image is a procedural scene).
     """
     from .. import _sample_data
     from ..api import prepare_model, restore
@@ -79,6 +81,7 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
     if sample is None:
         sample = _sample_data.TASK_SAMPLES.get(task, SAMPLES)[0]
     degraded, clean = _sample_data.degraded_pair(task, sample)
+    source, documented = _sample_data.sample_source(task, sample)
     label = _sample_data.DEGRADED_NAMES[task]
     model = prepare_model(weights, task)
     start = time.perf_counter()
@@ -92,6 +95,7 @@ def run_demo(sample: str | None = None, weights: Path | None = None, out: Path |
     channel_axis = -1 if clean.ndim == 3 else None
     report = {
         "task": task, "label": label, "sample": sample, "seconds": seconds,
+        "source": source, "documented_sample": documented,
         "trained": bool(model.metadata.get("trained")),
         "model": model.source or "in-memory",
         "psnr_input": psnr(unit(degraded), unit(clean)),
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         return fail(str(err))
     gain = report["psnr_restored"] - report["psnr_input"]
+    if not report["documented_sample"]:
+        print(f"note: the {report['sample']} sample is {report['source']}", file=sys.stderr)
     print(f"sample: {report['sample']}  model: {report['model']}  "
           f"({report['seconds']:.1f} s)")
     print(f"{'PSNR ' + report['label']:<13} {report['psnr_input']:6.2f} dB   "
