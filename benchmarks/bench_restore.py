@@ -160,7 +160,7 @@ def isa_report() -> dict:
         capture.seek(0)
         lines = capture.read().splitlines()
     report["torch_isa"] = next((ln.split("isa:")[1] for ln in lines if "isa:" in ln), None)
-    report["torch_conv"] = sorted({ln.split(",")[5] for ln in lines
+    report["torch_conv"] = sorted({ln.split(",")[6] for ln in lines
                                    if ",exec," in ln and ",convolution," in ln})
     try:
         import openvino as ov
