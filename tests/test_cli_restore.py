@@ -433,3 +433,13 @@ def test_show_removed_warns_where_structure_was_removed(tmp_path, weights, monke
                 "--show-removed") == 0
     err = capsys.readouterr().err
     assert "z.tif: the denoiser removed structure on plane Z 1: compare with strength 0.5" in err
+
+
+@pytest.mark.parametrize("dtype", ["foo", "complex64", "bool", "object"])
+def test_an_output_dtype_that_cannot_hold_an_image_is_refused_before_any_work(
+        tmp_path, images, weights, capsys, dtype):
+    out = tmp_path / "out"
+    assert _run(images, "--weights", weights, "-o", out, "--output-dtype", dtype) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--output-dtype" in err and "uint16" in err
+    assert not out.exists()

@@ -152,9 +152,13 @@ def parse_output_dtype(value: str, input_dtype: np.dtype) -> np.dtype:
     if value == "same":
         return np.dtype(input_dtype)
     try:
-        return np.dtype(value)
+        dtype = np.dtype(value)
     except TypeError:
-        raise ValueError(f"unknown --output-dtype {value!r}") from None
+        dtype = None
+    if dtype is None or dtype.kind not in "uif":
+        raise ValueError(f"--output-dtype must be 'float32', 'same' (the input's) or an integer "
+                         f"or float type such as uint8, uint16, float16; got {value!r}")
+    return dtype
 
 
 def write_outputs(job: Job, targets: list[Path], results: list, image, axes: str | None,
