@@ -202,3 +202,25 @@ def test_menu_result_with_bundled_weights_records_their_file(make_napari_viewer,
     assert record["weights"]["sha256"] == bundled_info("denoise")["sha256"]
     assert record["weights"]["sha256"] == file_sha256(bundled_path("denoise"))
     assert record["noise"] == "estimated"  # (menu runs measure the strength)
+
+
+def test_both_docks_fit_a_1000_px_screen_with_full_height_controls(make_napari_viewer, qtbot):
+    from napari_mprnet._widgets.finetune_widget import FinetuneWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-mprnet", "cells")
+    restore, tune = RestoreWidget(viewer), FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(restore, name="Restore")
+    viewer.window.add_dock_widget(tune, name="Fine-tune")
+    window = viewer.window._qt_window
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: tune.height() > 200, timeout=5000)  # docks share the height
+    qtbot.wait(100)
+    assert window.minimumSizeHint().height() <= 1000 and window.height() <= 1000
+    assert restore.height() > 200  # neither dock is squeezed to nothing
+    for combo in (tune.input_combo, tune.target_combo, tune.source_combo,
+                  restore.layer_combo, restore.task_combo):
+        assert combo.height() >= combo.sizeHint().height()  # text never cut
+    # what does not fit scrolls (vertically only)
+    for widget in (restore, tune):
+        assert not widget.scroll_area.horizontalScrollBar().isVisible()

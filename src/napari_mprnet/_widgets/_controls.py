@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -20,8 +21,8 @@ from .settings import WeightsChoice
 from .weights_registry import registered_weights
 
 __all__ = ["ERROR_STYLE", "NoiseSpin", "TileSpin", "alive", "fill_weights_combo",
-           "nice_step", "noise_applies", "scrolling", "set_strength", "show_device",
-           "strength_spin", "strength_value", "weights_choice"]
+           "nice_step", "noise_applies", "scrolling", "set_strength", "share_dock_height",
+           "show_device", "strength_spin", "strength_value", "weights_choice"]
 
 ERROR_STYLE = "color: #e05050;"
 #: Value of the strength spin box that stands for "auto".
@@ -199,11 +200,63 @@ class TileSpin(QSpinBox):
         self.setValue(0 if tile == "auto" else int(tile))
 
 
+class _ContentScrollArea(QScrollArea):
+    """A scroll area that asks for its content's size (so docks share the height in
+    proportion to what they hold) but can shrink to a few rows and scroll."""
+
+    def sizeHint(self) -> QSize:
+        content = self.widget()
+        if content is None:
+            return super().sizeHint()
+        hint = content.sizeHint()
+        return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(super().minimumSizeHint().width(), 120)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """On the owner's first show, share the dock column's height (next event loop turn,
+        once the dock is laid out)."""
+        if (event.type() == QEvent.Type.Show and watched is self.parentWidget()
+                and not getattr(self, "_shared", False)):
+            self._shared = True
+            QTimer.singleShot(0, lambda: alive(watched) and share_dock_height(watched))
+        return False
+
+
+def share_dock_height(widget: QWidget) -> None:
+    """Let the docks stacked in ``widget``'s dock area share their height in proportion to
+    what they hold (Qt gives a dock added second only its minimum height): called when a
+    dock is first shown. Does nothing outside a main window or for a tabbed or floating
+    dock."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget.parent()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    window = None if dock is None else dock.parent()
+    if not isinstance(window, QMainWindow) or dock.isFloating():
+        return
+    area = window.dockWidgetArea(dock)
+    column = [d for d in window.findChildren(QDockWidget)
+              if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
+              and not window.tabifiedDockWidgets(d)]
+    if len(column) < 2 or area not in (Qt.DockWidgetArea.LeftDockWidgetArea,
+                                       Qt.DockWidgetArea.RightDockWidgetArea):
+        return
+    wanted = [max(d.widget().sizeHint().height(), 1) if d.widget() else 1 for d in column]
+    total = sum(d.height() for d in column)
+    window.resizeDocks(column, [round(total * w / sum(wanted)) for w in wanted],
+                       Qt.Orientation.Vertical)
+
+
 def scrolling(content: QWidget, owner: QWidget) -> QScrollArea:
     """Put ``content`` in a frameless vertical scroll area filling ``owner``, so that a dock
     can be shorter than its controls (a 1000 px screen with both docks open)."""
-    area = QScrollArea(owner)
+    area = _ContentScrollArea(owner)
+    owner.installEventFilter(area)
     area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
     area.setWidget(content)
     layout = QVBoxLayout(owner)
