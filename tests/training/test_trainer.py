@@ -229,8 +229,13 @@ def test_data_errors_come_from_loading():
     noisy, clean = synthetic_pairs(2, size=48)
     with pytest.raises(ValueError, match="differ in shape"):
         finetune(noisy, clean[:, :40], model=_tiny(), steps=2, patch_size=32, device="cpu")
-    with pytest.raises(ValueError, match="smaller than the patch size"):
+    with pytest.raises(ValueError, match="smaller than the patch size 64; pass patch_size=48 "):
         finetune(noisy, clean, model=_tiny(), steps=2, patch_size=64, device="cpu")
+    # the advice works
+    assert finetune(noisy, clean, model=_tiny(), steps=1, patch_size=48, device="cpu").model
+    tiny_noisy, tiny_clean = synthetic_pairs(1, size=12)
+    with pytest.raises(ValueError, match="drop the image .patches are at least 16"):
+        finetune(tiny_noisy, tiny_clean, model=_tiny(), steps=2, patch_size=16, device="cpu")
     with pytest.raises(ValueError, match="val_inputs and val_targets"):
         finetune(noisy, clean, model=_tiny(), steps=2, patch_size=32, val_inputs=noisy)
 

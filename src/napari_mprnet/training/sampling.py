@@ -71,9 +71,13 @@ class PatchSampler:
         _check_channels(pairs, channels)
         for name, plane in zip(pairs.names, pairs.inputs):
             if plane.shape[0] < patch_size or plane.shape[1] < patch_size:
+                fits = min(plane.shape[:2]) // 8 * 8
+                advice = (f"pass patch_size={fits} (CLI --patch-size {fits}) or less, or drop "
+                          "the image" if fits >= 16 else
+                          "drop the image (patches are at least 16 pixels)")
                 raise ValueError(
                     f"{name!r} ({plane.shape[0]}x{plane.shape[1]}) is smaller than the "
-                    f"patch size {patch_size}; use a smaller patch or drop the image"
+                    f"patch size {patch_size}; {advice}"
                 )
         self.pairs = pairs
         self.patch_size = int(patch_size)
