@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 
 from napari_mprnet.engine.outliers import isolated_outliers
-
-
-def _field(size=64, seed=0, photons=50.0, spot_sigma=2.0):
-    """A smooth fluorescence-like field with Poisson noise (in units of the peak)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    clean = 0.1 + 0.4 * np.exp(-((yy - size / 3) ** 2 + (xx - size / 2) ** 2) / (2 * 8.0**2))
-    for cy, cx in rng.uniform(4, size - 4, (6, 2)):
-        clean += 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * spot_sigma**2))
-    return rng.poisson(clean * photons) / photons, rng
+from spotty_fields import spotty_field
 
 
 def test_hot_pixels_are_found_and_nothing_else():
-    noisy, rng = _field()
+    _, noisy, rng = spotty_field()
     hot = rng.random(noisy.shape) < 0.01
     image = noisy.copy()
     image[hot] += rng.uniform(0.5, 2.0, hot.sum())
@@ -36,9 +27,9 @@ def test_hot_pixels_are_found_and_nothing_else():
                                   "gaussian"])
 def test_noise_real_spots_and_single_photons_are_not_outliers(name):
     if name == "poisson":
-        image, _ = _field()
+        _, image, _ = spotty_field()
     elif name == "undersampled_spots":  # PSF sigma 0.7 px at a high photon count
-        image, _ = _field(seed=1, photons=3000.0, spot_sigma=0.7)
+        _, image, _ = spotty_field(seed=1, photons=3000.0, spot_sigma=0.7)
     elif name == "single_photons":  # nearly dark photon counting: mostly 0, a photon here
         image = np.random.default_rng(2).poisson(0.05, (64, 64)) / 3.0  # and there
     else:
@@ -47,7 +38,7 @@ def test_noise_real_spots_and_single_photons_are_not_outliers(name):
 
 
 def test_dead_pixels_are_found_with_a_negative_excess():
-    noisy, _ = _field(photons=200.0)
+    _, noisy, _ = spotty_field(photons=200.0)
     image = noisy + 0.2
     image[10, 10] = image[40, 50] = 0.0
     flags, excess = isolated_outliers(image)

@@ -5,9 +5,9 @@ the multi-plane sample pair is offered, and a fine-tuned model survives a restar
 from __future__ import annotations
 
 import pytest
+from finetune_support import make_finetune_widget
 
 from napari_mprnet._widgets import weights_registry
-from napari_mprnet._widgets.finetune_widget import FinetuneWidget
 from napari_mprnet._widgets.menu_commands import restore_denoise
 from napari_mprnet._widgets.restore_widget import RestoreWidget
 from napari_mprnet._widgets.settings import load_settings
@@ -26,16 +26,7 @@ def _clean_registry():
         weights_registry.unregister_weights(name)
 
 
-def make_widget(viewer, base_file, steps=4):
-    widget = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.weights_combo.setCurrentIndex(widget.weights_combo.findData("file"))
-    widget.file_edit.setText(str(base_file))
-    widget.steps_spin.setValue(steps)
-    widget.patch_spin.setValue(32)
-    widget.batch_spin.setValue(1)
-    widget.lr_spin.setValue(1e-3)
-    return widget
+make_widget = make_finetune_widget
 
 
 def train(qtbot, widget):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from finetune_support import make_finetune_widget
 from qtpy.QtWidgets import QFileDialog
 
 from napari_mprnet._widgets import finetune_widget as fw
@@ -45,14 +46,7 @@ def _pairs(planes: int = 3, size: int = 48, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def make_widget(viewer, base_file, steps: int = 4) -> FinetuneWidget:
-    widget = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.weights_combo.setCurrentIndex(widget.weights_combo.findData("file"))
-    widget.file_edit.setText(str(base_file))
-    widget.steps_spin.setValue(steps)
-    widget.patch_spin.setValue(32)
-    widget.batch_spin.setValue(1)
-    widget.lr_spin.setValue(1e-3)
+    widget = make_finetune_widget(viewer, base_file, steps)
     widget.val_spin.setValue(0.34)
     widget.device_combo.setCurrentText("cpu")
     return widget

@@ -9,17 +9,7 @@ torch = pytest.importorskip("torch")
 
 from napari_mprnet.training.outliers import INJECTED_SHARE, batch_outliers, teach_outliers
 from napari_mprnet.training.self_supervised import Noise2Void
-
-
-def _field(size=64, seed=0, photons=50.0, spot_sigma=2.0):
-    """A smooth fluorescence-like field with Poisson noise, in [0, ~1.2]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    clean = 0.1 + 0.4 * np.exp(-((yy - size / 3) ** 2 + (xx - size / 2) ** 2) / (2 * 8.0**2))
-    for cy, cx in rng.uniform(4, size - 4, (6, 2)):
-        clean += 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * spot_sigma**2))
-    noisy = rng.poisson(clean * photons) / photons
-    return clean, noisy, rng
+from spotty_fields import spotty_field
 
 
 def _with_hot(noisy, rng, fraction=0.01):
@@ -34,7 +24,7 @@ def _tensor(*planes):
 
 
 def test_outliers_leave_the_loss_and_are_planted_on_hidden_centres():
-    _, noisy, rng = _field()
+    _, noisy, rng = spotty_field()
     hot_image, _ = _with_hot(noisy, rng, 0.02)
     inputs = _tensor(hot_image)
     masked = inputs.clone()
@@ -56,7 +46,7 @@ def test_outliers_leave_the_loss_and_are_planted_on_hidden_centres():
 
 
 def test_noise2void_uses_it_by_default_and_can_switch_it_off():
-    _, noisy, rng = _field()
+    _, noisy, rng = spotty_field()
     hot_image, _ = _with_hot(noisy, rng, 0.02)
     inputs = _tensor(hot_image)
     flags = batch_outliers(inputs)[0]
@@ -79,7 +69,7 @@ def test_finetuned_network_stops_reproducing_hot_pixels():
     from napari_mprnet.model import MPRNet, MPRNetConfig
     from napari_mprnet.training.trainer import finetune
 
-    _, noisy, rng = _field(photons=50.0)
+    _, noisy, rng = spotty_field(photons=50.0)
     image, hot = _with_hot(noisy, rng, 0.01)
     image = image.astype(np.float32)
     excess_in = (image - ndimage.median_filter(image, 3))[hot].mean()
