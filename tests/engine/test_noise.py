@@ -77,3 +77,34 @@ def test_clean_image_has_no_noise_and_bad_input_is_refused():
         estimate_noise(np.zeros((64, 64, 3)))
     with pytest.raises(ValueError, match="model"):
         estimate_noise(np.zeros((64, 64)), "laplace")
+
+
+
+def test_the_brightest_bin_point_sits_at_the_level_of_the_patches_it_measures():
+    # EMCCD on a dark sparse field: the brightest bin spans a wide range of intensities and
+    # its flat patches are its dimmest ones; its point belongs at their level (where the
+    # camera's law gives their variance), not at the mean of the whole bin (far brighter,
+    # 0.70 of the law there)
+    from napari_mprnet.engine.noise import weak_texture
+    from napari_mprnet.training import cameras, microscopy
+
+    rng = np.random.default_rng(8)
+    clean = microscopy.clean_field("dark_sparse", 256, rng)
+    acq = cameras.acquire(clean, "emccd", 10.0, 12, rng)
+    a, b = acq.noise_law()
+    points = weak_texture(acq.noisy.astype(np.float64)).points
+    assert len(points) >= 4
+    level, variance = max(points)
+    assert 0.8 < variance / (a * level + b) < 1.25
+
+
+def test_bins_measured_at_one_level_give_a_finite_estimate():
+    # a photon-counting background stored as zero with rare single-count steps either way:
+    # the two outer bins both measure only the all-zero patches (variance 0 at level 0);
+    # no line goes through points at one level, and the estimate must stay finite
+    rng = np.random.default_rng(9)
+    plane = np.zeros((160, 160))
+    u = rng.random(plane.shape)
+    plane[u < 0.001], plane[u > 0.999] = -1.0, 1.0
+    a, b = estimate_noise(plane)
+    assert (a, b) == (0.0, 0.0)

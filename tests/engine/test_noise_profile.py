@@ -63,6 +63,41 @@ def test_sparse_photon_counting_noise_is_measured_at_the_bright_levels():
         assert model.variance(level) == pytest.approx(true(level), rel=0.35)
 
 
+
+@pytest.mark.parametrize("reads_low", [1.2, 1.4])
+def test_a_rising_envelope_is_trusted_over_weak_bins_that_read_somewhat_low(reads_low):
+    # between a dark background and bright structures the few flat patches are the quietest:
+    # weak-texture bins reading up to 1.45 times low must not make a shot-noise envelope
+    # (slope > 0) untrusted, or the bright levels keep an extrapolated, far too low variance
+    from napari_mprnet.engine.noise import WeakTexture
+
+    acq = _dark_sparse(photons=100.0, seed=7)
+    image = (acq.noisy - acq.offset) / (acq.gain * acq.photons)
+    output = ndimage.gaussian_filter(acq.clean - acq.offset, 0.5) / (acq.gain * acq.photons)
+    read = (acq.read_sd**2 + 1 / 12) / (acq.gain * acq.photons) ** 2
+    points = tuple((level, (level / acq.photons + read) / reads_low) for level in (0.1, 0.3))
+    weak = WeakTexture((0.0, points[0][1]), points, points[0][1])
+    model = noise_model(image, output, weak)
+    assert model.envelope is not None and model.envelope[0] > 0
+
+
+def test_a_flat_envelope_needs_close_agreement():
+    # a flat envelope only restates a Gaussian level; 1.45 times the direct measurement is
+    # texture leaking into the high-pass filter (textured photographs at low noise), even
+    # though a rising envelope is trusted that far
+    from napari_mprnet.engine.noise import WeakTexture
+
+    rng = np.random.default_rng(4)
+    sigma = 0.02
+    noisy = 0.5 + rng.normal(0, sigma, (160, 160))
+    output = np.full_like(noisy, 0.5)  # one level: the envelope is flat
+    for measured, trusted in ((sigma**2 / 1.1, True), (sigma**2 / 1.45, False)):
+        weak = WeakTexture((0.0, measured), ((0.5, measured),), measured)
+        model = noise_model(noisy, output, weak)
+        assert (model.envelope is not None) == trusted
+        if trusted:
+            assert model.envelope[0] == 0.0
+
 def test_texture_everywhere_keeps_the_weak_texture_estimate():
     # fine texture leaks into any high-pass filter: a photograph with little flat area and
     # Gaussian noise must keep the direct measurement (the envelope would read several times

@@ -23,8 +23,10 @@ texture (a far too high variance), and on a flat one keep only the patches where
 happened to be weak (too low); a start that is too low spirals down the same way.
 
 For Poisson-Gaussian noise the patches are split into intensity bins by their mean; each bin
-gets its own variance (bins where under half the patches are weak-texture are left out: their
-few flat patches are a biased sample), and ``variance = a * mean + b`` is fitted through them
+gets its own variance, placed at the mean intensity of the patches it was measured on (the
+bin's weak-texture patches: in a wide bright bin the flat ones are the dimmest), bins where
+under half the patches are weak-texture are left out (their few flat patches are a biased
+sample), and ``variance = a * mean + b`` is fitted through them
 with ``a >= 0``. ``b`` may be negative: a camera stores its signal above an offset, so the
 line reaches zero at the offset, not at intensity 0 (a line forced through ``b >= 0`` reads
 the slope of a camera image 10-70 times too low). The line is kept >= 0 at the darkest bin
@@ -217,8 +219,8 @@ def _bin_points(patches: np.ndarray, texture: np.ndarray) -> list[tuple[float, f
         if np.count_nonzero(chosen) < _MIN_BIN_PATCHES or hi <= lo:
             continue
         variance, weak = _weak_texture_variance(patches[chosen], texture[chosen])
-        if weak.mean() >= _MIN_WEAK_SHARE:
-            points.append((float(means[chosen].mean()), variance))
+        if weak.mean() >= _MIN_WEAK_SHARE:  # the level of the patches measured
+            points.append((float(means[chosen][weak].mean()), variance))
     return points
 
 
@@ -228,6 +230,8 @@ def _poisson_gaussian_fit(points: list[tuple[float, float]]) -> tuple[float, flo
     if len(points) < 2:
         return None
     levels, variances = np.array(points).T
+    if np.ptp(levels) <= 0:  # e.g. every measured patch on a zero background
+        return None
     a, b = np.polyfit(levels, variances, 1)
     if a < 0:
         return None

@@ -26,7 +26,9 @@ profile allows at every level.
 Trust
 -----
 The envelope is used only where it agrees with the direct weak-texture measurements: at
-every level where those exist, it may be at most :data:`AGREEMENT` times their variance.
+every level where those exist, it may be at most :data:`AGREEMENT` times their variance
+(:data:`SLOPED_AGREEMENT` for an envelope that rises with intensity: the flat patches between
+a dark background and bright structures are few and the quietest, and read low).
 Where texture leaks into ``K`` everywhere (a detailed photograph) it is far above them and
 ignored; where the noise is what ``K`` sees (fluorescence, any camera) it agrees and raises
 the extrapolated line at the bright levels. Texture only at the bright levels (chromatin
@@ -45,7 +47,7 @@ from scipy import ndimage
 
 from .noise import WeakTexture
 
-__all__ = ["AGREEMENT", "BINS", "CLIP", "IMPULSE", "WHITENESS", "NoiseModel", "highpass",
+__all__ = ["AGREEMENT", "BINS", "CLIP", "IMPULSE", "SLOPED_AGREEMENT", "WHITENESS", "NoiseModel", "highpass",
            "highpass_profile", "impulses", "lower_envelope", "noise_model", "whiteness"]
 
 #: Intensity bins of the high-pass profile (at most), and the fewest pixels in one.
@@ -58,6 +60,13 @@ _CLIP_ROUNDS = 4
 #: every level where that was measured (the same tolerance as the weak-texture line's own
 #: check, :data:`~.noise._AGREEMENT`).
 AGREEMENT = 1.3
+#: The tolerance for an envelope that rises with intensity (a shot-noise slope): the weak-
+#: texture bins between a dark background and bright structures hold few flat patches, the
+#: quietest ones, and read up to 1.45 times low on EMCCD and photon-counting fields (the
+#: generated microscopy bench, 126 cases); a flat envelope only restates the Gaussian level
+#: the weak-texture patches measure directly, and keeps :data:`AGREEMENT` (up to 1.4 times
+#: too high on textured photographs at sigma 5).
+SLOPED_AGREEMENT = 1.5
 #: Ratios are taken after adding this share of the profile's largest bin to both sides, so
 #: that a noise-free background (variance 0 in both) agrees with itself.
 _FLOOR = 1e-3
@@ -161,7 +170,8 @@ def noise_model(plane: np.ndarray, output: np.ndarray, weak: WeakTexture,
         return NoiseModel(weak.line, margin)
     a, b = lower_envelope(levels, variances)
     floor = _FLOOR * float(variances.max())
-    agrees = all(a * level + b + floor <= AGREEMENT * (variance + floor)
+    tolerance = SLOPED_AGREEMENT if a > 0 else AGREEMENT
+    agrees = all(a * level + b + floor <= tolerance * (variance + floor)
                  for level, variance in weak.points)
     trusted = agrees and whiteness(plane, output) >= WHITENESS
     return NoiseModel(weak.line, margin, (a, b) if trusted else None)
