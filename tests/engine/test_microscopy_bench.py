@@ -51,11 +51,6 @@ def test_defaults_are_never_below_the_input(quick_scores):
     assert binned["strength 1"] < binned["input"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30 item 2: photon counting and EMCCD on dark "
-                   "backgrounds are fixed (noise profile over the network's level sets); the "
-                   "dense cytoplasm at 3000 photons still ends 2.4 dB below strength 1 (its "
-                   "weak-texture estimate, all patches textured, reads the noise 0.3x); remove "
-                   "when that is fixed too")
 def test_defaults_keep_the_networks_gain(quick_scores):
     applies = {name: s for name, s in quick_scores.items()
                if s["strength 1"] > s["input"] + BEATS_INPUT_DB}

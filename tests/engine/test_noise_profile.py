@@ -81,6 +81,23 @@ def test_a_rising_envelope_is_trusted_over_weak_bins_that_read_somewhat_low(read
     assert model.envelope is not None and model.envelope[0] > 0
 
 
+
+def test_the_flattest_patches_of_a_textured_field_may_read_the_noise_low():
+    # no intensity bin had enough flat patches: the one measurement left is the flattest
+    # patches of all (a dense cytoplasm), about 0.6 times the noise; a rising envelope is
+    # trusted over it to 2x, while bins measured at two levels keep the 1.5x rule
+    from napari_mprnet.engine.noise import WeakTexture
+
+    acq = _dark_sparse(photons=100.0, seed=7)
+    image = (acq.noisy - acq.offset) / (acq.gain * acq.photons)
+    output = ndimage.gaussian_filter(acq.clean - acq.offset, 0.5) / (acq.gain * acq.photons)
+    read = (acq.read_sd**2 + 1 / 12) / (acq.gain * acq.photons) ** 2
+    low = [(level, (level / acq.photons + read) / 1.8) for level in (0.1, 0.3)]
+    pooled = WeakTexture((0.0, low[1][1]), (low[1],), low[1][1])
+    binned = WeakTexture((0.0, low[1][1]), tuple(low), low[1][1])
+    assert noise_model(image, output, pooled).envelope is not None
+    assert noise_model(image, output, binned).envelope is None
+
 def test_a_flat_envelope_needs_close_agreement():
     # a flat envelope only restates a Gaussian level; 1.45 times the direct measurement is
     # texture leaking into the high-pass filter (textured photographs at low noise), even
