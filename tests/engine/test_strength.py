@@ -279,7 +279,7 @@ def test_auto_weights_do_not_depend_on_tiling(tiny_model, monkeypatch):
         # (32 px tiles with 8 px overlaps: at most 0.003, 2% of the mean residual, on average)
         np.testing.assert_allclose(auto, expected, atol=1e-5 if tile > 100 else 0.01)
         assert np.abs(auto - expected).mean() < (1e-7 if tile > 100 else 5e-4)
-    assert len(seen) == 3 and seen[0].shape == (2, 2)
+    assert len(seen) == 3 and seen[0].shape == (2, st.PLANE_COLUMNS)  # weights, impulses
     np.testing.assert_array_equal(seen[0], seen[1])
     np.testing.assert_array_equal(seen[0], seen[2])
 

@@ -91,16 +91,28 @@ def test_chunked_result_equals_whole_plane_result_exactly(tiny_model, chunk_size
 
 
 def test_chunked_two_band_blend_equals_whole_plane_exactly(tiny_model, monkeypatch):
-    def chosen(forward, crops, group=1, bands=True):  # the untrained network gets 0 and 0
+    # the untrained network gets weights 0 and 0: chosen ones instead, with an impulse model
+    # (variance 1e-4, robust 1e-4) that finds the hot pixels planted on chunk borders too
+    plane = [0.9, 0.1, 0.0, 1e-4, 0.0, 0.0, 1e-4]
+
+    def chosen(forward, crops, group=1, bands=True, noise=None, with_impulses=False):
         yield 0
-        return np.tile([0.9, 0.1], (len(crops) // group, 1))
+        return np.tile(plane, (len(crops) // group, 1))
 
     monkeypatch.setattr("napari_mprnet.engine.pipeline.iter_probe_weights", chosen)
     image = _image((2, 90, 101), seed=4)
+    hot = (np.array([0, 1, 1, 0]), np.array([23, 24, 47, 60]), np.array([24, 40, 23, 81]))
+    image[hot] += 0.8  # next to the 24-px chunk edges, and away from them
     expected = restore(image, model=tiny_model, **FAST)
     lazy_out = restore(da.from_array(image, chunks=(1, 37, 41)), model=tiny_model,
                        chunk_size=24, **FAST)
     np.testing.assert_array_equal(lazy_out.compute(), expected)
+    network = restore(image, model=tiny_model, strength=1.0, **FAST)
+    plane[2:] = [np.nan] * 5  # no impulse model: the blend alone
+    blend_only = restore(image, model=tiny_model, **FAST)
+    assert np.all(blend_only[hot] != network[hot])
+    # the hot pixels the network moved (by over 5 sd) take its output, chunked or not
+    assert np.count_nonzero(expected[hot] == network[hot]) >= 2
     one_weight = restore(image, model=tiny_model, strength=0.9, **FAST)  # w_hi alone
     assert np.abs(expected[0] - one_weight[0]).max() > 1e-3  # the low band weighs apart
 

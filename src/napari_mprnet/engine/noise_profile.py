@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from .impulses import IMPULSE, impulses
 from .noise import WeakTexture
 
 __all__ = ["AGREEMENT", "BINS", "CLIP", "IMPULSE", "POOLED_AGREEMENT", "SLOPED_AGREEMENT", "WHITENESS", "NoiseModel", "highpass",
@@ -74,9 +75,6 @@ POOLED_AGREEMENT = 2.0
 #: Ratios are taken after adding this share of the profile's largest bin to both sides, so
 #: that a noise-free background (variance 0 in both) agrees with itself.
 _FLOOR = 1e-3
-#: A pixel is an impulse where it stands out of its 8 neighbours' median and the network
-#: moved it by more than this many noise standard deviations (:func:`impulses`).
-IMPULSE = 5.0
 
 #: The envelope needs the brightest levels' high-pass content to be this white
 #: (:func:`whiteness`): pixel-scale texture is not noise.
@@ -87,7 +85,6 @@ _TAPS = np.array([1.0, -2.0, 1.0]) / np.sqrt(6.0)
 _KERNEL = np.outer(_TAPS, _TAPS)
 _WIDE_TAPS = np.array([1.0, -4.0, 6.0, -4.0, 1.0]) / np.sqrt(70.0)
 _WIDE = np.outer(_WIDE_TAPS, _WIDE_TAPS)
-_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], bool)
 
 
 def highpass(plane: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
@@ -195,21 +192,3 @@ def whiteness(plane: np.ndarray, output: np.ndarray) -> float:
     narrow = _clipped_mean_square(highpass(plane, _WIDE)[bright])
     wide = _clipped_mean_square(highpass(plane)[bright])
     return narrow / wide if wide > 0 else 1.0
-
-
-def impulses(x: np.ndarray, output: np.ndarray, variance: np.ndarray) -> np.ndarray:
-    """Where a ``(h, w, c)`` image holds impulses (hot pixels, cosmic rays, EMCCD
-    multiplication outliers): pixels more than :data:`IMPULSE` noise standard deviations
-    from the median of their 8 neighbours that the network ``output`` moved by as much. The
-    standard deviation is the larger of the model's (``variance``, per pixel) and the
-    robust spread (median absolute deviation) of the differences to the neighbours, so that
-    a noise level given too low does not turn ordinary noise into impulses. The risk
-    estimate leaves them out: no Gaussian or Poisson-Gaussian model describes them, and
-    removing them is what is wanted."""
-    x = np.asarray(x, np.float64)
-    neighbours = np.stack([ndimage.median_filter(x[..., k], footprint=_RING, mode="reflect")
-                           for k in range(x.shape[-1])], axis=-1)
-    spread = x - neighbours
-    robust = (1.4826 * np.median(np.abs(spread), axis=(0, 1))) ** 2
-    limit = IMPULSE * np.sqrt(np.maximum(variance, robust))
-    return (np.abs(spread) > limit) & (np.abs(output - x) > limit)

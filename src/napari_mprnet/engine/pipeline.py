@@ -22,6 +22,7 @@ from ..model.arch import MPRNet
 from .axes import PlaneLayout, from_planes, infer_axes, parse_axes, to_planes
 from .casting import cast_output, check_output_dtype, output_limits
 from .devices import resolve_device
+from .impulses import replace_impulses
 from .inputs import as_image_array, check_image_type, refuse_masked, refuse_non_finite
 from .models import prepare_model, resolve_task
 from .noise_level import NoiseLevel, check_noise, check_noise_use, network_noise
@@ -257,8 +258,7 @@ class Restorer:
         group = 3 if self._splits_rgb(layout) else 1
         noise = self.network_noise(norm)
         forward = self.runner.forward_window
-        steps = (iter_probe_weights(forward, crops, group) if noise is None
-                 else iter_probe_weights(forward, crops, group, noise=noise))
+        steps = iter_probe_weights(forward, crops, group, noise=noise, with_impulses=True)
         while True:
             try:
                 pixels = next(steps)
@@ -283,11 +283,14 @@ class Restorer:
 
     def apply_strength(self, normalised: np.ndarray, outputs: list[np.ndarray],
                        layout: PlaneLayout, weights: np.ndarray | None = None,
-                       norm: Normalization | None = None) -> list[np.ndarray]:
+                       norm: Normalization | None = None,
+                       neighbours: np.ndarray | None = None) -> list[np.ndarray]:
         """The runner's ``outputs`` (run with ``low_band=self.needs_probe()``) with the final
         planes moved towards the input by the strength: fixed, the given per-data-plane band
         ``weights`` or those measured on ``normalised``'s probe windows (normalised by
-        ``norm``); the low band the runner appended is dropped."""
+        ``norm``); the low band the runner appended is dropped. With "auto", impulses take
+        the network output (:func:`~.impulses.replace_impulses`; ``neighbours``: their
+        neighbour medians where ``normalised`` is the inside of a chunk with a halo)."""
         fixed = fixed_weight(self.strength, self.task)
         if fixed == 1.0:
             return list(outputs)
@@ -298,7 +301,10 @@ class Restorer:
         if weights is None:
             ys, xs = probe_window(layout.height, layout.width)
             weights = self.plane_weights(normalised[:, ys, xs], layout, norm)
-        final = blend(normalised, outputs[0], self.network_weights(weights, layout), low)
+        weights = self.network_weights(weights, layout)
+        final = blend(normalised, outputs[0], weights, low)
+        if weights.ndim == 2 and weights.shape[1] > 2:
+            final = replace_impulses(normalised, final, outputs[0], weights[:, 2:], neighbours)
         return [final, *outputs[1:]]
 
     # ----------------------------------------------------------------- whole images

@@ -45,11 +45,13 @@ from typing import Any
 import numpy as np
 
 from .bands import low_band, low_band_diagonal
+from .impulses import IMPULSE_COLUMNS, impulse_model, impulses
 from .noise import MIN_SIZE, WeakTexture, weak_texture
-from .noise_profile import NoiseModel, highpass, impulses, noise_model
+from .noise_profile import NoiseModel, highpass, noise_model
 
 __all__ = [
     "MAX_WEIGHT",
+    "PLANE_COLUMNS",
     "PROBE_SIZE",
     "blend",
     "box_weights",
@@ -64,6 +66,8 @@ __all__ = [
     "sure_terms",
 ]
 
+#: Numbers per plane that "auto" measures: the two band weights and the impulse model.
+PLANE_COLUMNS = 2 + IMPULSE_COLUMNS
 #: Edge of the central window on which "auto" measures the noise and the weight.
 PROBE_SIZE = 256
 #: Probe step as a fraction of the estimated noise standard deviation (in bf16 on a CPU this
@@ -229,8 +233,9 @@ def _probe_sd(crop: np.ndarray, lines: np.ndarray) -> float:
 
 def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
                  noise: tuple[float, float] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """SURE terms for one ``(h, w, c)`` crop; None if it is too small to measure."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """SURE terms for one ``(h, w, c)`` crop and its impulse model
+    (:func:`~.impulses.impulse_model`); None if it is too small to measure."""
     if min(crop.shape[:2]) < MIN_SIZE:
         return None
     weak = None
@@ -241,28 +246,34 @@ def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
         lines = np.tile(np.asarray(noise, np.float64), (crop.shape[-1], 1))
     # (a line a x + b may be negative below the camera offset: no variance there)
     sd = _probe_sd(crop.astype(np.float64), lines)
-    if sd == 0.0:  # no measurable noise: nothing to remove (both weights 0)
-        return np.eye(2), np.zeros(2)
+    if sd == 0.0:  # no measurable noise: nothing to remove (both weights 0, no impulses)
+        return np.eye(2), np.zeros(2), np.full(IMPULSE_COLUMNS, np.nan)
     direction = _direction(crop.shape)
     eps = EPS_FACTOR * sd
     pair = np.stack([crop, crop + np.float32(eps) * direction]).astype(np.float32)
     fx, f_probe = forward(pair)
+    envelopes = np.zeros_like(lines)
     if noise is None:
         models = noise_models(crop, fx, weak)
         variance = np.stack([m.variance(fx[..., k]) for k, m in enumerate(models)], -1)
+        for k, m in enumerate(models):
+            if m.envelope is not None:
+                envelopes[k] = m.envelope
     else:
         variance = np.maximum(lines[:, 0] * np.maximum(fx, 0) + lines[:, 1], 0.0)
     # impulses are left out of the risk: their residual counts as neither loss nor gain
     spikes = impulses(crop, fx, variance)
     x = np.where(spikes, fx, crop)
-    return sure_terms(x, fx, f_probe, direction, eps, np.where(spikes, 0.0, variance), bands)
+    a, c = sure_terms(x, fx, f_probe, direction, eps, np.where(spikes, 0.0, variance), bands)
+    return a, c, impulse_model(crop, lines, envelopes)
 
 
 def probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
-                  bands: bool = True, noise: tuple[float, float] | None = None) -> np.ndarray:
+                  bands: bool = True, noise: tuple[float, float] | None = None,
+                  with_impulses: bool = False) -> np.ndarray:
     """SURE weights of planes from their probe windows (:func:`iter_probe_weights` run to
     its end)."""
-    steps = iter_probe_weights(forward, crops, group, bands, noise)
+    steps = iter_probe_weights(forward, crops, group, bands, noise, with_impulses)
     while True:
         try:
             next(steps)
@@ -276,8 +287,8 @@ def probe_pixels(crops_shape: tuple[int, ...]) -> int:
 
 
 def iter_probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
-                       bands: bool = True, noise: tuple[float, float] | None = None
-                       ) -> Generator[int, None, np.ndarray]:
+                       bands: bool = True, noise: tuple[float, float] | None = None,
+                       with_impulses: bool = False) -> Generator[int, None, np.ndarray]:
     """SURE weights of planes from their probe windows, step by step: yields the network
     pixels of each group of planes once it is measured (:func:`probe_pixels` of its
     windows), so that a caller can report progress and stop between planes; returns the
@@ -301,22 +312,30 @@ def iter_probe_weights(forward: Forward, crops: np.ndarray, group: int = 1,
         ``(a, b)``: the noise variance ``a x + b`` of every plane in the network's intensity
         domain (:func:`~.noise_level.network_noise`), used as it is; None (default): estimated
         per plane and channel (:func:`estimated_noise`).
+    with_impulses : bool
+        Also return each plane's impulse model (:func:`~.impulses.impulse_model`) after its
+        weights, for :func:`~.impulses.replace_impulses` (NaN where not measured).
 
     Returns
     -------
     numpy.ndarray
         ``(N // group, 2)``: ``(w_hi, w_lo)`` per plane in ``[0, MAX_WEIGHT]``; 1.0 for
-        windows under 32 pixels.
+        windows under 32 pixels; ``(N // group, 2 + IMPULSE_COLUMNS)`` ``with_impulses``.
     """
     if crops.ndim != 4 or len(crops) % group:
         raise ValueError(f"crops must be (N, h, w, c) with N a multiple of {group}, "
                          f"got {crops.shape}")
-    weights = np.ones((len(crops) // group, 2))
+    weights = np.ones((len(crops) // group, 2 + IMPULSE_COLUMNS * with_impulses))
+    weights[:, 2:] = np.nan
     for g in range(len(weights)):
         windows = crops[g * group:(g + 1) * group]
         terms = [_plane_terms(forward, window, bands, noise) for window in windows]
         if all(t is not None for t in terms):
-            weights[g] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))
+            weights[g, :2] = box_weights(sum(t[0] for t in terms), sum(t[1] for t in terms))
+            models = np.array([t[2] for t in terms])
+            measured = models[np.isfinite(models[:, -1])]
+            if with_impulses and len(measured):  # planes of a group: the largest of each
+                weights[g, 2:] = measured.max(axis=0)
         yield probe_pixels(windows.shape)
     return weights
 
@@ -327,6 +346,7 @@ def blend(x: np.ndarray, fx: np.ndarray, weights: np.ndarray,
     plane, or ``x + w_hi (fx - x) + (w_lo - w_hi) low`` for ``(P, 2)`` weights, where
     ``low`` is the low band of ``fx - x`` (accumulated tile by tile by the runner)."""
     w = np.asarray(weights, np.float32)
+    w = w[:, :2] if w.ndim == 2 else w  # impulse models, if any, follow the two weights
     if w.ndim == 1:
         return (x + w.reshape(-1, 1, 1, 1) * (fx - x)).astype(np.float32, copy=False)
     if low is None:

@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 
 from ..engine.axes import PlaneLayout
+from ..engine.impulses import neighbour_median
 from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
-from ..engine.strength import probe_window
+from ..engine.strength import PLANE_COLUMNS, probe_window
 from ..engine.tiling import axis_starts, axis_tile, axis_weights
 from .blocks import forward_row
 from .models import ModelHandle, effective_device, handle_for
@@ -182,9 +183,9 @@ def _checked(data: np.ndarray, where: str) -> np.ndarray:
 
 
 def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
-    """The band weights of the planes whose probe windows are ``crop`` (every axis but
-    Y/X/S one block), shaped like ``crop`` with Y and S of size 1 and X of size 2
-    (``w_hi, w_lo``)."""
+    """The band weights and impulse models of the planes whose probe windows are ``crop``
+    (every axis but Y/X/S one block), shaped like ``crop`` with Y and S of size 1 and X of
+    size ``PLANE_COLUMNS`` (``w_hi, w_lo`` and the impulse model)."""
     ys, xs = probe_window(spec.y.length, spec.x.length)
     where = (f"the strength probe window of the dask array (Y {ys.start}:{ys.stop}, "
              f"X {xs.start}:{xs.stop})")
@@ -195,7 +196,7 @@ def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None)
                                      spec.norm)
     kept = [i for i, a in enumerate(spec.axes) if a in "YXS"]
     return np.concatenate([np.expand_dims(plane_w[:, k].reshape(layout.lead_shape), kept)
-                           for k in range(2)], axis=spec.axes.index("X"))
+                           for k in range(PLANE_COLUMNS)], axis=spec.axes.index("X"))
 
 
 def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec,
@@ -255,12 +256,15 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
     )
     core = block[core_index]
     core_layout = PlaneLayout.from_axes(spec.axes, core.shape)
-    plane_w = (np.transpose(plane_weights[0], core_layout.order).reshape(-1, 2)
+    plane_w = (np.transpose(plane_weights[0], core_layout.order).reshape(-1, PLANE_COLUMNS)
                if plane_weights else None)
     if low_band and plane_w is None:
         raise RuntimeError("strength='auto' needs the probe weights of the block's planes")
-    core_in = normalised[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    outputs = restorer.apply_strength(core_in, outputs, core_layout, plane_w)
+    inside = (slice(None), slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+    # impulses are judged against neighbours from the halo too, as in the whole image
+    neighbours = neighbour_median(normalised)[inside] if low_band else None
+    outputs = restorer.apply_strength(normalised[inside], outputs, core_layout, plane_w,
+                                      neighbours=neighbours)
     return np.stack(restorer.planes_out(outputs, core_layout, spec.norm, core))
 
 
@@ -393,7 +397,7 @@ def restore_dask(
         crop = crop.rechunk({i: -1 for i, a in enumerate(resolved) if a in "YXS"})
         probes.append(crop.map_blocks(
             probe_block, spec=spec, **shared, dtype=np.float64, token="mprnet-strength",
-            chunks=tuple((2,) if a == "X" else (1,) if a in "YS" else c
+            chunks=tuple((PLANE_COLUMNS,) if a == "X" else (1,) if a in "YS" else c
                          for a, c in zip(resolved, crop.chunks)),
             meta=np.empty((0,) * data.ndim, np.float64)))
     stacked = da.map_blocks(
