@@ -175,3 +175,18 @@ def test_estimated_noise_margin_is_kept_on_poisson_gaussian_lines_only():
     line = np.array(weak_texture(crop[..., 0]).line)
     used = st.estimated_noise(crop)[0]
     np.testing.assert_allclose(used, line * (st.NOISE_MARGIN if line[0] > 0 else 1.0))
+
+
+def test_a_rising_envelope_gets_the_poisson_gaussian_margin_and_a_flat_one_does_not():
+    # the lower envelope touches the quietest bins: as a Poisson-Gaussian line it is raised
+    # like the weak-texture one; a flat envelope (a Gaussian level) is used as it is
+    from napari_mprnet.engine.noise_profile import ENVELOPE_MARGIN, NoiseModel
+
+    rising = NoiseModel((0.0, 1e-4), 1.0, (0.02, 0.001))
+    assert ENVELOPE_MARGIN > 1.0
+    assert rising.variance(0.5) == pytest.approx(ENVELOPE_MARGIN * 0.011)
+    assert rising.variance(0.0) == pytest.approx(ENVELOPE_MARGIN * 0.001)
+    flat = NoiseModel((0.0, 1e-4), 1.0, (0.0, 0.003))
+    assert flat.variance(0.5) == pytest.approx(0.003)
+    np.testing.assert_allclose(rising.lines(), [[0.0, 1e-4], [0.022, 0.0011]])
+    assert not NoiseModel((0.01, 0.0), 1.1).lines()[1].any()

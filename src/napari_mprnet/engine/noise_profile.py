@@ -48,8 +48,9 @@ from scipy import ndimage
 from .impulses import IMPULSE, impulses
 from .noise import WeakTexture
 
-__all__ = ["AGREEMENT", "BINS", "CLIP", "IMPULSE", "POOLED_AGREEMENT", "SLOPED_AGREEMENT", "WHITENESS", "NoiseModel", "highpass",
-           "highpass_profile", "impulses", "lower_envelope", "noise_model", "whiteness"]
+__all__ = ["AGREEMENT", "BINS", "CLIP", "ENVELOPE_MARGIN", "IMPULSE", "POOLED_AGREEMENT",
+           "SLOPED_AGREEMENT", "WHITENESS", "NoiseModel", "highpass", "highpass_profile",
+           "impulses", "lower_envelope", "noise_model", "whiteness"]
 
 #: Intensity bins of the high-pass profile (at most), and the fewest pixels in one.
 BINS = 10
@@ -72,6 +73,11 @@ SLOPED_AGREEMENT = 1.5
 #: flattest patches of a textured image (a dense cytoplasm), which reads 0.6 times the noise
 #: and less; :data:`WHITENESS` is then what keeps texture out (textured photographs: 0.86-0.87).
 POOLED_AGREEMENT = 2.0
+#: A rising envelope (a Poisson-Gaussian line) is raised by this factor, as the weak-texture
+#: line is (:data:`~.strength.NOISE_MARGIN`): it is the highest line *below* every bin, so
+#: it touches the quietest ones (EMCCD at 12 photons: 0.84 of the true variance, and "auto"
+#: then 1.1 dB below strength 1). A flat one is used as it is.
+ENVELOPE_MARGIN = 1.1
 #: Ratios are taken after adding this share of the profile's largest bin to both sides, so
 #: that a noise-free background (variance 0 in both) agrees with itself.
 _FLOOR = 1e-3
@@ -144,21 +150,28 @@ def lower_envelope(levels: np.ndarray, variances: np.ndarray) -> tuple[float, fl
 
 
 class NoiseModel(NamedTuple):
-    """The variance ``max(margin * (a I + b), a2 I + b2, 0)`` at intensity ``I``: the
-    weak-texture line (with its margin) and, where trusted, the profile's envelope."""
+    """The variance ``max(margin * (a I + b), m2 * (a2 I + b2), 0)`` at intensity ``I``: the
+    weak-texture line (with its margin) and, where trusted, the profile's envelope (``m2``
+    :data:`ENVELOPE_MARGIN` where it rises, else 1)."""
 
     line: tuple[float, float]
     margin: float = 1.0
     envelope: tuple[float, float] | None = None
 
+    def lines(self) -> np.ndarray:
+        """``(2, 2)``: the two lines ``(a, b)``, margins applied, whose maximum (and 0) is the
+        variance; the second is zero where there is no envelope."""
+        envelope = np.zeros(2)
+        if self.envelope is not None:
+            a, b = self.envelope
+            envelope = (ENVELOPE_MARGIN if a > 0 else 1.0) * np.array([a, b])
+        return np.stack([self.margin * np.asarray(self.line, np.float64), envelope])
+
     def variance(self, intensity: np.ndarray) -> np.ndarray:
         """The variance at every value of ``intensity`` (clipped at zero)."""
         level = np.maximum(np.asarray(intensity, np.float64), 0.0)
-        a, b = self.line
-        variance = self.margin * (a * level + b)
-        if self.envelope is not None:
-            variance = np.maximum(variance, self.envelope[0] * level + self.envelope[1])
-        return np.maximum(variance, 0.0)
+        (a, b), (a2, b2) = self.lines()
+        return np.maximum(np.maximum(a * level + b, a2 * level + b2), 0.0)
 
 
 def noise_model(plane: np.ndarray, output: np.ndarray, weak: WeakTexture,

@@ -256,9 +256,7 @@ def _plane_terms(forward: Forward, crop: np.ndarray, bands: bool,
     if noise is None:
         models = noise_models(crop, fx, weak)
         variance = np.stack([m.variance(fx[..., k]) for k, m in enumerate(models)], -1)
-        for k, m in enumerate(models):
-            if m.envelope is not None:
-                envelopes[k] = m.envelope
+        lines, envelopes = np.moveaxis(np.array([m.lines() for m in models]), 1, 0)
     else:
         variance = np.maximum(lines[:, 0] * np.maximum(fx, 0) + lines[:, 1], 0.0)
     # impulses are left out of the risk: their residual counts as neither loss nor gain
