@@ -27,21 +27,29 @@ def _plane_with_hot_pixels(seed=0, size=64, sd=0.01):
 def test_hot_pixels_take_the_network_output_and_nothing_else_changes():
     x, output, hot = _plane_with_hot_pixels()
     blended = x + 0.4 * (output - x)  # a weight of 0.4 keeps 60 % of every hot pixel
-    model = impulse_model(x[0], np.array([[0.0, 0.01**2]]), np.zeros((1, 2)))
+    camera = np.array([[1e-4, 0.01**2 - 0.3e-4]])  # Poisson-Gaussian: 0.01**2 at 0.3
+    model = impulse_model(x[0], camera, np.zeros((1, 2)))
     assert model.shape == (IMPULSE_COLUMNS,)
     result = replace_impulses(x, blended, output, model[None])
     np.testing.assert_array_equal(result[hot], output[hot].astype(np.float32))
     others = np.ones(x.shape, bool)
     others[hot] = False
     np.testing.assert_array_equal(result[others], blended[others].astype(np.float32))
-    # a plane without a model (too small to measure) keeps its blend
-    kept = replace_impulses(x, blended, output, np.full((1, IMPULSE_COLUMNS), np.nan))
-    np.testing.assert_array_equal(kept, blended.astype(np.float32))
+    # a plane without a model (too small to measure) keeps its blend, and so does one with
+    # Gaussian noise (a photograph: an isolated bright pixel is more often detail)
+    for rows in (np.full((1, IMPULSE_COLUMNS), np.nan),
+                 impulse_model(x[0], np.array([[0.0, 0.01**2]]), np.zeros((1, 2)))[None]):
+        kept = replace_impulses(x, blended, output, rows)
+        np.testing.assert_array_equal(kept, blended.astype(np.float32))
+    # a rising envelope is a camera's noise too
+    enveloped = impulse_model(x[0], np.array([[0.0, 0.01**2]]), camera)
+    np.testing.assert_array_equal(replace_impulses(x, blended, output, enveloped[None])[hot],
+                                  output[hot].astype(np.float32))
 
 
 def test_a_noise_level_given_too_low_does_not_make_noise_impulses():
     x, output, hot = _plane_with_hot_pixels(sd=0.03)
-    too_low = impulse_model(x[0], np.array([[0.0, 1e-8]]), np.zeros((1, 2)))
+    too_low = impulse_model(x[0], np.array([[1e-9, 1e-8]]), np.zeros((1, 2)))
     found = replace_impulses(x, x, output, too_low[None]) != x.astype(np.float32)
     assert found[hot].all() and found.sum() <= len(hot[0]) + 2  # the robust spread rules
 
@@ -49,8 +57,8 @@ def test_a_noise_level_given_too_low_does_not_make_noise_impulses():
 def test_whole_plane_equals_the_probe_windows_rule():
     # replace_impulses over a plane finds what impulses() finds with the same variance
     x, output, _ = _plane_with_hot_pixels(seed=3)
-    variance = np.full(x.shape[1:], 0.01**2)
-    model = impulse_model(x[0], np.array([[0.0, 0.01**2]]), np.zeros((1, 2)))
+    variance = np.full(x.shape[1:], 0.01**2)  # output 0.3 everywhere: 1e-4 * 0.3 + 0.7e-4
+    model = impulse_model(x[0], np.array([[1e-4, 0.7e-4]]), np.zeros((1, 2)))
     replaced = replace_impulses(x, x, output, model[None]) != x.astype(np.float32)
     np.testing.assert_array_equal(replaced[0], impulses(x[0], output[0], variance))
 

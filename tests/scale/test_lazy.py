@@ -92,8 +92,9 @@ def test_chunked_result_equals_whole_plane_result_exactly(tiny_model, chunk_size
 
 def test_chunked_two_band_blend_equals_whole_plane_exactly(tiny_model, monkeypatch):
     # the untrained network gets weights 0 and 0: chosen ones instead, with an impulse model
-    # (variance 1e-4, robust 1e-4) that finds the hot pixels planted on chunk borders too
-    plane = [0.9, 0.1, 0.0, 1e-4, 0.0, 0.0, 1e-4]
+    # (a camera's: variance 1e-6 I + 1e-4; robust 1e-4) that finds the hot pixels planted
+    # on chunk borders too
+    plane = [0.9, 0.1, 1e-6, 1e-4, 0.0, 0.0, 1e-4]
 
     def chosen(forward, crops, group=1, bands=True, noise=None, with_impulses=False):
         yield 0
