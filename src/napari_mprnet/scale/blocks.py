@@ -1,4 +1,5 @@
-"""Running one row of a dask block's tiles through the network (for :mod:`.lazy`).
+"""Checking a dask block and running one row of its tiles through the network (for
+:mod:`.lazy`).
 
 The tiles go in batches of at most ``batch``, halved on out-of-memory errors (a chunked run
 cannot shrink its tiles, which the global tile grid fixes). With ``low_band`` the low band of
@@ -13,8 +14,17 @@ import numpy as np
 
 from ..engine.backends import is_out_of_memory
 from ..engine.bands import residual_low_band
+from ..engine.pipeline import refuse_masked, refuse_non_finite
 
-__all__ = ["forward_row"]
+__all__ = ["checked_block", "forward_row"]
+
+
+def checked_block(data: np.ndarray, where: str) -> np.ndarray:
+    """``data`` as a plain array, refusing masked arrays and NaN/inf pixels (naming ``where``)."""
+    refuse_masked(data, where)
+    data = np.asarray(data)
+    refuse_non_finite(data, where)
+    return data
 
 
 def forward_row(runner, tiles: list[np.ndarray], stages: bool, low_band: bool,

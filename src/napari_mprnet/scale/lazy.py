@@ -47,7 +47,7 @@ from ..engine.normalize import DEFAULT_PERCENTILES, Normalization
 from ..engine.pipeline import Restorer, check_image_type, refuse_masked, refuse_non_finite
 from ..engine.strength import PLANE_COLUMNS, probe_window
 from ..engine.tiling import axis_starts, axis_tile, axis_weights
-from .blocks import forward_row
+from .blocks import checked_block, forward_row
 from .models import ModelHandle, effective_device, handle_for
 
 __all__ = ["AUTO_CHUNK", "ChunkPlan", "plan_axis", "restore_block", "restore_dask"]
@@ -174,14 +174,6 @@ def _block_restorer(spec: BlockSpec, weights: bytes | None) -> Restorer:
                     strength=spec.strength, split_patches=spec.split_patches, noise=spec.noise)
 
 
-def _checked(data: np.ndarray, where: str) -> np.ndarray:
-    """``data`` as a plain array, refusing masked arrays and NaN/inf pixels (naming ``where``)."""
-    refuse_masked(data, where)
-    data = np.asarray(data)
-    refuse_non_finite(data, where)
-    return data
-
-
 def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None) -> np.ndarray:
     """The band weights and impulse models of the planes whose probe windows are ``crop``
     (every axis but Y/X/S one block), shaped like ``crop`` with Y and S of size 1 and X of
@@ -189,7 +181,7 @@ def probe_block(crop: np.ndarray, spec: BlockSpec, weights: bytes | None = None)
     ys, xs = probe_window(spec.y.length, spec.x.length)
     where = (f"the strength probe window of the dask array (Y {ys.start}:{ys.stop}, "
              f"X {xs.start}:{xs.stop})")
-    crop = _checked(crop, where)
+    crop = checked_block(crop, where)
     restorer = _block_restorer(spec, weights)
     layout = PlaneLayout.from_axes(spec.axes, crop.shape)
     plane_w = restorer.plane_weights(restorer.planes_in(crop, layout, spec.norm), layout,
@@ -220,7 +212,7 @@ def restore_block(block: np.ndarray, *plane_weights: np.ndarray, spec: BlockSpec
     cx0, cx1 = spec.x.bounds[ix], spec.x.bounds[ix + 1]
     where = (f"block {tuple(location)} of the dask array (Y {y0}:{y0 + expected[0]}, "
              f"X {x0}:{x0 + expected[1]})")
-    block = _checked(block, where)
+    block = checked_block(block, where)
 
     restorer = _block_restorer(spec, weights)
     runner = restorer.runner
