@@ -371,7 +371,7 @@ def test_noise_option_parses_both_forms_and_reaches_restore(tmp_path, images, we
 
 @pytest.mark.parametrize("extra, message", [
     (["--noise", "loud"], "--noise must be 'auto', a Gaussian standard deviation"),
-    (["--noise", "0"], "must be > 0"),
+    (["--noise", "0"], "must be > 0, got 0.0 (for noise-free images use --strength 0)"),
     (["--noise", "-3"], "must be > 0"),
     (["--noise", "nan"], "finite"),
     (["--noise", "1,2,3"], "3 numbers"),

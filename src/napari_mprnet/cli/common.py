@@ -114,6 +114,7 @@ def parse_noise(value: str) -> float | tuple[float, float] | None:
         check_noise(noise)
     except (TypeError, ValueError) as err:
         reason = str(err).rsplit("; ", 1)[-1]  # (the part after the general usage)
+        reason = reason.replace("strength=0", "--strength 0")  # this command's flag
         raise ValueError(f"{usage}; {reason}") from None
     return noise
 
