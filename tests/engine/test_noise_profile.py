@@ -10,8 +10,9 @@ from scipy import ndimage
 
 from napari_mprnet import restore
 from napari_mprnet.engine import strength as st
+from napari_mprnet.engine.impulses import impulses
 from napari_mprnet.engine.noise import estimate_noise, weak_texture
-from napari_mprnet.engine.noise_profile import impulses, lower_envelope, noise_model
+from napari_mprnet.engine.noise_profile import lower_envelope, noise_model
 from napari_mprnet.training.microscopy import acquire, bench_cases, clean_field
 
 

@@ -51,8 +51,14 @@ def impulses(x: np.ndarray, output: np.ndarray, variance: np.ndarray) -> np.ndar
     network ``output`` for it and the noise ``variance`` per pixel."""
     x = np.asarray(x, np.float64)
     spread = x - neighbour_median(x)
-    limit = IMPULSE * np.sqrt(np.maximum(variance, _robust_variance(spread)))
-    return (np.abs(spread) > limit) & (np.abs(output - x) > limit)
+    return _standing_out(spread, output - x, np.maximum(variance, _robust_variance(spread)))
+
+
+def _standing_out(spread: np.ndarray, moved: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """Impulses: more than :data:`IMPULSE` sd (``variance``) from the neighbours' median
+    (``spread``) and moved by the network (``moved``) by as much."""
+    limit = IMPULSE * np.sqrt(variance)
+    return (np.abs(spread) > limit) & (np.abs(moved) > limit)
 
 
 def impulse_model(x: np.ndarray, lines: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
@@ -83,10 +89,9 @@ def replace_impulses(x: np.ndarray, blended: np.ndarray, output: np.ndarray,
     for p, (a1, b1, a2, b2, robust) in enumerate(models):
         if not np.isfinite(robust) or max(a1, a2) <= 0:  # unmeasured, or Gaussian noise
             continue
-        level = np.maximum(output[p].astype(np.float64), 0.0)
-        variance = np.maximum(np.maximum(a1 * level + b1, a2 * level + b2), 0.0)
-        limit = IMPULSE * np.sqrt(np.maximum(variance, robust))
-        found = ((np.abs(x[p] - neighbours[p]) > limit)
-                 & (np.abs(output[p].astype(np.float64) - x[p]) > limit))
+        out = output[p].astype(np.float64)
+        level = np.maximum(out, 0.0)
+        variance = np.maximum(np.maximum(a1 * level + b1, a2 * level + b2), robust)
+        found = _standing_out(x[p] - neighbours[p], out - x[p], variance)
         result[p][found] = output[p][found]
     return result

@@ -45,12 +45,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from .impulses import IMPULSE, impulses
 from .noise import WeakTexture
 
-__all__ = ["AGREEMENT", "BINS", "CLIP", "ENVELOPE_MARGIN", "IMPULSE", "POOLED_AGREEMENT",
+__all__ = ["AGREEMENT", "BINS", "CLIP", "ENVELOPE_MARGIN", "POOLED_AGREEMENT",
            "SLOPED_AGREEMENT", "WHITENESS", "NoiseModel", "highpass", "highpass_profile",
-           "impulses", "lower_envelope", "noise_model", "whiteness"]
+           "lower_envelope", "noise_model", "whiteness"]
 
 #: Intensity bins of the high-pass profile (at most), and the fewest pixels in one.
 BINS = 10

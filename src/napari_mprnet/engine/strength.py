@@ -24,7 +24,7 @@ sets shows more noise and agrees with it where both measure (:mod:`.noise_profil
 fluorescence, whose bright structures have no flat patch). The user may give it instead
 (``restore(noise=...)``, in image units, mapped to the network's domain by
 :func:`~.noise_level.network_noise` and used without a margin). Either way, impulses (hot
-pixels, cosmic rays: :func:`~.noise_profile.impulses`) are left out of the risk. A network that oversmooths
+pixels, cosmic rays: :func:`~.impulses.impulses`) are left out of the risk. A network that oversmooths
 a nearly clean image gets weights well below 1 (detail comes back); one that shifts low
 frequencies it should leave alone (flat backgrounds at high photon counts) gets a small
 ``w_lo``; where it is right both stay at 1.
