@@ -71,7 +71,8 @@ def result_text(result: Any, seconds: float) -> str:
         if result.base_val_loss is not None:
             text += f" (starting model {result.base_val_loss:.4f}; lower is better)"
         if result.best_step == 0:
-            text += "; no step beat the starting model, which is kept"
+            text += ("; no step beat the starting model clearly (by 2 standard errors), "
+                     "which is kept")
     else:
         text += "; no validation (validation fraction 0, or an image too small to hold out)"
     return text

@@ -245,8 +245,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{_fmt(result.base_val_loss, digits=5)} -> best "
                      f"{_fmt(result.best_val_loss, digits=5)} (step {result.best_step})")
         if result.best_step == 0:
-            lines.append("note: no step improved on the starting model, which is saved "
-                         "unchanged")
+            lines.append("note: no step improved on the starting model clearly (by 2 "
+                         "standard errors), which is saved unchanged")
     if result.n_val and result.base_val_psnr is not None:
         gain = (
             result.best_val_psnr - result.base_val_psnr

@@ -15,6 +15,7 @@ stored with the model).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from contextlib import closing
@@ -277,6 +278,8 @@ def finetune(
     base_source = describe_source(model, base)
     base_meta = dict(getattr(base, "metadata", None) or {})
     channels = net.config.in_c
+    # the starting network, kept apart for the blind-spot validation's paired comparison
+    start_copy = copy.deepcopy(net) if not objective.needs_targets else None
     if ckpt is not None:
         if ckpt.get("config") != net.config.to_dict():
             raise ValueError(
@@ -304,7 +307,8 @@ def finetune(
     validator = Validator(validation_crops(val, channels, args["patch_size"]), val_every, steps,
                           dev, amp.validation_autocast, use_channels_last, ddp,
                           objective=objective, seed=args["seed"],
-                          clean=not self_supervised or val_targets is not None)
+                          clean=not self_supervised or val_targets is not None,
+                          reference=None if start_copy is None else start_copy.to(dev))
     run_args = {
         **{name: args[name] for name in SCHEDULE_ARGS},
         "val_every": val_every, "checkpoint_every": ckpt_every,

@@ -3,6 +3,8 @@
 Without clean validation images (self-supervised objectives), the held-out planes are scored
 by the objective's own loss instead (:class:`~napari_mprnet.training.self_supervised.
 SelfSupervisedScore`, lower is better); with clean images both are reported and PSNR decides.
+Given the starting network, a blind-spot score must also beat it significantly
+(``val_loss_z``, :func:`~napari_mprnet.training.self_supervised.paired_z`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .data import PairSet
 from .metrics import psnr, ssim
 from .objectives import Objective
 from .sampling import center_crops
-from .self_supervised import SelfSupervisedScore
+from .self_supervised import MIN_Z, SelfSupervisedScore, paired_z
 
 __all__ = ["VAL_CROP", "Validator", "evaluate", "validation_crops"]
 
@@ -80,12 +82,18 @@ class Validator:
         which model is best); otherwise ``val_loss`` decides.
     seed : int
         Seed of the fixed validation masks.
+    reference : torch.nn.Module, optional
+        A copy of the starting network. Without clean targets, a blind-spot objective then
+        also reports ``val_loss_z``: how many standard errors the masked-pixel errors lie
+        below the starting network's (paired pixel by pixel); a model is only kept over the
+        starting one from :data:`~napari_mprnet.training.self_supervised.MIN_Z` on.
     """
 
     def __init__(self, crops: list[tuple], every: int, steps: int, device: torch.device,
                  autocast: Callable, channels_last: bool,
                  session: _ddp.Session | None = None, *, objective: Objective | None = None,
-                 clean: bool = True, seed: int = 0) -> None:
+                 clean: bool = True, seed: int = 0,
+                 reference: torch.nn.Module | None = None) -> None:
         self.crops = crops
         self.every = every
         self.steps = steps
@@ -101,6 +109,10 @@ class Validator:
             raise ValueError("validation without clean targets needs a self-supervised objective")
         #: the history key that decides which model is best
         self.measure = "val_psnr" if self.clean else "val_loss"
+        paired = (not self.clean and self.loss_score is not None
+                  and self.loss_score.blind_spot and reference is not None)
+        self.reference = reference if paired else None
+        self._reference_errors: dict[int, np.ndarray] = {}
 
     def __bool__(self) -> bool:
         return bool(self.crops)
@@ -112,6 +124,8 @@ class Validator:
     def better(self, scores: dict, best: dict) -> bool:
         """Whether ``scores`` beat ``best`` (higher PSNR, or lower self-supervised loss)."""
         old, new = best.get(self.measure), scores[self.measure]
+        if "val_loss_z" in scores and scores["val_loss_z"] < MIN_Z and old is not None:
+            return False  # not significantly better than the starting network
         return old is None or (new > old if self.clean else new < old)
 
     def _local(self, model: torch.nn.Module, indices: list[int]) -> dict[str, float]:
@@ -126,19 +140,36 @@ class Validator:
                 indices)
         if self.loss_score is not None:
             sums["val_loss"] = self.loss_score(model, *run, indices=indices) * len(indices)
+        if self.reference is not None:
+            diff = np.concatenate([self._start_errors(i) - self.loss_score.pixel_errors(
+                model, *run, index=i) for i in indices])
+            sums.update({"diff": float(diff.sum()), "diff_square": float(np.sum(diff * diff)),
+                         "diff_count": float(diff.size)})
         return sums
+
+    def _start_errors(self, index: int) -> np.ndarray:
+        """The starting network's masked-pixel errors on crop ``index`` (measured once)."""
+        if index not in self._reference_errors:
+            self._reference_errors[index] = self.loss_score.pixel_errors(
+                self.reference, self.device, self.autocast, self.channels_last, index=index)
+        return self._reference_errors[index]
 
     def score(self, model: torch.nn.Module) -> dict[str, float]:
         """Mean scores of ``model`` over the crops (the same on every rank): ``val_psnr``
         and ``val_ssim`` with clean targets, ``val_loss`` with a self-supervised objective."""
         keys = (["val_psnr", "val_ssim"] if self.clean else []) + (
             ["val_loss"] if self.loss_score is not None else [])
+        paired = ["diff", "diff_square", "diff_count"] if self.reference is not None else []
         session = self.session
         if session is None:
             sums, count = self._local(model, list(range(len(self.crops)))), len(self.crops)
         else:
             mine = list(range(session.rank, len(self.crops), session.world_size))
             local = self._local(model, mine)
-            *totals, count = session.sums([local.get(k, 0.0) for k in keys] + [len(mine)])
-            sums = dict(zip(keys, totals))
-        return {k: float(sums[k]) / count for k in keys}
+            *totals, count = session.sums([local.get(k, 0.0) for k in keys + paired]
+                                          + [len(mine)])
+            sums = dict(zip(keys + paired, totals))
+        scores = {k: float(sums[k]) / count for k in keys}
+        if paired:
+            scores["val_loss_z"] = paired_z(*(float(sums[k]) for k in paired))
+        return scores
