@@ -179,10 +179,8 @@ class SelfSupervisedScore:
     crops : list of (input, target, grey)
         Validation crops (the target is the input again for Noise2Void).
     seed : int
-        Seed of the fixed masks.
-
-    A blind-spot objective draws ``sets`` mask sets per crop, enough for about
-    :data:`VAL_MASKED_PIXELS` masked pixels in all (at most 8).
+        Seed of the fixed masks. A blind-spot objective draws ``sets`` mask sets per crop,
+        enough for about :data:`VAL_MASKED_PIXELS` masked pixels in all (at most 8).
     """
 
     def __init__(self, objective: Objective, crops: list[tuple], seed: int = 0) -> None:
