@@ -334,6 +334,21 @@ def test_self_supervised_with_no_target(make_napari_viewer, qtbot, tiny_model_fi
     assert widget.build_request().targets is None
 
 
+def test_a_restored_result_is_not_proposed_as_the_target(make_napari_viewer):
+    from napari_mprnet._widgets.finetune_data import NO_TARGET
+
+    viewer = make_napari_viewer()
+    noisy, _ = _pairs(3)
+    viewer.add_image(noisy, name="noisy")
+    widget = FinetuneWidget(viewer)
+    assert widget.target_combo.currentText() == NO_TARGET
+    # the Restore widget (or the menu) adds its output: it is no clean reference
+    viewer.add_image(noisy[0], name="noisy (denoised)", metadata={"napari_mprnet": {}})
+    assert widget.target_combo.currentText() == NO_TARGET
+    assert widget.lr_spin.value() == pytest.approx(5e-5)
+    assert widget.build_request().targets is None
+
+
 def test_folders_without_targets_are_self_supervised(make_napari_viewer, tiny_model_file,
                                                      tmp_path):
     noisy, _ = _pairs(2)

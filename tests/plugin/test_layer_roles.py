@@ -68,6 +68,21 @@ def test_results_are_not_proposed_as_input():
     assert propose_pair([noisy, out, layer("clean")])[0] is noisy
 
 
+def test_results_are_not_proposed_as_target():
+    noisy = layer("noisy")
+    out = layer("noisy (denoised)", result=True)
+    # after a self-supervised run, its own output is no clean reference: no target proposed
+    assert propose_pair([noisy, out], noisy) == (noisy, None)
+    assert propose_pair([noisy, out]) == (noisy, None)
+    hidden_out = layer("noisy (denoised)", visible=False, result=True)
+    named_out = layer("clean (denoised)", result=True)
+    assert propose_pair([noisy, hidden_out, named_out], noisy) == (noisy, None)
+    # a real clean layer is still found beside them; the user's own pick of a result is kept
+    clean = layer("clean cells", visible=False)
+    assert propose_pair([clean, noisy, out], noisy) == (noisy, clean)
+    assert propose_pair([noisy, out], noisy, out) == (noisy, out)
+
+
 def test_run_names_number_every_layer_of_a_run():
     names = ["a (denoised)", "a (denoised, stage 2)", "a (denoised, stage 1)"]
     assert run_names(names, {"a"}) == names

@@ -2,7 +2,9 @@
 
 The widgets propose layers by meaning, not by position: a hidden layer or one whose name says
 clean / target / GT / ground truth / reference is a target, a layer this plugin produced is
-never proposed as an input, and one layer is never proposed for two roles.
+never proposed as an input nor as a clean target (training towards the plugin's own output
+would teach the network to imitate itself; the user may still pick one), and one layer is
+never proposed for two roles.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def propose_pair(layers: Sequence[Any], current_input: Any = None,
 
     Choices still present are kept (the user's word wins); otherwise the target is the best
     clean-looking layer (by name, then hidden) and the input a degraded-looking layer of the
-    same shape.
+    same shape. None of this plugin's results is proposed as the target.
     """
     layers = list(layers)
     inp = current_input if current_input in layers else None
@@ -66,8 +68,9 @@ def propose_pair(layers: Sequence[Any], current_input: Any = None,
     if inp is not None and inp is tgt:
         tgt = None
     if tgt is None:
-        named = [layer for layer in layers if _named_as_target(layer) and layer is not inp]
-        hidden = [layer for layer in layers if looks_like_target(layer) and layer is not inp]
+        sources = [layer for layer in layers if layer is not inp and not is_result_layer(layer)]
+        named = [layer for layer in sources if _named_as_target(layer)]
+        hidden = [layer for layer in sources if looks_like_target(layer)]
         candidates = named + [layer for layer in hidden if layer not in named]
         if inp is not None:  # one that can pair with the chosen input
             pairable = [c for c in candidates if _shape(c) == _shape(inp)]
@@ -86,8 +89,8 @@ def propose_pair(layers: Sequence[Any], current_input: Any = None,
             if same or group:
                 inp = (same or group)[-1]
                 break
-    if tgt is None:  # nothing looks clean: any other layer, preferring the same shape
-        others = [layer for layer in layers if layer is not inp]
+    if tgt is None:  # nothing looks clean: any other original, preferring the same shape
+        others = [layer for layer in layers if layer is not inp and not is_result_layer(layer)]
         same = [layer for layer in others if _shape(layer) == _shape(inp)]
         tgt = (same or others or [None])[0]
     return inp, tgt
