@@ -71,6 +71,9 @@ def test_small_crops_get_several_fixed_mask_sets():
     errors = score.pixel_errors(_Copy(), **RUN, index=0)
     assert errors.size == int(sum(b.mask.sum() for b in score.batches[0]))
     assert np.array_equal(errors, score.pixel_errors(_Copy(), **RUN, index=0))  # fixed
+    # the per-pixel errors and the score are one pass: the score is the objective's loss
+    losses = [float(Noise2Void().loss([b.inputs], b)) for b in score.batches[0]]
+    assert score(_Copy(), **RUN) == pytest.approx(np.mean(losses), rel=1e-5)
     big = torch.zeros(1, 3, 512, 512)
     assert SelfSupervisedScore(Noise2Void(), [(big, big, True)]).sets == 1
     noise2noise = SelfSupervisedScore(Noise2Noise(), [(x, x, True)])

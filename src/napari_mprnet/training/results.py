@@ -65,8 +65,8 @@ class FinetuneResult:
         Self-supervised objectives: the validation loss (the objective's loss on held-out
         planes, lower is better) of the kept model and of the starting model. Without clean
         validation images it decides which model is kept, the starting one included
-        (``best_step`` 0: no step beat it; a blind-spot
-        validation asks for a clear win, see ``paired_z``).
+        (``best_step`` 0: no step beat it; a blind-spot validation asks for a clear
+        win, see ``paired_z``).
     stopped : bool
         True when a callback stopped training early.
     steps_done : int

@@ -199,16 +199,6 @@ class SelfSupervisedScore:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def _finals(self, model: torch.nn.Module, device: torch.device, autocast: Callable,
-                channels_last: bool, index: int) -> list[tuple[Tensor, Batch]]:
-        out = []
-        for batch in self.batches[index]:
-            batch = batch.to(device, channels_last)
-            with autocast():
-                final = model(batch.inputs)[0]
-            out.append((final.float(), batch))
-        return out
-
     def _evaluated(self, model: torch.nn.Module, run: Callable) -> Any:
         was_training = model.training
         model.eval()
@@ -218,38 +208,51 @@ class SelfSupervisedScore:
         finally:
             model.train(was_training)
 
+    def losses_and_errors(self, model: torch.nn.Module, device: torch.device,
+                          autocast: Callable, channels_last: bool,
+                          indices: Sequence[int] | None = None
+                          ) -> tuple[list[float], dict[int, np.ndarray]]:
+        """One pass over the crops (or those at ``indices``): the loss of every mask set and,
+        for a blind-spot objective, each crop's distance at every masked pixel (all its mask
+        sets, channels averaged, in a fixed order; their mean per set is that set's loss)."""
+        chosen = range(len(self.batches)) if indices is None else indices
+
+        def run() -> tuple[list[float], dict[int, np.ndarray]]:
+            losses, errors = [], {}
+            for index in chosen:
+                per_set = []
+                for batch in self.batches[index]:
+                    batch = batch.to(device, channels_last)
+                    with autocast():
+                        final = model(batch.inputs)[0].float()
+                    if not self.blind_spot:
+                        losses.append(float(self.objective.loss([final], batch)))
+                        continue
+                    diff = (final - batch.targets.float()).permute(0, 2, 3, 1)[
+                        batch.mask[:, 0] > 0]
+                    error = (diff * diff if self.objective.distance == "mse"
+                             else torch.sqrt(diff * diff + 1e-6))  # the loss's eps 1e-3
+                    per_set.append(error.mean(-1).double().cpu().numpy())
+                    losses.append(float(per_set[-1].mean()))
+                if per_set:
+                    errors[index] = np.concatenate(per_set)
+            return losses, errors
+
+        return self._evaluated(model, run)
+
     def __call__(self, model: torch.nn.Module, device: torch.device, autocast: Callable,
                  channels_last: bool, indices: Sequence[int] | None = None) -> float:
         """Mean loss over the crops (or those at ``indices``) and their mask sets."""
-        chosen = range(len(self.batches)) if indices is None else indices
-
-        def run() -> list[float]:
-            return [float(self.objective.loss([final], batch))
-                    for index in chosen
-                    for final, batch in self._finals(model, device, autocast, channels_last,
-                                                     index)]
-
-        losses = self._evaluated(model, run)
+        losses, _ = self.losses_and_errors(model, device, autocast, channels_last, indices)
         return float(np.mean(losses)) if losses else float("nan")
 
     def pixel_errors(self, model: torch.nn.Module, device: torch.device, autocast: Callable,
                      channels_last: bool, index: int) -> np.ndarray:
-        """A blind-spot objective's distance at every masked pixel of crop ``index`` (all
-        its mask sets, channels averaged), in a fixed order."""
+        """A blind-spot objective's distance at every masked pixel of crop ``index`` (see
+        :meth:`losses_and_errors`)."""
         if not self.blind_spot:
             raise TypeError("per-pixel errors need a blind-spot objective (Noise2Void)")
-
-        def run() -> np.ndarray:
-            errors = []
-            for final, batch in self._finals(model, device, autocast, channels_last, index):
-                chosen = batch.mask[:, 0] > 0
-                diff = (final - batch.targets.float()).permute(0, 2, 3, 1)[chosen]
-                error = (diff * diff if self.objective.distance == "mse"
-                         else torch.sqrt(diff * diff + 1e-6))
-                errors.append(error.mean(-1).double().cpu().numpy())
-            return np.concatenate(errors)
-
-        return self._evaluated(model, run)
+        return self.losses_and_errors(model, device, autocast, channels_last, [index])[1][index]
 
 
 def paired_z(diff_sum: float, diff_square_sum: float, count: float) -> float:

@@ -139,10 +139,10 @@ class Validator:
             sums["val_psnr"], sums["val_ssim"] = mean_psnr * len(indices), mean_ssim * len(
                 indices)
         if self.loss_score is not None:
-            sums["val_loss"] = self.loss_score(model, *run, indices=indices) * len(indices)
+            losses, errors = self.loss_score.losses_and_errors(model, *run, indices=indices)
+            sums["val_loss"] = float(np.mean(losses)) * len(indices)
         if self.reference is not None:
-            diff = np.concatenate([self._start_errors(i) - self.loss_score.pixel_errors(
-                model, *run, index=i) for i in indices])
+            diff = np.concatenate([self._start_errors(i) - errors[i] for i in indices])
             sums.update({"diff": float(diff.sum()), "diff_square": float(np.sum(diff * diff)),
                          "diff_count": float(diff.size)})
         return sums
